@@ -1,0 +1,1 @@
+"""Catalog tables as Dagster assets."""

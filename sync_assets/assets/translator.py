@@ -1,0 +1,47 @@
+"""How a catalog table appears in Dagster: the single override point for keys, groups, metadata."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import dagster as dg
+
+from sync_assets.assets.partitions import UPDATE_TYPE_PARTITIONS
+from sync_assets.catalog.models import Catalog, TableSpec
+
+METADATA_TABLE_SPEC = "sync_assets/table_spec"
+
+
+@dataclass(frozen=True)
+class SyncAssetTranslator:
+    """Subclass and override `get_asset_spec` to change keys, groups, owners or tags."""
+
+    def get_asset_spec(self, table: TableSpec, catalog: Catalog) -> dg.AssetSpec:
+        return dg.AssetSpec(
+            key=dg.AssetKey([table.source, table.name]),
+            group_name=table.source,
+            description=table.description or _describe(table),
+            partitions_def=UPDATE_TYPE_PARTITIONS,
+            code_version=code_version(table),
+            kinds={"sql"},
+            tags={"sync_assets/source": table.source},
+            metadata={
+                "dagster/table_name": table.target,
+                "sync_assets/primary_key": ", ".join(table.primary_key),
+                "sync_assets/updated_at": table.updated_at or "(none: mass only)",
+                "sync_assets/update_types": ", ".join(u.value for u in table.update_types),
+                METADATA_TABLE_SPEC: dg.MetadataValue.json(table.model_dump(mode="json", exclude_none=True)),
+            },
+        )
+
+
+def code_version(table: TableSpec) -> str:
+    """Changes whenever the table's catalog entry changes."""
+    return hashlib.sha256(table.model_dump_json().encode()).hexdigest()[:16]
+
+
+def _describe(table: TableSpec) -> str:
+    where = table.query and "a query" or ".".join(p for p in (table.source_schema, table.source_table) if p)
+    watermark = f"incremental on `{table.updated_at}`" if table.updated_at else "full reloads only"
+    return f"Cache table `{table.target}` synced from {where} on `{table.source}`; {watermark}."

@@ -1,0 +1,1 @@
+"""The YAML table catalog: models, placeholders and the loader."""

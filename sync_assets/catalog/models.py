@@ -1,0 +1,188 @@
+"""Pydantic models of the table catalog, validated once when definitions load."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from enum import Enum
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PositiveInt, field_validator, model_validator
+
+from sync_assets.catalog import placeholders
+
+IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
+SYNC_LOG_TABLE = "sync_log"
+
+
+class UpdateType(str, Enum):
+    """The partitions of every table asset."""
+
+    MASS = "mass"
+    DAILY = "daily"
+    HOURLY = "hourly"
+
+    @property
+    def interval(self) -> timedelta:
+        """How often this update type is meant to run; the default lookback is a multiple of it."""
+        return {"mass": timedelta(days=7), "daily": timedelta(days=1), "hourly": timedelta(hours=1)}[
+            self.value
+        ]
+
+    @property
+    def is_incremental(self) -> bool:
+        return self is not UpdateType.MASS
+
+
+_DURATION = re.compile(r"^\s*(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>s|m|h|d|w)\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _parse_duration(value: Any) -> Any:
+    """Accept "90s", "30m", "6h", "2d", "1w" besides what pydantic takes (seconds, ISO 8601)."""
+    if isinstance(value, str) and (m := _DURATION.match(value)):
+        return timedelta(seconds=float(m.group("n")) * _UNIT_SECONDS[m.group("unit")])
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_parse_duration)]
+Identifier = Annotated[str, Field(pattern=IDENTIFIER, max_length=63)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ConnectionSpec(_Strict):
+    """A database; `url` and `password` may hold ${VAR} placeholders, resolved when a sync runs."""
+
+    url: str = Field(min_length=1, description="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db")
+    password: str | None = Field(default=None, description="usually ${VAR}; kept out of the URL")
+    demo: bool = Field(default=False, description="create this SQLite file with the demo data if missing")
+
+    @field_validator("url")
+    @classmethod
+    def _no_literal_password(cls, url: str) -> str:
+        shape = placeholders.substitute(url, "SYNCVAR")
+        try:
+            parsed = sa.make_url(shape)
+        except sa.exc.ArgumentError:
+            if placeholders.has_placeholders(url):
+                return url  # the whole URL (or its scheme) comes from the environment
+            msg = "not a valid SQLAlchemy URL (expected e.g. postgresql+psycopg://user@host/db)"
+            raise ValueError(msg) from None
+        if parsed.password and "SYNCVAR" not in str(parsed.password):
+            msg = "the URL holds a literal password; use ${VAR} or the `password:` key instead"
+            raise ValueError(msg)
+        return url
+
+    @field_validator("password")
+    @classmethod
+    def _password_from_environment(cls, password: str | None) -> str | None:
+        if password is not None and not placeholders.has_placeholders(password):
+            msg = "a password must come from the environment: write ${VAR}"
+            raise ValueError(msg)
+        return password
+
+
+class Defaults(_Strict):
+    """Catalog-wide settings each table may override."""
+
+    batch_size: PositiveInt = 50_000
+    lookback_multiplier: float = Field(default=2.0, ge=0)
+    sync_log_retention_days: PositiveInt = 90
+
+
+class TableSpec(_Strict):
+    """One cached table: where it comes from, its key and its watermark."""
+
+    name: Identifier
+    source: Identifier
+    source_table: str | None = None
+    source_schema: str | None = None
+    query: str | None = None
+    target_table: Identifier | None = None
+    primary_key: list[Identifier] = Field(min_length=1)
+    updated_at: Identifier | None = None
+    columns: dict[str, Identifier] = Field(default_factory=dict, description="source -> target renames")
+    batch_size: PositiveInt | None = None
+    lookback: dict[UpdateType, Duration] = Field(default_factory=dict)
+    lookback_multiplier: float | None = Field(default=None, ge=0)
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TableSpec:
+        if (self.source_table is None) == (self.query is None):
+            msg = "give exactly one of `source_table` or `query`"
+            raise ValueError(msg)
+        if self.query is not None and self.source_schema is not None:
+            msg = "`source_schema` applies to `source_table`, not to `query`"
+            raise ValueError(msg)
+        if UpdateType.MASS in self.lookback:
+            msg = "`lookback` applies to daily and hourly only"
+            raise ValueError(msg)
+        if len(set(self.primary_key)) != len(self.primary_key):
+            msg = "`primary_key` names a column twice"
+            raise ValueError(msg)
+        targets = list(self.columns.values())
+        if len(set(targets)) != len(targets):
+            msg = "`columns` renames two source columns to the same name"
+            raise ValueError(msg)
+        return self
+
+    @property
+    def target(self) -> str:
+        return self.target_table or self.name
+
+    @property
+    def update_types(self) -> list[UpdateType]:
+        """Mass always; daily and hourly only where a watermark column exists."""
+        return list(UpdateType) if self.updated_at else [UpdateType.MASS]
+
+    def lookback_for(self, update_type: UpdateType, defaults: Defaults) -> timedelta:
+        if update_type in self.lookback:
+            return self.lookback[update_type]
+        multiplier = defaults.lookback_multiplier if self.lookback_multiplier is None else self.lookback_multiplier
+        return update_type.interval * multiplier
+
+
+class Catalog(_Strict):
+    """The whole catalog: connections, which one is the cache, and the tables."""
+
+    connections: dict[Identifier, ConnectionSpec] = Field(min_length=1)
+    cache: Identifier
+    defaults: Defaults = Field(default_factory=Defaults)
+    tables: list[TableSpec] = Field(min_length=1)
+
+    def problems(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """Cross-references pydantic cannot see, as (location, message) pairs."""
+        found: list[tuple[tuple[str | int, ...], str]] = []
+        if self.cache not in self.connections:
+            found.append((("cache",), f"unknown connection '{self.cache}' (known: {self._known()})"))
+        names: dict[str, int] = {}
+        targets: dict[str, int] = {}
+        for i, table in enumerate(self.tables):
+            if table.source not in self.connections:
+                msg = f"unknown connection '{table.source}' (known: {self._known()})"
+                found.append((("tables", i, "source"), msg))
+            elif table.source == self.cache:
+                found.append((("tables", i, "source"), "a table cannot use the cache as its source"))
+            if table.name in names:
+                msg = f"duplicate table name '{table.name}' (first at tables[{names[table.name]}])"
+                found.append((("tables", i, "name"), msg))
+            names.setdefault(table.name, i)
+            if table.target.lower() == SYNC_LOG_TABLE:
+                found.append((("tables", i, "target_table"), f"'{SYNC_LOG_TABLE}' is the audit table"))
+            if table.target.lower() in targets:
+                first = targets[table.target.lower()]
+                msg = f"target table '{table.target}' is already written by tables[{first}]"
+                found.append((("tables", i, "target_table"), msg))
+            targets.setdefault(table.target.lower(), i)
+        return found
+
+    def _known(self) -> str:
+        return ", ".join(sorted(self.connections))
+
+    def batch_size(self, table: TableSpec) -> int:
+        return table.batch_size or self.defaults.batch_size

@@ -1,0 +1,178 @@
+"""The interface every database module implements, and the registry that picks one.
+
+Shared code asks a `Dialect` for everything that differs between databases (engine options,
+DDL types, staging, bulk load, upsert) and never looks at `engine.dialect.name` itself.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import polars as pl
+import sqlalchemy as sa
+
+from sync_assets.sync.types import ColumnType, Kind, from_sqlalchemy
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """Facts about a database that shape the SQL we send it."""
+
+    max_identifier_length: int
+    transactional_ddl: bool  # CREATE/DROP roll back with the transaction
+    temp_tables_per_session: bool  # staging can live in a session temp table
+
+
+class Dialect:
+    """Base behaviour in SQLAlchemy Core; database modules override what differs."""
+
+    name: ClassVar[str]
+    capabilities: ClassVar[Capabilities]
+
+    # -- engines ---------------------------------------------------------------------------------
+    def engine_options(self, url: sa.URL, *, role: str) -> dict[str, Any]:
+        """Extra create_engine() arguments; `role` is "source" or "cache"."""
+        return {}
+
+    def prepare_engine(self, engine: sa.Engine, *, role: str) -> None:
+        """Hook for connection events (pragmas, session settings)."""
+
+    # -- types -----------------------------------------------------------------------------------
+    def source_type(self, type_: sa.types.TypeEngine[Any], *, table: str, column: str) -> ColumnType:
+        """What a reflected source column holds."""
+        return from_sqlalchemy(type_, table=table, column=column)
+
+    def column_type(self, ct: ColumnType) -> sa.types.TypeEngine[Any]:
+        """The DDL type of a cache column that holds `ct` without loss."""
+        match ct.kind:
+            case Kind.INTEGER:
+                return {16: sa.SmallInteger(), 32: sa.Integer()}.get(ct.bits or 64, sa.BigInteger())
+            case Kind.DECIMAL:
+                return sa.Numeric(ct.precision, ct.scale) if ct.precision else sa.Numeric()
+            case Kind.FLOAT:
+                return sa.Double()
+            case Kind.STRING:
+                return sa.Unicode(ct.length) if ct.length else sa.UnicodeText()
+            case Kind.BOOLEAN:
+                return sa.Boolean()
+            case Kind.DATE:
+                return sa.Date()
+            case Kind.DATETIME:
+                return sa.DateTime(timezone=ct.timezone)
+            case Kind.TIME:
+                return sa.Time()
+            case Kind.BINARY:
+                return sa.LargeBinary()
+
+    def type_family(self, type_: sa.types.TypeEngine[Any]) -> str:
+        """A coarse family used to tell whether an existing cache column still fits."""
+        return _family(type_)
+
+    # -- transactions ----------------------------------------------------------------------------
+    @contextmanager
+    def write_transaction(self, conn: sa.Connection) -> Iterator[None]:
+        """The transaction that swaps or merges staged rows into the target."""
+        with conn.begin():
+            yield
+
+    # -- staging ---------------------------------------------------------------------------------
+    def staging_table(self, target: sa.Table, *, suffix: str) -> sa.Table:
+        """A session temp table shaped like the target, without constraints."""
+        name = f"_sync_stage_{target.name}"[: self.capabilities.max_identifier_length - len(suffix)] + suffix
+        columns = [sa.Column(c.name, c.type, nullable=True) for c in target.columns]
+        return sa.Table(name, sa.MetaData(), *columns, prefixes=["TEMPORARY"])
+
+    def bulk_load(self, conn: sa.Connection, staging: sa.Table, frame: pl.DataFrame) -> None:
+        """Append one batch to the staging table, inside the caller's transaction."""
+        raise NotImplementedError
+
+    # -- merging ---------------------------------------------------------------------------------
+    def replace_rows(self, conn: sa.Connection, target: sa.Table, staging: sa.Table) -> None:
+        """Full reload: readers see the old rows until the surrounding transaction commits."""
+        conn.execute(sa.delete(target))
+        names = [c.name for c in target.columns]
+        conn.execute(sa.insert(target).from_select(names, sa.select(*[staging.c[n] for n in names])))
+
+    def upsert(
+        self,
+        conn: sa.Connection,
+        target: sa.Table,
+        staging: sa.Table,
+        *,
+        key: Sequence[str],
+        updated_at: str,
+    ) -> tuple[int, int]:
+        """Merge the latest staged version of each key; returns (inserted, updated)."""
+        latest = latest_per_key(staging, key=key, updated_at=updated_at)
+        existing = sa.select(sa.func.count()).select_from(
+            latest.join(target, sa.and_(*[latest.c[k] == target.c[k] for k in key]))
+        )
+        staged_keys = sa.select(sa.func.count()).select_from(latest)
+        updated = conn.execute(existing).scalar_one()
+        total = conn.execute(staged_keys).scalar_one()
+        names = [c.name for c in target.columns]
+        insert = self.insert(target).from_select(names, sa.select(*[latest.c[n] for n in names]))
+        non_key = [n for n in names if n not in key]
+        if non_key:
+            statement = insert.on_conflict_do_update(
+                index_elements=list(key), set_={n: insert.excluded[n] for n in non_key}
+            )
+        else:
+            statement = insert.on_conflict_do_nothing(index_elements=list(key))
+        conn.execute(statement)
+        return total - updated, updated
+
+    def insert(self, table: sa.Table) -> Any:
+        """The dialect's INSERT construct with ON CONFLICT support."""
+        raise NotImplementedError
+
+
+def latest_per_key(staging: sa.Table, *, key: Sequence[str], updated_at: str) -> sa.Subquery:
+    """Staged rows deduplicated by key, keeping the highest watermark (ROW_NUMBER over the key)."""
+    rank = (
+        sa.func.row_number()
+        .over(partition_by=[staging.c[k] for k in key], order_by=staging.c[updated_at].desc())
+        .label("_sync_rank")
+    )
+    ranked = sa.select(*staging.columns, rank).subquery("ranked")
+    names = [c.name for c in staging.columns]
+    return sa.select(*[ranked.c[n] for n in names]).where(ranked.c._sync_rank == 1).subquery("latest")
+
+
+def _family(type_: sa.types.TypeEngine[Any]) -> str:
+    from sqlalchemy.sql import sqltypes
+
+    for cls, family in (
+        (sqltypes.Boolean, "boolean"),
+        (sqltypes.Integer, "integer"),
+        (sqltypes.Float, "float"),
+        (sqltypes.Numeric, "decimal"),
+        (sqltypes.DateTime, "datetime"),
+        (sqltypes.Date, "date"),
+        (sqltypes.Time, "time"),
+        (sqltypes.String, "string"),
+        (sqltypes._Binary, "binary"),
+    ):
+        if isinstance(type_, cls):
+            return family
+    return type(type_).__name__.lower()
+
+
+_MODULES = {"sqlite": "sync_assets.dialects.sqlite", "postgresql": "sync_assets.dialects.postgresql"}
+_LOADED: dict[str, Dialect] = {}
+
+
+def get_dialect(name: str) -> Dialect:
+    """The Dialect for a SQLAlchemy dialect name (`engine.dialect.name`)."""
+    if name not in _LOADED:
+        if name not in _MODULES:
+            supported = ", ".join(sorted(_MODULES))
+            msg = f"database '{name}' is not supported yet (supported: {supported})"
+            raise ValueError(msg)
+        module = importlib.import_module(_MODULES[name])
+        _LOADED[name] = module.DIALECT
+    return _LOADED[name]

@@ -1,0 +1,73 @@
+"""PostgreSQL as source and cache: session temp staging loaded with COPY, ON CONFLICT upserts."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import polars as pl
+import sqlalchemy as sa
+from psycopg import sql
+from sqlalchemy.dialects import postgresql
+
+from sync_assets.dialects.base import Capabilities, Dialect
+from sync_assets.sync.types import ColumnType, Kind
+
+# PostgreSQL keeps microseconds (https://www.postgresql.org/docs/current/datatype-datetime.html).
+MAX_FRACTIONAL_DIGITS = 6
+
+
+class PostgreSQLDialect(Dialect):
+    name = "postgresql"
+    capabilities = Capabilities(
+        max_identifier_length=63,  # NAMEDATALEN - 1
+        transactional_ddl=True,
+        temp_tables_per_session=True,
+    )
+
+    def engine_options(self, url: sa.URL, *, role: str) -> dict[str, Any]:
+        return {"connect_args": {"application_name": f"sync_assets {role}"}}
+
+    def column_type(self, ct: ColumnType) -> sa.types.TypeEngine[Any]:
+        if ct.kind is Kind.DATETIME:
+            precision = min(ct.precision, MAX_FRACTIONAL_DIGITS) if ct.precision is not None else None
+            return postgresql.TIMESTAMP(timezone=ct.timezone, precision=precision)
+        if ct.kind is Kind.STRING:
+            return sa.String(ct.length) if ct.length else sa.Text()
+        if ct.kind is Kind.BINARY:
+            return postgresql.BYTEA()
+        return super().column_type(ct)
+
+    def bulk_load(self, conn: sa.Connection, staging: sa.Table, frame: pl.DataFrame) -> None:
+        if frame.is_empty():
+            return
+        buffer = io.BytesIO()
+        to_copy_csv(frame).write_csv(buffer, include_header=False, null_value="")
+        statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
+            sql.Identifier(staging.name), sql.SQL(", ").join(sql.Identifier(n) for n in frame.columns)
+        )
+        raw = conn.connection.driver_connection
+        with raw.cursor() as cursor, cursor.copy(statement) as copy:  # type: ignore[union-attr]
+            copy.write(buffer.getbuffer())
+
+    def insert(self, table: sa.Table) -> Any:
+        return postgresql.insert(table)
+
+
+def to_copy_csv(frame: pl.DataFrame) -> pl.DataFrame:
+    """Cast a batch, vectorised, to the text COPY reads back exactly (NULL unquoted, '' quoted)."""
+    exprs = []
+    for name, dtype in frame.schema.items():
+        col = pl.col(name)
+        if isinstance(dtype, pl.Datetime):
+            exprs.append(col.dt.strftime("%Y-%m-%d %H:%M:%S.%6f" + ("%:z" if dtype.time_zone else "")))
+        elif dtype == pl.Time:
+            exprs.append(col.dt.strftime("%H:%M:%S.%6f"))
+        elif dtype == pl.Binary:
+            exprs.append(pl.concat_str(pl.lit("\\x"), col.bin.encode("hex")))
+        else:
+            exprs.append(col)
+    return frame.select(exprs)
+
+
+DIALECT = PostgreSQLDialect()

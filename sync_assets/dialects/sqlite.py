@@ -1,0 +1,115 @@
+"""SQLite as source and cache: WAL, BEGIN IMMEDIATE for the swap, prepared executemany loads."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import sqlalchemy as sa
+from sqlalchemy.dialects import sqlite
+
+from sync_assets.dialects.base import Capabilities, Dialect
+from sync_assets.sync.types import ColumnType, Kind, from_sqlalchemy
+
+# SQLite keeps 15 significant digits when it stores a NUMERIC value as REAL
+# (https://www.sqlite.org/datatype3.html#type_affinity); wider decimals are stored as exact text.
+EXACT_NUMERIC_DIGITS = 15
+# Waiting for another writer of the cache file beats failing with "database is locked".
+BUSY_TIMEOUT_SECONDS = 300
+_IMMEDIATE = "sync_assets_begin_immediate"
+
+# SQLAlchemy's storage formats, so apps reading the cache through SQLAlchemy get typed values back.
+DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S.%6f"
+TIME_FORMAT = "%H:%M:%S.%6f"
+
+
+class SQLiteDialect(Dialect):
+    name = "sqlite"
+    capabilities = Capabilities(
+        max_identifier_length=128,
+        transactional_ddl=True,
+        temp_tables_per_session=True,
+    )
+
+    def engine_options(self, url: sa.URL, *, role: str) -> dict[str, Any]:
+        if role == "cache" and url.database and url.database != ":memory:":
+            Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        return {"connect_args": {"timeout": BUSY_TIMEOUT_SECONDS}}
+
+    def prepare_engine(self, engine: sa.Engine, *, role: str) -> None:
+        # pysqlite's own transaction handling skips BEGIN before DDL; take it over
+        # (https://docs.sqlalchemy.org/en/20/dialects/sqlite.html#serializable-isolation-savepoints-transactional-ddl).
+        @sa.event.listens_for(engine, "connect")
+        def _connect(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None
+            if role == "cache":
+                dbapi_connection.execute("PRAGMA journal_mode=WAL")
+                dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+
+        @sa.event.listens_for(engine, "begin")
+        def _begin(conn: sa.Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get(_IMMEDIATE) else "BEGIN")
+
+    def source_type(self, type_: sa.types.TypeEngine[Any], *, table: str, column: str) -> ColumnType:
+        ct = from_sqlalchemy(type_, table=table, column=column)
+        if ct.kind is Kind.INTEGER:
+            return ColumnType(Kind.INTEGER, bits=64)  # every SQLite integer is 64-bit
+        return ct
+
+    def column_type(self, ct: ColumnType) -> sa.types.TypeEngine[Any]:
+        if ct.kind is Kind.DECIMAL and (ct.precision is None or ct.precision > EXACT_NUMERIC_DIGITS):
+            return sa.Text()
+        return super().column_type(ct)
+
+    @contextmanager
+    def write_transaction(self, conn: sa.Connection) -> Iterator[None]:
+        # A deferred transaction that read first fails at once with SQLITE_BUSY when another
+        # writer committed meanwhile; IMMEDIATE takes the write lock up front and waits for it.
+        conn.info[_IMMEDIATE] = True
+        try:
+            with conn.begin():
+                conn.info.pop(_IMMEDIATE, None)
+                yield
+        finally:
+            conn.info.pop(_IMMEDIATE, None)
+
+    def bulk_load(self, conn: sa.Connection, staging: sa.Table, frame: pl.DataFrame) -> None:
+        if frame.is_empty():
+            return
+        statement = str(sa.insert(staging).compile(dialect=conn.dialect))
+        rows = to_sqlite_values(frame).iter_rows()
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.executemany(statement, rows)
+        finally:
+            cursor.close()
+
+    def insert(self, table: sa.Table) -> Any:
+        return sqlite.insert(table)
+
+
+def to_sqlite_values(frame: pl.DataFrame) -> pl.DataFrame:
+    """Cast a batch, vectorised, to values sqlite3 binds natively, in SQLAlchemy's text formats."""
+    exprs = []
+    for name, dtype in frame.schema.items():
+        col = pl.col(name)
+        if isinstance(dtype, pl.Datetime):
+            fmt = DATETIME_FORMAT + ("%:z" if dtype.time_zone else "")
+            exprs.append(col.dt.strftime(fmt))
+        elif dtype == pl.Date:
+            exprs.append(col.dt.strftime("%Y-%m-%d"))
+        elif dtype == pl.Time:
+            exprs.append(col.dt.strftime(TIME_FORMAT))
+        elif isinstance(dtype, pl.Decimal):
+            exprs.append(col.cast(pl.String))
+        elif dtype == pl.Boolean:
+            exprs.append(col.cast(pl.Int8))
+        else:
+            exprs.append(col)
+    return frame.select(exprs)
+
+
+DIALECT = SQLiteDialect()

@@ -1,0 +1,70 @@
+"""A catalog connection as a Dagster ConfigurableResource.
+
+The resource config holds only the URL template (with ${VAR} placeholders), never a resolved
+secret, so the UI shows variable names; values are read when a sync opens the connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Literal
+
+import dagster as dg
+import sqlalchemy as sa
+from pydantic import Field
+
+from sync_assets.catalog import placeholders
+from sync_assets.dialects import Dialect, get_dialect
+from sync_assets.errors import SyncError
+
+Role = Literal["source", "cache"]
+
+
+class SqlDatabase(dg.ConfigurableResource):
+    """A source or cache database reached through SQLAlchemy."""
+
+    name: str = Field(description="the connection's name in the catalog")
+    url: str = Field(description="SQLAlchemy URL; ${VAR} placeholders are read from the environment at run time")
+    password: str | None = Field(default=None, description="${VAR} holding the password, if any")
+    demo: bool = Field(default=False, description="create the demo source data on first use")
+
+    def resolved_url(self, *, table: str | None = None) -> sa.URL:
+        """The URL with placeholders filled in; the caller must not log it unmasked."""
+        text = placeholders.resolve(self.url, connection=self.name, table=table)
+        try:
+            url = sa.make_url(text)
+        except sa.exc.ArgumentError:
+            shown = self.url if placeholders.has_placeholders(self.url) else "(the configured URL)"
+            msg = f"connection '{self.name}': {shown} does not resolve to a valid SQLAlchemy URL"
+            raise SyncError(msg, table=table) from None
+        if self.password is not None:
+            url = url.set(password=placeholders.resolve(self.password, connection=self.name, table=table))
+        return url
+
+    def secrets(self, *, table: str | None = None) -> list[str]:
+        """Values that must never appear in a message: the password, wherever it came from."""
+        try:
+            password = self.resolved_url(table=table).password
+        except SyncError:
+            return []
+        return [str(password)] if password else []
+
+    def display_url(self, *, table: str | None = None) -> str:
+        return self.resolved_url(table=table).render_as_string(hide_password=True)
+
+    @contextmanager
+    def engine(self, *, role: Role, table: str | None = None) -> Iterator[tuple[sa.Engine, Dialect]]:
+        """An engine for one sync, disposed afterwards; the caller owns its connections."""
+        url = self.resolved_url(table=table)
+        dialect = get_dialect(url.get_backend_name())
+        if self.demo and role == "source":
+            from sync_assets.demo.generator import ensure_demo_source
+
+            ensure_demo_source(url)
+        engine = sa.create_engine(url, **dialect.engine_options(url, role=role))
+        dialect.prepare_engine(engine, role=role)
+        try:
+            yield engine, dialect
+        finally:
+            engine.dispose()

@@ -1,0 +1,122 @@
+"""The `sync_log` table in the cache: one row per sync attempt, read by apps ("last synced")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+
+from sync_assets.catalog.models import SYNC_LOG_TABLE
+
+RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
+ABANDONED_MESSAGE = "abandoned: the process running this sync ended before it finished"
+ERROR_MAX_CHARS = 4000
+
+metadata = sa.MetaData()
+sync_log = sa.Table(
+    SYNC_LOG_TABLE,
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("table_name", sa.String(128), nullable=False),
+    sa.Column("target_table", sa.String(128), nullable=False),
+    sa.Column("update_type", sa.String(16), nullable=False, comment="partition asked for"),
+    sa.Column("mode", sa.String(16), comment="full or incremental: what actually ran"),
+    sa.Column("run_id", sa.String(64)),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("started_at", sa.DateTime, nullable=False, comment="UTC"),
+    sa.Column("finished_at", sa.DateTime, comment="UTC"),
+    sa.Column("rows_read", sa.BigInteger),
+    sa.Column("rows_written", sa.BigInteger),
+    sa.Column("rows_inserted", sa.BigInteger),
+    sa.Column("rows_updated", sa.BigInteger),
+    sa.Column("watermark_from", sa.String(64), comment="lower bound read, lookback included"),
+    sa.Column("watermark_to", sa.String(64), comment="highest watermark loaded, full precision"),
+    sa.Column("error", sa.Text),
+    sa.Index("ix_sync_log_table_status", "table_name", "status", "id"),
+)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    mode: str
+    rows_read: int
+    rows_written: int
+    rows_inserted: int
+    rows_updated: int
+    watermark_from: str | None
+    watermark_to: str | None
+
+
+def now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def ensure_table(engine: sa.Engine) -> None:
+    """Create sync_log once; two first syncs racing to create it is not an error."""
+    try:
+        metadata.create_all(engine, checkfirst=True)
+    except sa.exc.DBAPIError:
+        if not sa.inspect(engine).has_table(SYNC_LOG_TABLE):
+            raise
+
+
+def start(conn: sa.Connection, *, table: str, target: str, update_type: str, run_id: str, retention_days: int) -> int:
+    """Close attempts a dead process left 'running', purge old rows, open this attempt."""
+    conn.execute(
+        sa.update(sync_log)
+        .where(sync_log.c.table_name == table, sync_log.c.status == RUNNING)
+        .values(status=FAILED, finished_at=now(), error=ABANDONED_MESSAGE)
+    )
+    conn.execute(sa.delete(sync_log).where(sync_log.c.started_at < now() - timedelta(days=retention_days)))
+    row = conn.execute(
+        sa.insert(sync_log)
+        .values(
+            table_name=table,
+            target_table=target,
+            update_type=update_type,
+            run_id=run_id,
+            status=RUNNING,
+            started_at=now(),
+        )
+        .returning(sync_log.c.id)
+    )
+    return int(row.scalar_one())
+
+
+def succeed(conn: sa.Connection, attempt: int, outcome: Outcome) -> None:
+    """Close the attempt; called inside the transaction that commits the data."""
+    conn.execute(
+        sa.update(sync_log)
+        .where(sync_log.c.id == attempt)
+        .values(
+            status=SUCCEEDED,
+            finished_at=now(),
+            mode=outcome.mode,
+            rows_read=outcome.rows_read,
+            rows_written=outcome.rows_written,
+            rows_inserted=outcome.rows_inserted,
+            rows_updated=outcome.rows_updated,
+            watermark_from=outcome.watermark_from,
+            watermark_to=outcome.watermark_to,
+        )
+    )
+
+
+def fail(conn: sa.Connection, attempt: int, *, error: str, mode: str | None, rows_read: int) -> None:
+    conn.execute(
+        sa.update(sync_log)
+        .where(sync_log.c.id == attempt)
+        .values(status=FAILED, finished_at=now(), error=error[:ERROR_MAX_CHARS], mode=mode, rows_read=rows_read)
+    )
+
+
+def last_watermark(conn: sa.Connection, table: str) -> tuple[bool, str | None]:
+    """(has the table ever synced successfully, watermark of its latest success)."""
+    row = conn.execute(
+        sa.select(sync_log.c.watermark_to)
+        .where(sync_log.c.table_name == table, sync_log.c.status == SUCCEEDED)
+        .order_by(sync_log.c.id.desc())
+        .limit(1)
+    ).first()
+    return (row is not None, row[0] if row else None)

@@ -1,0 +1,70 @@
+"""Source rows -> bounded polars batches. Memory is one batch, whatever the table size."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import polars as pl
+import sqlalchemy as sa
+
+from sync_assets.errors import DataError
+
+
+def read_batches(
+    conn: sa.Connection,
+    statement: sa.Select[Any],
+    *,
+    schema: dict[str, pl.DataType] | None,
+    batch_size: int,
+    table: str,
+) -> Iterator[pl.DataFrame]:
+    """Stream `statement` in frames of at most `batch_size` rows.
+
+    `yield_per` makes drivers with client-side cursors (psycopg) use a server-side one. With no
+    schema (a query source), the first batch's inferred types fix the schema of the rest.
+    """
+    result = conn.execution_options(yield_per=batch_size).execute(statement)
+    names = list(result.keys())
+    try:
+        for rows in result.partitions():
+            frame = to_frame(rows, names, schema, table=table)
+            schema = schema or dict(frame.schema)
+            yield frame
+    finally:
+        result.close()
+
+
+def to_frame(
+    rows: Sequence[Sequence[Any]], names: list[str], schema: dict[str, pl.DataType] | None, *, table: str
+) -> pl.DataFrame:
+    try:
+        return pl.DataFrame(rows, schema=schema or names, orient="row", infer_schema_length=None)
+    except (pl.exceptions.PolarsError, TypeError, ValueError, OverflowError) as err:
+        raise _explain(rows, names, schema, table) from err
+
+
+def _explain(
+    rows: Sequence[Sequence[Any]], names: list[str], schema: dict[str, pl.DataType] | None, table: str
+) -> DataError:
+    """Find the column and value a batch failed on, so the error can name them."""
+    for i, name in enumerate(names):
+        dtype = schema[name] if schema else None
+        values = [row[i] for row in rows]
+        try:
+            pl.Series(name, values, dtype=dtype, strict=True)
+        except (pl.exceptions.PolarsError, TypeError, ValueError, OverflowError):
+            bad = next((v for v in values if not _fits(v, dtype)), None)
+            shown = repr(bad)[:80]
+            msg = f"table '{table}': column '{name}': source value {shown} cannot be read as {dtype}"
+            return DataError(msg, table=table)
+    msg = f"table '{table}': a batch of {len(rows)} rows could not be converted"
+    return DataError(msg, table=table)
+
+
+def _fits(value: Any, dtype: pl.DataType | None) -> bool:
+    try:
+        pl.Series([value], dtype=dtype, strict=True)
+    except (pl.exceptions.PolarsError, TypeError, ValueError, OverflowError):
+        return False
+    return True

@@ -1,0 +1,52 @@
+"""The cache table a source maps to: created when missing, refused when it no longer fits."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from sync_assets.dialects import Dialect
+from sync_assets.errors import SchemaMismatch
+from sync_assets.sync.source import Source
+
+
+def target_table(source: Source, dialect: Dialect) -> sa.Table:
+    """The target's definition: mapped types, the primary key, an index on the watermark."""
+    spec = source.table
+    columns = []
+    for c in source.columns:
+        assert c.type is not None
+        columns.append(
+            sa.Column(c.name, dialect.column_type(c.type), primary_key=c.name in spec.primary_key, nullable=c.name not in spec.primary_key)
+        )
+    table = sa.Table(spec.target, sa.MetaData(), *columns)
+    if spec.updated_at is not None:
+        name = f"ix_{spec.target}_{spec.updated_at}"[: dialect.capabilities.max_identifier_length]
+        sa.Index(name, table.c[spec.updated_at])
+    return table
+
+
+def check_existing(conn: sa.Connection, wanted: sa.Table, dialect: Dialect, *, table: str) -> bool:
+    """True if the target exists and fits; False if it must be created; SchemaMismatch otherwise."""
+    inspector = sa.inspect(conn)
+    if not inspector.has_table(wanted.name):
+        return False
+    existing = {c["name"]: c for c in inspector.get_columns(wanted.name)}
+    problems: list[str] = []
+    for column in wanted.columns:
+        found = existing.get(column.name)
+        if found is None:
+            problems.append(f"column '{column.name}' is missing from the target")
+            continue
+        have, want = dialect.type_family(found["type"]), dialect.type_family(column.type)
+        if have != want:
+            problems.append(f"column '{column.name}' is {found['type']} in the target, the source delivers {want}")
+    for name in existing.keys() - set(wanted.columns.keys()):
+        problems.append(f"target column '{name}' is no longer delivered by the source")
+    key = inspector.get_pk_constraint(wanted.name).get("constrained_columns") or []
+    wanted_key = [c.name for c in wanted.primary_key.columns]
+    if sorted(key) != sorted(wanted_key):
+        problems.append(f"target primary key is ({', '.join(key)}), the catalog says ({', '.join(wanted_key)})")
+    if problems:
+        msg = f"table '{table}': target table {wanted.name} no longer matches its source; nothing was changed: " + "; ".join(problems)
+        raise SchemaMismatch(msg, table=table)
+    return True

@@ -1,0 +1,138 @@
+"""A neutral description of column types, between source reflection, polars batches and cache DDL.
+
+Source types (reflected through SQLAlchemy) become a `ColumnType`; each cache dialect turns a
+`ColumnType` into its own DDL type, and `polars_dtype` gives the type batches carry in between.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+import polars as pl
+import sqlalchemy as sa
+from sqlalchemy.sql import sqltypes
+
+from sync_assets.errors import UnsupportedType
+
+# polars' Decimal holds at most 38 digits; wider or unbounded numerics travel as exact text.
+POLARS_MAX_DECIMAL_PRECISION = 38
+
+
+class Kind(str, Enum):
+    INTEGER = "integer"
+    DECIMAL = "decimal"
+    FLOAT = "float"
+    STRING = "string"
+    BOOLEAN = "boolean"
+    DATE = "date"
+    DATETIME = "datetime"
+    TIME = "time"
+    BINARY = "binary"
+
+
+@dataclass(frozen=True)
+class ColumnType:
+    kind: Kind
+    bits: int | None = None  # INTEGER: 16, 32 or 64
+    precision: int | None = None  # DECIMAL digits; DATETIME/TIME fractional digits
+    scale: int | None = None  # DECIMAL
+    length: int | None = None  # STRING/BINARY maximum length, None = unbounded
+    timezone: bool = False  # DATETIME
+
+    def describe(self) -> str:
+        if self.kind is Kind.DECIMAL:
+            return f"decimal({self.precision},{self.scale})" if self.precision else "decimal"
+        if self.kind is Kind.INTEGER:
+            return f"int{self.bits}"
+        if self.kind is Kind.STRING and self.length:
+            return f"string({self.length})"
+        if self.kind is Kind.DATETIME and self.timezone:
+            return "datetime with time zone"
+        return self.kind.value
+
+
+def from_sqlalchemy(type_: sa.types.TypeEngine[object], *, table: str, column: str) -> ColumnType:
+    """Map a reflected SQLAlchemy type; anything not understood is refused, never guessed."""
+    t = type_
+    if isinstance(t, sqltypes.Boolean):
+        return ColumnType(Kind.BOOLEAN)
+    if isinstance(t, sqltypes.Integer):
+        if isinstance(t, sqltypes.SmallInteger):
+            return ColumnType(Kind.INTEGER, bits=16)
+        if isinstance(t, sqltypes.BigInteger):
+            return ColumnType(Kind.INTEGER, bits=64)
+        return ColumnType(Kind.INTEGER, bits=32)
+    if isinstance(t, sqltypes.Float):
+        return ColumnType(Kind.FLOAT)
+    if isinstance(t, sqltypes.Numeric):
+        return ColumnType(Kind.DECIMAL, precision=t.precision, scale=t.scale if t.precision else None)
+    if isinstance(t, sqltypes.DateTime):
+        return ColumnType(Kind.DATETIME, precision=getattr(t, "precision", None), timezone=bool(t.timezone))
+    if isinstance(t, sqltypes.Date):
+        return ColumnType(Kind.DATE)
+    if isinstance(t, sqltypes.Time):
+        return ColumnType(Kind.TIME, precision=getattr(t, "precision", None))
+    if isinstance(t, sqltypes.Uuid):
+        return ColumnType(Kind.STRING, length=36)
+    if isinstance(t, sqltypes.JSON):
+        return ColumnType(Kind.STRING)
+    if isinstance(t, sqltypes.String):
+        return ColumnType(Kind.STRING, length=t.length)
+    if isinstance(t, sqltypes._Binary):
+        return ColumnType(Kind.BINARY, length=getattr(t, "length", None))
+    raise UnsupportedType(table, column, str(type_))
+
+
+def needs_text_transport(type_: sa.types.TypeEngine[object], ct: ColumnType) -> bool:
+    """Values the driver returns as objects polars cannot hold exactly (Decimal beyond 38 digits,
+    UUID, JSON) are cast to text in the source query instead."""
+    return polars_dtype(ct) == pl.String() and not isinstance(type_, sqltypes.String)
+
+
+def from_polars(dtype: pl.DataType, *, table: str, column: str) -> ColumnType:
+    """Types of a `query:` source, inferred from its first batch."""
+    if dtype == pl.Boolean:
+        return ColumnType(Kind.BOOLEAN)
+    if dtype.is_integer():
+        return ColumnType(Kind.INTEGER, bits=64)
+    if dtype.is_float():
+        return ColumnType(Kind.FLOAT)
+    if isinstance(dtype, pl.Decimal):
+        return ColumnType(Kind.DECIMAL, precision=dtype.precision, scale=dtype.scale)
+    if isinstance(dtype, pl.Datetime):
+        return ColumnType(Kind.DATETIME, precision=6, timezone=dtype.time_zone is not None)
+    if dtype == pl.Date:
+        return ColumnType(Kind.DATE)
+    if dtype == pl.Time:
+        return ColumnType(Kind.TIME)
+    if dtype == pl.Binary:
+        return ColumnType(Kind.BINARY)
+    if dtype in (pl.String, pl.Null):
+        return ColumnType(Kind.STRING)
+    raise UnsupportedType(table, column, str(dtype))
+
+
+def polars_dtype(ct: ColumnType) -> pl.DataType:
+    """The dtype batches carry for a column: exact for decimals, microseconds for timestamps."""
+    match ct.kind:
+        case Kind.INTEGER:
+            return {16: pl.Int16(), 32: pl.Int32()}.get(ct.bits or 64, pl.Int64())
+        case Kind.DECIMAL:
+            if ct.precision and ct.precision <= POLARS_MAX_DECIMAL_PRECISION and ct.scale is not None:
+                return pl.Decimal(ct.precision, ct.scale)
+            return pl.String()
+        case Kind.FLOAT:
+            return pl.Float64()
+        case Kind.STRING:
+            return pl.String()
+        case Kind.BOOLEAN:
+            return pl.Boolean()
+        case Kind.DATE:
+            return pl.Date()
+        case Kind.DATETIME:
+            return pl.Datetime("us", "UTC" if ct.timezone else None)
+        case Kind.TIME:
+            return pl.Time()
+        case Kind.BINARY:
+            return pl.Binary()
