@@ -1,6 +1,5 @@
 """The asset factory: one asset per catalog table, partitioned by update type."""
 
-
 import dagster as dg
 
 from sync_assets.assets.metadata import result_metadata

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PositiveInt, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    field_validator,
+    model_validator,
+)
 
 from sync_assets.catalog import placeholders
 
@@ -16,7 +24,7 @@ IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
 SYNC_LOG_TABLE = "sync_log"
 
 
-class UpdateType(str, Enum):
+class UpdateType(StrEnum):
     """The partitions of every table asset."""
 
     MASS = "mass"
@@ -143,7 +151,9 @@ class TableSpec(_Strict):
     def lookback_for(self, update_type: UpdateType, defaults: Defaults) -> timedelta:
         if update_type in self.lookback:
             return self.lookback[update_type]
-        multiplier = defaults.lookback_multiplier if self.lookback_multiplier is None else self.lookback_multiplier
+        multiplier = (
+            defaults.lookback_multiplier if self.lookback_multiplier is None else self.lookback_multiplier
+        )
         return update_type.interval * multiplier
 
 

@@ -146,7 +146,10 @@ def generate(path: Path) -> None:
                     requested.isoformat(),
                     (requested + timedelta(days=rng.randrange(1, 60))).isoformat() if done else None,
                     rng.choice(_REMARKS) if rng.random() < 0.3 else None,
-                    _ts(EPOCH - timedelta(seconds=rng.randrange(0, 86400 * 200), microseconds=rng.randrange(10**6))),
+                    _ts(
+                        EPOCH
+                        - timedelta(seconds=rng.randrange(0, 86400 * 200), microseconds=rng.randrange(10**6))
+                    ),
                 )
             )
         db.executemany("INSERT INTO work_orders VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", orders)

@@ -115,7 +115,10 @@ class Dialect:
         updated = conn.execute(existing).scalar_one()
         total = conn.execute(staged_keys).scalar_one()
         names = [c.name for c in target.columns]
-        insert = self.insert(target).from_select(names, sa.select(*[latest.c[n] for n in names]))
+        # The WHERE keeps SQLite from parsing ON CONFLICT as a join constraint
+        # (https://www.sqlite.org/lang_upsert.html, "Parsing Ambiguity").
+        rows = sa.select(*[latest.c[n] for n in names]).where(sa.true())
+        insert = self.insert(target).from_select(names, rows)
         non_key = [n for n in names if n not in key]
         if non_key:
             statement = insert.on_conflict_do_update(

@@ -25,7 +25,9 @@ class SqlDatabase(dg.ConfigurableResource):
     """A source or cache database reached through SQLAlchemy."""
 
     name: str = Field(description="the connection's name in the catalog")
-    url: str = Field(description="SQLAlchemy URL; ${VAR} placeholders are read from the environment at run time")
+    url: str = Field(
+        description="SQLAlchemy URL; ${VAR} placeholders are read from the environment at run time"
+    )
     password: str | None = Field(default=None, description="${VAR} holding the password, if any")
     demo: bool = Field(default=False, description="create the demo source data on first use")
 

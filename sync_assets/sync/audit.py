@@ -61,7 +61,9 @@ def ensure_table(engine: sa.Engine) -> None:
             raise
 
 
-def start(conn: sa.Connection, *, table: str, target: str, update_type: str, run_id: str, retention_days: int) -> int:
+def start(
+    conn: sa.Connection, *, table: str, target: str, update_type: str, run_id: str, retention_days: int
+) -> int:
     """Close attempts a dead process left 'running', purge old rows, open this attempt."""
     conn.execute(
         sa.update(sync_log)
@@ -107,7 +109,9 @@ def fail(conn: sa.Connection, attempt: int, *, error: str, mode: str | None, row
     conn.execute(
         sa.update(sync_log)
         .where(sync_log.c.id == attempt)
-        .values(status=FAILED, finished_at=now(), error=error[:ERROR_MAX_CHARS], mode=mode, rows_read=rows_read)
+        .values(
+            status=FAILED, finished_at=now(), error=error[:ERROR_MAX_CHARS], mode=mode, rows_read=rows_read
+        )
     )
 
 

@@ -77,22 +77,34 @@ def run_sync(
     except SyncError as err:
         err.args = (redact(str(err), secrets),)
         raise
-    except sa.exc.SQLAlchemyError as err:
-        msg = f"table '{table.name}' ({update_type.value}): {redact(str(err.orig or err), secrets)}"
+    except sa.exc.SQLAlchemyError as err:  # before the attempt was recorded: connecting, sync_log
+        text = redact(describe_error(err, phase="connect"), secrets)
+        msg = f"table '{table.name}' ({update_type.value}): {text}"
         raise SyncError(msg, table=table.name) from None
 
 
 class _Sync:
     def __init__(
-        self, catalog: Catalog, table: TableSpec, update_type: UpdateType, run_id: str, log: Log, secrets: list[str]
+        self,
+        catalog: Catalog,
+        table: TableSpec,
+        update_type: UpdateType,
+        run_id: str,
+        log: Log,
+        secrets: list[str],
     ) -> None:
         self.catalog, self.table, self.update_type = catalog, table, update_type
         self.run_id, self.log, self.secrets = run_id, log, secrets
         self.rows_read = 0
         self.mode: str | None = None
+        self.phase = "plan"
 
     def run(
-        self, source_engine: sa.Engine, source_dialect: Dialect, cache_engine: sa.Engine, cache_dialect: Dialect
+        self,
+        source_engine: sa.Engine,
+        source_dialect: Dialect,
+        cache_engine: sa.Engine,
+        cache_dialect: Dialect,
     ) -> SyncResult:
         started = time.monotonic()
         audit.ensure_table(cache_engine)
@@ -111,6 +123,10 @@ class _Sync:
                     result = self._sync(source_conn, source_dialect, cache, cache_dialect, attempt, started)
             except BaseException as err:  # cancellation and kills of the step included
                 self._record_failure(cache_engine, cache_dialect, attempt, err)
+                if isinstance(err, sa.exc.SQLAlchemyError):
+                    text = redact(describe_error(err, phase=self.phase), self.secrets)
+                    msg = f"table '{self.table.name}' ({self.update_type.value}): {text}"
+                    raise SyncError(msg, table=self.table.name) from None
                 raise
         return result
 
@@ -135,9 +151,13 @@ class _Sync:
             previous = watermark.decode(last, source.column(table.updated_at).type)  # type: ignore[arg-type]
             high = source_conn.execute(source.max_watermark()).scalar()
             if previous is not None:
-                low = watermark.lower_bound(previous, table.lookback_for(self.update_type, self.catalog.defaults))
+                low = watermark.lower_bound(
+                    previous, table.lookback_for(self.update_type, self.catalog.defaults)
+                )
         elif self.update_type.is_incremental:
-            self.log(f"{table.name}: no successful sync yet, running this {self.update_type.value} sync as a full load")
+            self.log(
+                f"{table.name}: never synced before, so this {self.update_type.value} sync loads in full"
+            )
         if self.mode == INCREMENTAL and high is None:
             self.log(f"{table.name}: the source has no watermark values; nothing to read")
 
@@ -148,6 +168,7 @@ class _Sync:
             batch_size=self.catalog.batch_size(table),
             table=table.name,
         )
+        self.phase = "read"
         first = next(batches, None) if not (self.mode == INCREMENTAL and high is None) else None
         source = self._settle_types(source, first)
         wanted = target_table(source, cache_dialect)
@@ -155,6 +176,7 @@ class _Sync:
         cache.commit()
         staging = cache_dialect.staging_table(wanted, suffix=f"_{uuid.uuid4().hex[:8]}")
         loaded_max = None
+        self.phase = "stage"
         with cache.begin():
             staging.create(cache)
             if first is not None:
@@ -165,6 +187,7 @@ class _Sync:
                         loaded_max = watermark.later(loaded_max, frame.get_column(table.updated_at).max())
                     self.log(f"{table.name}: {self.rows_read:,} rows read and staged")
         new_mark = watermark.later(previous, loaded_max) if self.mode == INCREMENTAL else loaded_max
+        self.phase = "swap" if self.mode == FULL else "merge"
         with cache_dialect.write_transaction(cache):
             if not exists:
                 wanted.create(cache)
@@ -213,17 +236,33 @@ class _Sync:
                 "and the target cannot be created"
             )
             raise DataError(msg, table=self.table.name)
-        types = {name: from_polars(dtype, table=self.table.name, column=name) for name, dtype in first.schema.items()}
+        types = {
+            name: from_polars(dtype, table=self.table.name, column=name)
+            for name, dtype in first.schema.items()
+        }
         return source.with_types(types)
 
     def _record_failure(self, engine: sa.Engine, dialect: Dialect, attempt: int, err: BaseException) -> None:
-        text = redact(f"{type(err).__name__}: {err}", self.secrets) if str(err) else type(err).__name__
+        text = redact(describe_error(err, phase=self.phase), self.secrets)
         try:
             with engine.connect() as conn, dialect.write_transaction(conn):
                 audit.fail(conn, attempt, error=text, mode=self.mode, rows_read=self.rows_read)
         except sa.exc.SQLAlchemyError as audit_err:
             # The cache itself is unreachable; the next sync marks this attempt abandoned.
-            self.log(f"{self.table.name}: could not record the failure in sync_log: {type(audit_err).__name__}")
+            self.log(
+                f"{self.table.name}: could not record the failure in sync_log: {type(audit_err).__name__}"
+            )
+
+
+def describe_error(err: BaseException, *, phase: str | None) -> str:
+    """One line for sync_log and the UI: the driver's message without the SQL statement."""
+    if isinstance(err, sa.exc.DBAPIError) and err.orig is not None:
+        text = f"{type(err.orig).__name__}: {str(err.orig).strip()}"
+    elif isinstance(err, SyncError):
+        text = str(err)
+    else:
+        text = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+    return f"{phase} phase: {text}" if phase else text
 
 
 def _chain(first: pl.DataFrame, rest: Any) -> Any:

@@ -94,7 +94,9 @@ def describe(conn: sa.Connection, table: TableSpec, dialect: Dialect) -> Source:
 def _reflect(conn: sa.Connection, table: TableSpec, dialect: Dialect) -> tuple[sa.Table, bool]:
     assert table.source_table is not None
     try:
-        reflected = sa.Table(table.source_table, sa.MetaData(), schema=table.source_schema, autoload_with=conn)
+        reflected = sa.Table(
+            table.source_table, sa.MetaData(), schema=table.source_schema, autoload_with=conn
+        )
     except sa.exc.NoSuchTableError:
         where = f"{table.source_schema}.{table.source_table}" if table.source_schema else table.source_table
         msg = f"table '{table.name}': source table {where} does not exist (or is not visible to this user)"

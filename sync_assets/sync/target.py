@@ -16,7 +16,12 @@ def target_table(source: Source, dialect: Dialect) -> sa.Table:
     for c in source.columns:
         assert c.type is not None
         columns.append(
-            sa.Column(c.name, dialect.column_type(c.type), primary_key=c.name in spec.primary_key, nullable=c.name not in spec.primary_key)
+            sa.Column(
+                c.name,
+                dialect.column_type(c.type),
+                primary_key=c.name in spec.primary_key,
+                nullable=c.name not in spec.primary_key,
+            )
         )
     table = sa.Table(spec.target, sa.MetaData(), *columns)
     if spec.updated_at is not None:
@@ -39,14 +44,21 @@ def check_existing(conn: sa.Connection, wanted: sa.Table, dialect: Dialect, *, t
             continue
         have, want = dialect.type_family(found["type"]), dialect.type_family(column.type)
         if have != want:
-            problems.append(f"column '{column.name}' is {found['type']} in the target, the source delivers {want}")
+            problems.append(
+                f"column '{column.name}' is {found['type']} in the target, the source delivers {want}"
+            )
     for name in existing.keys() - set(wanted.columns.keys()):
         problems.append(f"target column '{name}' is no longer delivered by the source")
     key = inspector.get_pk_constraint(wanted.name).get("constrained_columns") or []
     wanted_key = [c.name for c in wanted.primary_key.columns]
     if sorted(key) != sorted(wanted_key):
-        problems.append(f"target primary key is ({', '.join(key)}), the catalog says ({', '.join(wanted_key)})")
+        problems.append(
+            f"target primary key is ({', '.join(key)}), the catalog says ({', '.join(wanted_key)})"
+        )
     if problems:
-        msg = f"table '{table}': target table {wanted.name} no longer matches its source; nothing was changed: " + "; ".join(problems)
+        msg = (
+            f"table '{table}': target table {wanted.name} no longer matches its source; nothing was changed: "
+            + "; ".join(problems)
+        )
         raise SchemaMismatch(msg, table=table)
     return True

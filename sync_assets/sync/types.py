@@ -7,7 +7,7 @@ Source types (reflected through SQLAlchemy) become a `ColumnType`; each cache di
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 import polars as pl
 import sqlalchemy as sa
@@ -19,7 +19,7 @@ from sync_assets.errors import UnsupportedType
 POLARS_MAX_DECIMAL_PRECISION = 38
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     INTEGER = "integer"
     DECIMAL = "decimal"
     FLOAT = "float"
