@@ -146,10 +146,10 @@ class _Sync:
         low = high = previous = None
         self.mode = FULL
         if self.update_type.is_incremental and has_synced and sa.inspect(cache).has_table(table.target):
-            assert table.updated_at is not None and source.column(table.updated_at).type is not None
+            assert table.updated_at is not None
             self.mode = INCREMENTAL
-            previous = watermark.decode(last, source.column(table.updated_at).type)  # type: ignore[arg-type]
             high = source_conn.execute(source.max_watermark()).scalar()
+            previous = watermark.decode(last, source.column(table.updated_at).type, like=high)
             if previous is not None:
                 low = watermark.lower_bound(
                     previous, table.lookback_for(self.update_type, self.catalog.defaults)

@@ -20,9 +20,16 @@ def encode(value: Any) -> str | None:
     return str(value)
 
 
-def decode(text: str | None, ct: ColumnType) -> Any:
+def decode(text: str | None, ct: ColumnType | None, *, like: Any = None) -> Any:
+    """The stored text as a value of the watermark column's type.
+
+    A query source has no declared types: its watermark takes the type of `like`, a value read
+    from the same column.
+    """
     if text is None:
         return None
+    if ct is None:
+        ct = _type_of(like)
     match ct.kind:
         case Kind.DATETIME:
             return datetime.fromisoformat(text)
@@ -35,6 +42,18 @@ def decode(text: str | None, ct: ColumnType) -> Any:
         case Kind.FLOAT:
             return float(text)
     return text
+
+
+def _type_of(value: Any) -> ColumnType:
+    if isinstance(value, datetime):
+        return ColumnType(Kind.DATETIME)
+    if isinstance(value, date):
+        return ColumnType(Kind.DATE)
+    if isinstance(value, int):
+        return ColumnType(Kind.INTEGER)
+    if isinstance(value, Decimal):
+        return ColumnType(Kind.DECIMAL)
+    return ColumnType(Kind.STRING)
 
 
 def lower_bound(watermark: Any, lookback: timedelta) -> Any:
