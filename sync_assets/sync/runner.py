@@ -10,7 +10,6 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import polars as pl
 import sqlalchemy as sa
@@ -176,23 +175,33 @@ class _Sync:
         cache.commit()
         staging = cache_dialect.staging_table(wanted, suffix=f"_{uuid.uuid4().hex[:8]}")
         loaded_max = None
-        self.phase = "stage"
         with cache.begin():
             staging.create(cache)
-            if first is not None:
-                for frame in _chain(first, batches):
-                    cache_dialect.bulk_load(cache, staging, frame)
-                    self.rows_read += frame.height
-                    if table.updated_at is not None:
-                        loaded_max = watermark.later(loaded_max, frame.get_column(table.updated_at).max())
-                    self.log(f"{table.name}: {self.rows_read:,} rows read and staged")
+            frame = first
+            while frame is not None:
+                self.phase = "stage"
+                cache_dialect.bulk_load(cache, staging, frame)
+                self.rows_read += frame.height
+                if table.updated_at is not None:
+                    loaded_max = watermark.later(loaded_max, frame.get_column(table.updated_at).max())
+                self.log(f"{table.name}: {self.rows_read:,} rows read and staged")
+                self.phase = "read"
+                frame = next(batches, None)
         new_mark = watermark.later(previous, loaded_max) if self.mode == INCREMENTAL else loaded_max
         self.phase = "swap" if self.mode == FULL else "merge"
         with cache_dialect.write_transaction(cache):
             if not exists:
                 wanted.create(cache)
             if self.mode == FULL:
-                cache_dialect.replace_rows(cache, wanted, staging)
+                try:
+                    cache_dialect.replace_rows(cache, wanted, staging)
+                except sa.exc.IntegrityError as err:
+                    key = ", ".join(table.primary_key)
+                    msg = (
+                        f"table '{table.name}': the source holds duplicate primary key values ({key}), "
+                        f"so the full load was rolled back: {describe_error(err, phase=None)}"
+                    )
+                    raise DataError(msg, table=table.name) from None
                 inserted, updated = self.rows_read, 0
             else:
                 assert table.updated_at is not None
@@ -265,6 +274,3 @@ def describe_error(err: BaseException, *, phase: str | None) -> str:
     return f"{phase} phase: {text}" if phase else text
 
 
-def _chain(first: pl.DataFrame, rest: Any) -> Any:
-    yield first
-    yield from rest

@@ -1,0 +1,93 @@
+"""A sync that fails leaves the cache exactly as it was, says why, and the next one recovers."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from sync_assets_tests.helpers import (
+    BASE_TIME,
+    create_source,
+    failure_message,
+    make_harness,
+    order_row,
+    read_rows,
+    sync_log_rows,
+    upsert_source,
+)
+
+ORDERS = {"name": "orders", "source_table": "orders", "primary_key": ["id"], "updated_at": "updated_at"}
+
+
+def _poison(url: sa.URL, row_id: int) -> None:
+    """SQLite keeps whatever it is given: a text value in an integer column, as legacy data has."""
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE orders SET qty = 'twelve' WHERE id = :id"), {"id": row_id})
+    engine.dispose()
+
+
+@pytest.mark.parametrize("cache_kind", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("partition", ["mass", "daily"])
+def test_bad_value_mid_load_leaves_cache_unchanged(tmp_path, monkeypatch, make_database, cache_kind, partition):
+    source_url, cache_url = make_database("sqlite"), make_database(cache_kind)
+    table = create_source(source_url, [order_row(i) for i in range(1, 3001)])
+    harness = make_harness(
+        tmp_path, monkeypatch, source_url=source_url, cache_url=cache_url, tables=[ORDERS], defaults={"batch_size": 500}
+    )
+    assert harness.sync("orders", "mass").success
+    before = read_rows(cache_url, "orders")
+
+    changed = [order_row(i, updated_at=BASE_TIME + timedelta(days=1, seconds=i), version=1) for i in range(1, 3001)]
+    upsert_source(source_url, table, changed)
+    _poison(source_url, 2200)  # in the fifth batch of 500
+
+    result = harness.sync("orders", partition)
+    assert not result.success
+    message = failure_message(result)
+    assert "table 'orders': column 'qty': source value 'twelve' cannot be read as Int64" in message
+    assert read_rows(cache_url, "orders") == before, "the target keeps exactly its old rows"
+    log = sync_log_rows(cache_url, "orders")
+    assert [r["status"] for r in log] == ["succeeded", "failed"]
+    assert log[-1]["watermark_to"] is None and log[-1]["finished_at"] is not None
+    assert "read phase" in log[-1]["error"] and "'qty'" in log[-1]["error"]
+    assert log[-1]["rows_read"] == 2000, "the batches staged before the bad one"
+    _assert_no_staging_left(cache_url)
+
+    # The next run, with the data fixed, picks everything up as if nothing had happened.
+    upsert_source(source_url, table, [changed[2199]])
+    assert harness.sync("orders", partition).success
+    assert read_rows(cache_url, "orders") == read_rows(source_url, "orders")
+
+
+@pytest.mark.parametrize("cache_kind", ["sqlite", "postgresql"])
+def test_failure_in_the_swap_rolls_back(tmp_path, monkeypatch, make_database, cache_kind):
+    """A key that is not unique in the source fails the final INSERT: nothing is half-replaced."""
+    source_url, cache_url = make_database("postgresql"), make_database(cache_kind)
+    table = create_source(source_url, [order_row(i) for i in range(1, 1001)], primary_key=False)
+    harness = make_harness(tmp_path, monkeypatch, source_url=source_url, cache_url=cache_url, tables=[ORDERS])
+    assert harness.sync("orders", "mass").success
+    before = read_rows(cache_url, "orders")
+
+    engine = sa.create_engine(source_url)
+    with engine.begin() as conn:
+        conn.execute(sa.update(table).values(qty=1))
+        conn.execute(table.insert(), [order_row(500)])  # a second row with key 500
+    engine.dispose()
+
+    result = harness.sync("orders", "mass")
+    assert not result.success
+    message = failure_message(result)
+    assert "table 'orders': the source holds duplicate primary key values (id)" in message
+    assert read_rows(cache_url, "orders") == before
+    log = sync_log_rows(cache_url, "orders")
+    assert log[-1]["status"] == "failed" and log[-1]["error"].startswith("swap phase: table 'orders'")
+    _assert_no_staging_left(cache_url)
+
+
+def _assert_no_staging_left(url: sa.URL) -> None:
+    engine = sa.create_engine(url)
+    assert not [t for t in sa.inspect(engine).get_table_names() if t.startswith("_sync_stage")]
+    engine.dispose()
