@@ -1,0 +1,131 @@
+"""Catalog mistakes fail when definitions load, naming the file, the line and the table."""
+
+from __future__ import annotations
+
+import textwrap
+
+import dagster as dg
+import pytest
+
+from sync_assets.assets.factory import build_definitions
+from sync_assets.catalog.loader import load_catalog
+from sync_assets.errors import CatalogError
+
+GOOD = """\
+connections:
+  jde:   {url: "${JDE_URL}", password: "${JDE_PASSWORD}"}
+  cache: {url: "sqlite:///cache.sqlite"}
+cache: cache
+tables:
+  - name: work_orders
+    source: jde
+    source_table: F4801
+    source_schema: PRODDTA
+    target_table: work_orders
+    primary_key: [order_id]
+    updated_at: last_update_dt
+    columns: {WADOCO: order_id}
+    batch_size: 50000
+  - name: lots
+    source: jde
+    source_table: F4108
+    primary_key: [lot_number]
+"""
+
+
+def _load(tmp_path, text: str):
+    path = tmp_path / "catalog.yaml"
+    path.write_text(textwrap.dedent(text))
+    return load_catalog(path), path
+
+
+def _error(tmp_path, text: str) -> str:
+    with pytest.raises(CatalogError) as info:
+        _load(tmp_path, text)
+    return str(info.value)
+
+
+def test_the_documented_example_loads_without_environment(tmp_path, monkeypatch):
+    monkeypatch.delenv("JDE_URL", raising=False)
+    monkeypatch.delenv("JDE_PASSWORD", raising=False)
+    catalog, _ = _load(tmp_path, GOOD)
+    defs = build_definitions(catalog)
+    dg.Definitions.validate_loadable(defs)
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert keys == {"jde/work_orders", "jde/lots"}
+    assert catalog.tables[1].update_types[0].value == "mass" and len(catalog.tables[1].update_types) == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (("    batch_size: 50000", "    batch_size: lots"), ":14: table 'work_orders': batch_size: Input should be a valid integer"),
+        (("    batch_size: 50000", "    batch_sise: 50000"), ":14: table 'work_orders': batch_sise: unknown key"),
+        (("    source: jde\n    source_table: F4108", "    source: erp\n    source_table: F4108"), ":16: table 'lots': source: unknown connection 'erp' (known: cache, jde)"),
+        (("  - name: lots", "  - name: work_orders"), ":15: table 'work_orders': name: duplicate table name 'work_orders' (first at tables[0])"),
+        (("cache: cache", "cache: cash"), ":4: cache: unknown connection 'cash'"),
+        (("    primary_key: [lot_number]", "    primary_key: []"), ":18: table 'lots': primary_key: List should have at least 1 item"),
+        (("    source_table: F4108", "    query: SELECT 1"), None),
+        (("    source_table: F4801\n", "    source_table: F4801\n    query: SELECT * FROM F4801\n"), ":6: table 'work_orders': give exactly one of `source_table` or `query`"),
+        (('{url: "sqlite:///cache.sqlite"}', '{url: "postgresql://u:hunter2@db/cache"}'), ":3: connections.cache.url: the URL holds a literal password"),
+        (('password: "${JDE_PASSWORD}"', 'password: "hunter2"'), ":2: connections.jde.password: a password must come from the environment"),
+        (("  - name: lots", "  - name: lots-2"), ":15: table 'lots-2': name: String should match pattern"),
+        (("    target_table: work_orders", "    target_table: sync_log"), ":10: table 'work_orders': target_table: 'sync_log' is the audit table"),
+        (("    updated_at: last_update_dt", "    updated_at: last_update_dt\n    updated_at: x"), ":13: duplicate key 'updated_at'"),
+        (("tables:", "tables: [\n"), ":"),
+    ],
+    ids=[
+        "wrong-type",
+        "unknown-key",
+        "unknown-connection",
+        "duplicate-name",
+        "unknown-cache",
+        "empty-key",
+        "query-ok",
+        "table-and-query",
+        "literal-password-in-url",
+        "literal-password",
+        "bad-identifier",
+        "reserved-target",
+        "duplicate-yaml-key",
+        "broken-yaml",
+    ],
+)
+def test_structural_mistakes_name_file_line_and_table(tmp_path, change, expected):
+    old, new = change
+    assert old in GOOD
+    text = GOOD.replace(old, new, 1)
+    if expected is None:
+        _load(tmp_path, text)
+        return
+    message = _error(tmp_path, text)
+    assert str(tmp_path / "catalog.yaml") in message
+    assert expected in message, message
+    assert "hunter2" not in message
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    text = GOOD.replace("    batch_size: 50000", "    batch_size: -1").replace("source: jde\n    source_table: F4108", "source: nope\n    source_table: F4108")
+    message = _error(tmp_path, text)
+    assert len(message.splitlines()) == 1  # pydantic errors come first; cross-references after a valid shape
+    text = GOOD.replace("cache: cache", "cache: cash").replace("source: jde\n    source_table: F4108", "source: nope\n    source_table: F4108")
+    assert len(_error(tmp_path, text).splitlines()) == 2
+
+
+def test_missing_catalog_file_is_named(tmp_path):
+    with pytest.raises(CatalogError, match="missing.yaml: cannot read the table catalog"):
+        load_catalog(tmp_path / "missing.yaml")
+
+
+def test_lookback_and_defaults(tmp_path):
+    text = GOOD.replace("    batch_size: 50000", "    lookback: {hourly: 90m, daily: 1d}") + "defaults:\n  lookback_multiplier: 3\n"
+    catalog, _ = _load(tmp_path, text)
+    from datetime import timedelta
+
+    from sync_assets.catalog.models import UpdateType
+
+    orders = catalog.tables[0]
+    assert orders.lookback_for(UpdateType.HOURLY, catalog.defaults) == timedelta(minutes=90)
+    assert orders.lookback_for(UpdateType.DAILY, catalog.defaults) == timedelta(days=1)
+    assert catalog.tables[1].lookback_for(UpdateType.DAILY, catalog.defaults) == timedelta(days=3)
+    assert catalog.batch_size(catalog.tables[1]) == 50_000
