@@ -1,0 +1,37 @@
+# Everything a fresh machine needs, from Python 3.11+ alone: `make demo`, `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The demo keeps Dagster's history and the demo databases here unless DAGSTER_HOME is set.
+export DAGSTER_HOME ?= $(CURDIR)/.dagster
+
+.PHONY: install demo demo-run test lint clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(BIN)/.installed
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
+
+# Sync every demo table once (mass partition), headless.
+demo-run: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dagster asset materialize -m sync_assets.definitions --select '*' --partition mass
+
+# The same, then the Dagster UI with its daemon on http://127.0.0.1:3000.
+demo: demo-run
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) .dagster *.egg-info
