@@ -42,7 +42,7 @@ def orders_table(metadata: sa.MetaData, name: str = "orders", *, primary_key: bo
     )
 
 
-NAMES = ["Zürich", "東京 🚀", "", "O'Brien \"quoted\", comma", "naïve café", "plain"]
+NAMES = ["Zürich", "東京 🚀", "", 'O\'Brien "quoted", comma', "naïve café", "plain"]
 
 
 def order_row(i: int, *, updated_at: datetime | None = None, version: int = 0) -> dict[str, Any]:
@@ -62,7 +62,9 @@ def order_row(i: int, *, updated_at: datetime | None = None, version: int = 0) -
     }
 
 
-def create_source(url: sa.URL, rows: Iterable[dict[str, Any]], *, name: str = "orders", primary_key: bool = True) -> sa.Table:
+def create_source(
+    url: sa.URL, rows: Iterable[dict[str, Any]], *, name: str = "orders", primary_key: bool = True
+) -> sa.Table:
     engine = sa.create_engine(url)
     metadata = sa.MetaData()
     table = orders_table(metadata, name, primary_key=primary_key)
@@ -154,7 +156,10 @@ def make_harness(
     monkeypatch.setenv("SYNC_TEST_SOURCE_URL", source_url.render_as_string(hide_password=False))
     monkeypatch.setenv("SYNC_TEST_CACHE_URL", cache_url.render_as_string(hide_password=False))
     catalog = {
-        "connections": {"src": {"url": "${SYNC_TEST_SOURCE_URL}"}, "cache": {"url": "${SYNC_TEST_CACHE_URL}"}},
+        "connections": {
+            "src": {"url": "${SYNC_TEST_SOURCE_URL}"},
+            "cache": {"url": "${SYNC_TEST_CACHE_URL}"},
+        },
         "cache": "cache",
         "tables": [{"source": "src", **t} for t in tables],
     }

@@ -59,19 +59,49 @@ def test_the_documented_example_loads_without_environment(tmp_path, monkeypatch)
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        (("    batch_size: 50000", "    batch_size: lots"), ":14: table 'work_orders': batch_size: Input should be a valid integer"),
-        (("    batch_size: 50000", "    batch_sise: 50000"), ":14: table 'work_orders': batch_sise: unknown key"),
-        (("    source: jde\n    source_table: F4108", "    source: erp\n    source_table: F4108"), ":16: table 'lots': source: unknown connection 'erp' (known: cache, jde)"),
-        (("  - name: lots", "  - name: work_orders"), ":15: table 'work_orders': name: duplicate table name 'work_orders' (first at tables[0])"),
+        (
+            ("    batch_size: 50000", "    batch_size: lots"),
+            ":14: table 'work_orders': batch_size: Input should be a valid integer",
+        ),
+        (
+            ("    batch_size: 50000", "    batch_sise: 50000"),
+            ":14: table 'work_orders': batch_sise: unknown key",
+        ),
+        (
+            ("    source: jde\n    source_table: F4108", "    source: erp\n    source_table: F4108"),
+            ":16: table 'lots': source: unknown connection 'erp' (known: cache, jde)",
+        ),
+        (
+            ("  - name: lots", "  - name: work_orders"),
+            ":15: table 'work_orders': name: duplicate table name 'work_orders' (first at tables[0])",
+        ),
         (("cache: cache", "cache: cash"), ":4: cache: unknown connection 'cash'"),
-        (("    primary_key: [lot_number]", "    primary_key: []"), ":18: table 'lots': primary_key: List should have at least 1 item"),
+        (
+            ("    primary_key: [lot_number]", "    primary_key: []"),
+            ":18: table 'lots': primary_key: List should have at least 1 item",
+        ),
         (("    source_table: F4108", "    query: SELECT 1"), None),
-        (("    source_table: F4801\n", "    source_table: F4801\n    query: SELECT * FROM F4801\n"), ":6: table 'work_orders': give exactly one of `source_table` or `query`"),
-        (('{url: "sqlite:///cache.sqlite"}', '{url: "postgresql://u:hunter2@db/cache"}'), ":3: connections.cache.url: the URL holds a literal password"),
-        (('password: "${JDE_PASSWORD}"', 'password: "hunter2"'), ":2: connections.jde.password: a password must come from the environment"),
+        (
+            ("    source_table: F4801\n", "    source_table: F4801\n    query: SELECT * FROM F4801\n"),
+            ":6: table 'work_orders': give exactly one of `source_table` or `query`",
+        ),
+        (
+            ('{url: "sqlite:///cache.sqlite"}', '{url: "postgresql://u:hunter2@db/cache"}'),
+            ":3: connections.cache.url: the URL holds a literal password",
+        ),
+        (
+            ('password: "${JDE_PASSWORD}"', 'password: "hunter2"'),
+            ":2: connections.jde.password: a password must come from the environment",
+        ),
         (("  - name: lots", "  - name: lots-2"), ":15: table 'lots-2': name: String should match pattern"),
-        (("    target_table: work_orders", "    target_table: sync_log"), ":10: table 'work_orders': target_table: 'sync_log' is the audit table"),
-        (("    updated_at: last_update_dt", "    updated_at: last_update_dt\n    updated_at: x"), ":13: duplicate key 'updated_at'"),
+        (
+            ("    target_table: work_orders", "    target_table: sync_log"),
+            ":10: table 'work_orders': target_table: 'sync_log' is the audit table",
+        ),
+        (
+            ("    updated_at: last_update_dt", "    updated_at: last_update_dt\n    updated_at: x"),
+            ":13: duplicate key 'updated_at'",
+        ),
         (("tables:", "tables: [\n"), ":"),
     ],
     ids=[
@@ -105,20 +135,27 @@ def test_structural_mistakes_name_file_line_and_table(tmp_path, change, expected
 
 
 def test_every_problem_is_reported_at_once(tmp_path):
-    text = GOOD.replace("    batch_size: 50000", "    batch_size: -1").replace("source: jde\n    source_table: F4108", "source: nope\n    source_table: F4108")
+    text = GOOD.replace("    batch_size: 50000", "    batch_size: -1").replace(
+        "source: jde\n    source_table: F4108", "source: nope\n    source_table: F4108"
+    )
     message = _error(tmp_path, text)
     assert len(message.splitlines()) == 1  # pydantic errors come first; cross-references after a valid shape
-    text = GOOD.replace("cache: cache", "cache: cash").replace("source: jde\n    source_table: F4108", "source: nope\n    source_table: F4108")
+    text = GOOD.replace("cache: cache", "cache: cash").replace(
+        "source: jde\n    source_table: F4108", "source: nope\n    source_table: F4108"
+    )
     assert len(_error(tmp_path, text).splitlines()) == 2
 
 
 def test_missing_catalog_file_is_named(tmp_path):
-    with pytest.raises(CatalogError, match="missing.yaml: cannot read the table catalog"):
+    with pytest.raises(CatalogError, match=r"missing\.yaml: cannot read the table catalog"):
         load_catalog(tmp_path / "missing.yaml")
 
 
 def test_lookback_and_defaults(tmp_path):
-    text = GOOD.replace("    batch_size: 50000", "    lookback: {hourly: 90m, daily: 1d}") + "defaults:\n  lookback_multiplier: 3\n"
+    text = (
+        GOOD.replace("    batch_size: 50000", "    lookback: {hourly: 90m, daily: 1d}")
+        + "defaults:\n  lookback_multiplier: 3\n"
+    )
     catalog, _ = _load(tmp_path, text)
     from datetime import timedelta
 

@@ -31,16 +31,25 @@ def _poison(url: sa.URL, row_id: int) -> None:
 
 @pytest.mark.parametrize("cache_kind", ["sqlite", "postgresql"])
 @pytest.mark.parametrize("partition", ["mass", "daily"])
-def test_bad_value_mid_load_leaves_cache_unchanged(tmp_path, monkeypatch, make_database, cache_kind, partition):
+def test_bad_value_mid_load_leaves_cache_unchanged(
+    tmp_path, monkeypatch, make_database, cache_kind, partition
+):
     source_url, cache_url = make_database("sqlite"), make_database(cache_kind)
     table = create_source(source_url, [order_row(i) for i in range(1, 3001)])
     harness = make_harness(
-        tmp_path, monkeypatch, source_url=source_url, cache_url=cache_url, tables=[ORDERS], defaults={"batch_size": 500}
+        tmp_path,
+        monkeypatch,
+        source_url=source_url,
+        cache_url=cache_url,
+        tables=[ORDERS],
+        defaults={"batch_size": 500},
     )
     assert harness.sync("orders", "mass").success
     before = read_rows(cache_url, "orders")
 
-    changed = [order_row(i, updated_at=BASE_TIME + timedelta(days=1, seconds=i), version=1) for i in range(1, 3001)]
+    changed = [
+        order_row(i, updated_at=BASE_TIME + timedelta(days=1, seconds=i), version=1) for i in range(1, 3001)
+    ]
     upsert_source(source_url, table, changed)
     _poison(source_url, 2200)  # in the fifth batch of 500
 

@@ -34,7 +34,9 @@ def test_mass_then_daily_matches_source(tmp_path, monkeypatch, make_database, so
         monkeypatch,
         source_url=source_url,
         cache_url=cache_url,
-        tables=[{"name": "orders", "source_table": "orders", "primary_key": ["id"], "updated_at": "updated_at"}],
+        tables=[
+            {"name": "orders", "source_table": "orders", "primary_key": ["id"], "updated_at": "updated_at"}
+        ],
         defaults={"batch_size": 700},
     )
 
@@ -81,7 +83,9 @@ def test_mass_then_daily_matches_source(tmp_path, monkeypatch, make_database, so
 def test_hourly_reads_only_the_lookback_window(tmp_path, monkeypatch, make_database, cache_kind):
     source_url, cache_url = make_database("sqlite"), make_database(cache_kind)
     old = BASE_TIME - timedelta(days=30)
-    table = create_source(source_url, [order_row(i, updated_at=old + timedelta(minutes=i)) for i in range(1, 1001)])
+    table = create_source(
+        source_url, [order_row(i, updated_at=old + timedelta(minutes=i)) for i in range(1, 1001)]
+    )
     harness = make_harness(
         tmp_path,
         monkeypatch,

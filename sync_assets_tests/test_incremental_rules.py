@@ -57,7 +57,9 @@ def test_duplicate_keys_in_one_batch_keep_the_latest(tmp_path, monkeypatch, make
 
 def test_first_incremental_runs_as_mass(tmp_path, monkeypatch, make_database):
     source_url, cache_url = make_database("sqlite"), make_database("sqlite")
-    create_source(source_url, [order_row(i, updated_at=BASE_TIME - timedelta(days=400)) for i in range(1, 301)])
+    create_source(
+        source_url, [order_row(i, updated_at=BASE_TIME - timedelta(days=400)) for i in range(1, 301)]
+    )
     harness = make_harness(tmp_path, monkeypatch, source_url=source_url, cache_url=cache_url, tables=[ORDERS])
 
     result = harness.sync("orders", "hourly")
@@ -74,7 +76,9 @@ def test_mass_only_table_refuses_daily_and_changes_nothing(tmp_path, monkeypatch
     source_url, cache_url = make_database("sqlite"), make_database("sqlite")
     create_source(source_url, [order_row(i) for i in range(1, 21)])
     mass_only = {"name": "orders", "source_table": "orders", "primary_key": ["id"]}
-    harness = make_harness(tmp_path, monkeypatch, source_url=source_url, cache_url=cache_url, tables=[mass_only])
+    harness = make_harness(
+        tmp_path, monkeypatch, source_url=source_url, cache_url=cache_url, tables=[mass_only]
+    )
     assert harness.sync("orders", "mass").success
     before = read_rows(cache_url, "orders")
     log_before = sync_log_rows(cache_url)
@@ -108,3 +112,24 @@ def test_query_source_with_renames(tmp_path, monkeypatch, make_database, source_
     assert harness.sync("active_orders", "daily").success
     cached = {r[0]: r for r in read_rows(cache_url, "active_orders", key="order_id")}
     assert cached[7][2] == order_row(7, version=900)["qty"]
+
+
+def test_incremental_of_an_empty_source_reads_nothing_and_keeps_the_watermark(
+    tmp_path, monkeypatch, make_database
+):
+    source_url, cache_url = make_database("sqlite"), make_database("postgresql")
+    table = create_source(source_url, [order_row(i) for i in range(1, 11)])
+    harness = make_harness(tmp_path, monkeypatch, source_url=source_url, cache_url=cache_url, tables=[ORDERS])
+    assert harness.sync("orders", "mass").success
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(source_url)
+    with engine.begin() as conn:
+        conn.execute(sa.delete(table))
+    engine.dispose()
+    result = harness.sync("orders", "hourly")
+    assert result.success
+    assert materialization(result)["sync_assets/rows_read"] == 0
+    assert materialization(result)["dagster/row_count"] == 10, "incrementals never delete"
+    first, second = sync_log_rows(cache_url, "orders")
+    assert second["watermark_to"] == first["watermark_to"]

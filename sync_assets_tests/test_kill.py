@@ -48,7 +48,12 @@ def test_sigkill_mid_mass_sync_then_recovery(tmp_path, monkeypatch, make_databas
     source_url, cache_url = make_database("sqlite"), make_database(cache_kind)
     create_source(source_url, [order_row(i) for i in range(1, 501)])
     harness = make_harness(
-        tmp_path, monkeypatch, source_url=source_url, cache_url=cache_url, tables=[ORDERS], defaults={"batch_size": 5000}
+        tmp_path,
+        monkeypatch,
+        source_url=source_url,
+        cache_url=cache_url,
+        tables=[ORDERS],
+        defaults={"batch_size": 5000},
     )
     assert harness.sync("orders", "mass").success
     before = read_rows(cache_url, "orders")

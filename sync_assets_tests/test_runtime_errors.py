@@ -39,7 +39,10 @@ def test_missing_environment_variable_names_variable_and_table(tmp_path, monkeyp
     ("change", "expected"),
     [
         ({"primary_key": ["order_id"]}, "table 'orders': primary key column 'order_id' is not in the source"),
-        ({"updated_at": "modified"}, "table 'orders': updated_at (watermark) column 'modified' is not in the source"),
+        (
+            {"updated_at": "modified"},
+            "table 'orders': updated_at (watermark) column 'modified' is not in the source",
+        ),
         ({"columns": {"ID": "order_id"}}, "table 'orders': renamed column 'ID' is not in the source"),
         ({"source_table": "ordrs"}, "table 'orders': source table ordrs does not exist"),
     ],
@@ -133,7 +136,9 @@ def test_passwords_stay_out_of_config_events_and_sync_log(tmp_path, monkeypatch,
 
 def test_redact_masks_known_secrets_and_url_passwords():
     text = "failed for postgresql://bob:pa55@db/x and dsn password=pa55 host=x; Pwd='abc def'"
-    assert redact(text, ["pa55"]) == "failed for postgresql://bob:***@db/x and dsn password=*** host=x; Pwd=***"
+    assert (
+        redact(text, ["pa55"]) == "failed for postgresql://bob:***@db/x and dsn password=*** host=x; Pwd=***"
+    )
     assert redact("mssql+pyodbc://sa:Tr1cky!@srv/db") == "mssql+pyodbc://sa:***@srv/db"
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from typing import Any
 
 import polars as pl
@@ -18,7 +18,7 @@ def read_batches(
     schema: dict[str, pl.DataType] | None,
     batch_size: int,
     table: str,
-) -> Iterator[pl.DataFrame]:
+) -> Generator[pl.DataFrame]:
     """Stream `statement` in frames of at most `batch_size` rows.
 
     `yield_per` makes drivers with client-side cursors (psycopg) use a server-side one. With no

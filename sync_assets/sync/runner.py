@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import polars as pl
 import sqlalchemy as sa
@@ -27,6 +28,14 @@ from sync_assets.sync.types import from_polars
 
 FULL, INCREMENTAL = "full", "incremental"
 Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    mode: str
+    low: Any = None  # first watermark read (lookback included)
+    high: Any = None  # source's max watermark, read before extraction
+    previous: Any = None  # watermark of the last successful sync
 
 
 @dataclass(frozen=True)
@@ -138,63 +147,122 @@ class _Sync:
         attempt: int,
         started: float,
     ) -> SyncResult:
+        source = describe(source_conn, self.table, source_dialect)
+        plan = self._plan(source_conn, source, cache)
+        batches = self._batches(source_conn, source, plan)
+        try:
+            self.phase = "read"
+            first = next(batches, None)
+            source = self._settle_types(source, first)
+            target = target_table(source, cache_dialect)
+            exists = check_existing(cache, target, cache_dialect, table=self.table.name)
+            cache.commit()
+            staging = cache_dialect.staging_table(target, suffix=f"_{uuid.uuid4().hex[:8]}")
+            loaded_max = self._stage(cache, cache_dialect, staging, first, batches)
+        finally:
+            batches.close()
+        new_mark = watermark.later(plan.previous, loaded_max) if plan.mode == INCREMENTAL else loaded_max
+        outcome = self._commit(cache, cache_dialect, attempt, plan, target, staging, exists, new_mark)
+        with cache.begin():
+            staging.drop(cache)
+            row_count = cache.execute(sa.select(sa.func.count()).select_from(target)).scalar_one()
+        return SyncResult(
+            table=self.table.name,
+            update_type=self.update_type,
+            mode=plan.mode,
+            rows_read=self.rows_read,
+            rows_inserted=outcome.rows_inserted,
+            rows_updated=outcome.rows_updated,
+            row_count=row_count,
+            watermark_from=outcome.watermark_from,
+            watermark_to=outcome.watermark_to,
+            seconds=time.monotonic() - started,
+            target_table=target,
+        )
+
+    def _plan(self, source_conn: sa.Connection, source: Source, cache: sa.Connection) -> _Plan:
+        """Full or incremental, and the watermark window of an incremental."""
         table = self.table
-        source = describe(source_conn, table, source_dialect)
         has_synced, last = audit.last_watermark(cache, table.name)
+        target_exists = sa.inspect(cache).has_table(table.target)
         cache.commit()
-        low = high = previous = None
-        self.mode = FULL
-        if self.update_type.is_incremental and has_synced and sa.inspect(cache).has_table(table.target):
-            assert table.updated_at is not None
-            self.mode = INCREMENTAL
-            high = source_conn.execute(source.max_watermark()).scalar()
-            previous = watermark.decode(last, source.column(table.updated_at).type, like=high)
-            if previous is not None:
-                low = watermark.lower_bound(
-                    previous, table.lookback_for(self.update_type, self.catalog.defaults)
-                )
-        elif self.update_type.is_incremental:
+        if not self.update_type.is_incremental:
+            return self._planned(_Plan(FULL))
+        if not (has_synced and target_exists):
             self.log(
                 f"{table.name}: never synced before, so this {self.update_type.value} sync loads in full"
             )
-        if self.mode == INCREMENTAL and high is None:
+            return self._planned(_Plan(FULL))
+        assert table.updated_at is not None
+        high = source_conn.execute(source.max_watermark()).scalar()
+        previous = watermark.decode(last, source.column(table.updated_at).type, like=high)
+        low = None
+        if previous is not None:
+            low = watermark.lower_bound(previous, table.lookback_for(self.update_type, self.catalog.defaults))
+        if high is None:
             self.log(f"{table.name}: the source has no watermark values; nothing to read")
+        return self._planned(_Plan(INCREMENTAL, low=low, high=high, previous=previous))
 
-        batches = read_batches(
+    def _planned(self, plan: _Plan) -> _Plan:
+        self.mode = plan.mode
+        return plan
+
+    def _batches(self, source_conn: sa.Connection, source: Source, plan: _Plan) -> Generator[pl.DataFrame]:
+        if plan.mode == INCREMENTAL and plan.high is None:
+            return (frame for frame in ())  # a generator, so the caller can close() it
+        return read_batches(
             source_conn,
-            source.select(low=low, high=high),
+            source.select(low=plan.low, high=plan.high),
             schema=source.schema(),
-            batch_size=self.catalog.batch_size(table),
-            table=table.name,
+            batch_size=self.catalog.batch_size(self.table),
+            table=self.table.name,
         )
-        self.phase = "read"
-        first = next(batches, None) if not (self.mode == INCREMENTAL and high is None) else None
-        source = self._settle_types(source, first)
-        wanted = target_table(source, cache_dialect)
-        exists = check_existing(cache, wanted, cache_dialect, table=table.name)
-        cache.commit()
-        staging = cache_dialect.staging_table(wanted, suffix=f"_{uuid.uuid4().hex[:8]}")
+
+    def _stage(
+        self,
+        cache: sa.Connection,
+        dialect: Dialect,
+        staging: sa.Table,
+        first: pl.DataFrame | None,
+        batches: Iterator[pl.DataFrame],
+    ) -> Any:
+        """Load every batch into the staging table; returns the highest watermark loaded."""
         loaded_max = None
+        updated_at = self.table.updated_at
         with cache.begin():
             staging.create(cache)
             frame = first
             while frame is not None:
                 self.phase = "stage"
-                cache_dialect.bulk_load(cache, staging, frame)
+                dialect.bulk_load(cache, staging, frame)
                 self.rows_read += frame.height
-                if table.updated_at is not None:
-                    loaded_max = watermark.later(loaded_max, frame.get_column(table.updated_at).max())
-                self.log(f"{table.name}: {self.rows_read:,} rows read and staged")
+                if updated_at is not None:
+                    loaded_max = watermark.later(loaded_max, frame.get_column(updated_at).max())
+                self.log(f"{self.table.name}: {self.rows_read:,} rows read and staged")
                 self.phase = "read"
                 frame = next(batches, None)
-        new_mark = watermark.later(previous, loaded_max) if self.mode == INCREMENTAL else loaded_max
-        self.phase = "swap" if self.mode == FULL else "merge"
-        with cache_dialect.write_transaction(cache):
+        return loaded_max
+
+    def _commit(
+        self,
+        cache: sa.Connection,
+        dialect: Dialect,
+        attempt: int,
+        plan: _Plan,
+        target: sa.Table,
+        staging: sa.Table,
+        exists: bool,
+        new_mark: Any,
+    ) -> audit.Outcome:
+        """The one transaction readers notice: swap or merge, and close the sync_log row."""
+        table = self.table
+        self.phase = "swap" if plan.mode == FULL else "merge"
+        with dialect.write_transaction(cache):
             if not exists:
-                wanted.create(cache)
-            if self.mode == FULL:
+                target.create(cache)
+            if plan.mode == FULL:
                 try:
-                    cache_dialect.replace_rows(cache, wanted, staging)
+                    dialect.replace_rows(cache, target, staging)
                 except sa.exc.IntegrityError as err:
                     key = ", ".join(table.primary_key)
                     msg = (
@@ -205,35 +273,20 @@ class _Sync:
                 inserted, updated = self.rows_read, 0
             else:
                 assert table.updated_at is not None
-                inserted, updated = cache_dialect.upsert(
-                    cache, wanted, staging, key=table.primary_key, updated_at=table.updated_at
+                inserted, updated = dialect.upsert(
+                    cache, target, staging, key=table.primary_key, updated_at=table.updated_at
                 )
             outcome = audit.Outcome(
-                mode=self.mode,
+                mode=plan.mode,
                 rows_read=self.rows_read,
                 rows_written=inserted + updated,
                 rows_inserted=inserted,
                 rows_updated=updated,
-                watermark_from=watermark.encode(low),
+                watermark_from=watermark.encode(plan.low),
                 watermark_to=watermark.encode(new_mark),
             )
             audit.succeed(cache, attempt, outcome)
-        with cache.begin():
-            staging.drop(cache)
-            row_count = cache.execute(sa.select(sa.func.count()).select_from(wanted)).scalar_one()
-        return SyncResult(
-            table=table.name,
-            update_type=self.update_type,
-            mode=self.mode,
-            rows_read=self.rows_read,
-            rows_inserted=inserted,
-            rows_updated=updated,
-            row_count=row_count,
-            watermark_from=outcome.watermark_from,
-            watermark_to=outcome.watermark_to,
-            seconds=time.monotonic() - started,
-            target_table=wanted,
-        )
+        return outcome
 
     def _settle_types(self, source: Source, first: pl.DataFrame | None) -> Source:
         """A query source takes its column types from its first batch."""
@@ -272,5 +325,3 @@ def describe_error(err: BaseException, *, phase: str | None) -> str:
     else:
         text = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
     return f"{phase} phase: {text}" if phase else text
-
-
