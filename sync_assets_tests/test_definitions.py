@@ -52,3 +52,14 @@ def test_workspace_validates_from_the_cli():
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_instance_configs_follow_dagsters_schema():
+    """Both dagster.yaml files (local and deploy/) pass Dagster's own instance-config validation."""
+    from dagster._core.instance.config import dagster_instance_config
+
+    local, _ = dagster_instance_config(str(ROOT))
+    assert local["concurrency"]["pools"]["default_limit"] == 1
+    deployed, _ = dagster_instance_config(str(ROOT / "deploy"))
+    assert deployed["run_launcher"]["class"] == "DockerRunLauncher"
+    assert deployed["concurrency"]["pools"]["default_limit"] == 1

@@ -1,0 +1,114 @@
+"""The Quickstart's demo through `dagster dev`: the UI lists the demo assets and materializes partitions."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from dagster import DagsterRunStatus
+from dagster_graphql import DagsterGraphQLClient
+
+ROOT = Path(__file__).resolve().parent.parent
+ASSET_NODES = "{ assetNodes { assetKey { path } partitionKeys groupName } }"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def dagster_dev(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNC_ASSETS")}
+    env["DAGSTER_HOME"] = str(home)
+    log = (tmp_path / "dagster_dev.log").open("w")
+    command = [
+        sys.executable,
+        "-m",
+        "dagster",
+        "dev",
+        "-w",
+        "workspace.yaml",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+    ]
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2):
+                    break
+            except OSError:
+                assert process.poll() is None, (tmp_path / "dagster_dev.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "dagster dev did not come up"
+                time.sleep(1)
+        yield DagsterGraphQLClient("127.0.0.1", port_number=port), home, port
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=20)
+        log.close()
+
+
+def _wait(client: DagsterGraphQLClient, run_id: str) -> DagsterRunStatus:
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        status = client.get_run_status(run_id)
+        if status in (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED):
+            return status
+        time.sleep(1)
+    raise AssertionError(f"run {run_id} did not finish")
+
+
+def test_dagster_dev_lists_and_materializes_the_demo(dagster_dev):
+    client, home, port = dagster_dev
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": ASSET_NODES}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        nodes = json.load(response)["data"]["assetNodes"]
+    keys = {"/".join(n["assetKey"]["path"]) for n in nodes}
+    assert keys == {"jde/items", "jde/work_orders", "jde/item_ledger", "jde/lots"}
+    assert all(n["partitionKeys"] == ["mass", "daily", "hourly"] and n["groupName"] == "jde" for n in nodes)
+
+    for key, partition in (["jde", "lots"], "mass"), (["jde", "work_orders"], "hourly"):
+        run_id = client.submit_job_execution(
+            "__ASSET_JOB",
+            repository_location_name="sync_assets",
+            asset_selection=[key],
+            tags={"dagster/partition": partition},
+        )
+        assert _wait(client, run_id) == DagsterRunStatus.SUCCESS, f"{key} {partition}"
+
+    with sqlite3.connect(home / "sync_demo" / "cache.sqlite") as cache:
+        assert cache.execute("SELECT count(*) FROM lots").fetchone() == (3000,)
+        assert cache.execute("SELECT count(*) FROM work_orders").fetchone() == (5000,)
+        log = cache.execute(
+            "SELECT table_name, update_type, mode, status FROM sync_log ORDER BY id"
+        ).fetchall()
+    assert log == [("lots", "mass", "full", "succeeded"), ("work_orders", "hourly", "full", "succeeded")]
