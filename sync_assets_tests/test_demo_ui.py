@@ -80,7 +80,8 @@ def _wait(client: DagsterGraphQLClient, run_id: str) -> DagsterRunStatus:
         if status in (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED):
             return status
         time.sleep(1)
-    raise AssertionError(f"run {run_id} did not finish")
+    msg = f"run {run_id} did not finish"
+    raise AssertionError(msg)
 
 
 def test_dagster_dev_lists_and_materializes_the_demo(dagster_dev):
