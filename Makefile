@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # The demo keeps Dagster's history and the demo databases here unless DAGSTER_HOME is set.
-export DAGSTER_HOME ?= $(CURDIR)/.dagster
+DEMO_HOME := $(or $(DAGSTER_HOME),$(CURDIR)/.dagster)
 
 .PHONY: install demo demo-run test lint clean
 
@@ -15,17 +15,17 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
-$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
-	mkdir -p $(DAGSTER_HOME)
+$(DEMO_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DEMO_HOME)
 	cp dagster.yaml $@
 
 # Sync every demo table once (mass partition), headless.
-demo-run: install $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dagster asset materialize -m sync_assets.definitions --select '*' --partition mass
+demo-run: install $(DEMO_HOME)/dagster.yaml
+	DAGSTER_HOME=$(DEMO_HOME) $(BIN)/dagster asset materialize -m sync_assets.definitions --select '*' --partition mass
 
 # The same, then the Dagster UI with its daemon on http://127.0.0.1:3000.
 demo: demo-run
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	DAGSTER_HOME=$(DEMO_HOME) $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 test: install
 	$(BIN)/python -m pytest

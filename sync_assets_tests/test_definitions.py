@@ -42,7 +42,7 @@ def test_catalog_from_environment_variable(tmp_path, monkeypatch):
 
 
 def test_workspace_validates_from_the_cli():
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNC_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SYNC_", "DAGSTER_HOME"))}
     result = subprocess.run(
         [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
         cwd=ROOT,

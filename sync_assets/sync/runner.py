@@ -131,10 +131,13 @@ class _Sync:
                     result = self._sync(source_conn, source_dialect, cache, cache_dialect, attempt, started)
             except BaseException as err:  # cancellation and kills of the step included
                 self._record_failure(cache_engine, cache_dialect, attempt, err)
-                if isinstance(err, sa.exc.SQLAlchemyError):
+                if isinstance(err, Exception) and not isinstance(err, SyncError):
+                    # Driver errors (SQLAlchemy's carry the whole statement) become one line that
+                    # names the table, the update type and the phase.
                     text = redact(describe_error(err, phase=self.phase), self.secrets)
                     msg = f"table '{self.table.name}' ({self.update_type.value}): {text}"
-                    raise SyncError(msg, table=self.table.name) from None
+                    cause = None if isinstance(err, sa.exc.SQLAlchemyError) else err
+                    raise SyncError(msg, table=self.table.name) from cause
                 raise
         return result
 
