@@ -15,7 +15,8 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
-$(DEMO_HOME)/dagster.yaml: dagster.yaml
+# Created once; an instance config already in DAGSTER_HOME is left alone.
+$(DEMO_HOME)/dagster.yaml:
 	mkdir -p $(DEMO_HOME)
 	cp dagster.yaml $@
 
