@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated
 
 import sqlalchemy as sa
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     PositiveInt,
@@ -19,6 +17,15 @@ from pydantic import (
 )
 
 from sync_assets.catalog import placeholders
+from sync_assets.catalog.durations import Duration
+from sync_assets.catalog.operations import (
+    Freshness,
+    Retries,
+    Schedule,
+    ScheduleValue,
+    ValidationRule,
+    Verification,
+)
 
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
 SYNC_LOG_TABLE = "sync_log"
@@ -43,18 +50,6 @@ class UpdateType(StrEnum):
         return self is not UpdateType.MASS
 
 
-_DURATION = re.compile(r"^\s*(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>s|m|h|d|w)\s*$")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def _parse_duration(value: Any) -> Any:
-    """Accept "90s", "30m", "6h", "2d", "1w" besides what pydantic takes (seconds, ISO 8601)."""
-    if isinstance(value, str) and (m := _DURATION.match(value)):
-        return timedelta(seconds=float(m.group("n")) * _UNIT_SECONDS[m.group("unit")])
-    return value
-
-
-Duration = Annotated[timedelta, BeforeValidator(_parse_duration)]
 Identifier = Annotated[str, Field(pattern=IDENTIFIER, max_length=63)]
 
 
@@ -68,6 +63,8 @@ class ConnectionSpec(_Strict):
     url: str = Field(min_length=1, description="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db")
     password: str | None = Field(default=None, description="usually ${VAR}; kept out of the URL")
     demo: bool = Field(default=False, description="create this SQLite file with the demo data if missing")
+    max_parallel: PositiveInt | None = Field(default=None, description="tables of this source synced at once")
+    retries: Retries = Field(default_factory=Retries)
 
     @field_validator("url")
     @classmethod
@@ -100,6 +97,15 @@ class Defaults(_Strict):
     batch_size: PositiveInt = 50_000
     lookback_multiplier: float = Field(default=2.0, ge=0)
     sync_log_retention_days: PositiveInt = 90
+    schedules: dict[UpdateType, ScheduleValue] = Field(default_factory=dict)
+    timezone: str = "UTC"
+    freshness: Freshness | None = None
+    max_lag: Duration | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, timezone: str) -> str:
+        return Schedule(cron="0 0 * * *", timezone=timezone).timezone or timezone
 
 
 class TableSpec(_Strict):
@@ -118,6 +124,13 @@ class TableSpec(_Strict):
     lookback: dict[UpdateType, Duration] = Field(default_factory=dict)
     lookback_multiplier: float | None = Field(default=None, ge=0)
     description: str | None = None
+    schedules: dict[UpdateType, ScheduleValue] = Field(default_factory=dict)
+    freshness: Freshness | None = None
+    max_lag: Duration | None = Field(default=None, description="data lag (source vs cache) that fails")
+    deps: list[Identifier] = Field(default_factory=list, description="tables synced before this one")
+    post_sql: list[str] = Field(default_factory=list, description="run in the cache after a sync; {table}")
+    checks: list[ValidationRule] = Field(default_factory=list)
+    verify: Verification = Field(default_factory=Verification)
 
     @model_validator(mode="after")
     def _one_source(self) -> TableSpec:
@@ -129,6 +142,14 @@ class TableSpec(_Strict):
             raise ValueError(msg)
         if UpdateType.MASS in self.lookback:
             msg = "`lookback` applies to daily and hourly only"
+            raise ValueError(msg)
+        if self.updated_at is None and set(self.schedules) - {UpdateType.MASS}:
+            msg = "a table without `updated_at` can only be scheduled for mass"
+            raise ValueError(msg)
+        names = [c.check_name for c in self.checks]
+        if len(set(names)) != len(names):
+            dup = next(n for n in names if names.count(n) > 1)
+            msg = f"two checks are named '{dup}'; give one a `name`"
             raise ValueError(msg)
         if len(set(self.primary_key)) != len(self.primary_key):
             msg = "`primary_key` names a column twice"
@@ -147,6 +168,24 @@ class TableSpec(_Strict):
     def update_types(self) -> list[UpdateType]:
         """Mass always; daily and hourly only where a watermark column exists."""
         return list(UpdateType) if self.updated_at else [UpdateType.MASS]
+
+    def schedules_for(self, defaults: Defaults) -> dict[UpdateType, Schedule]:
+        """The table's own schedules, else the catalog defaults it supports (mass only without updated_at)."""
+        chosen = self.schedules or {u: s for u, s in defaults.schedules.items() if u in self.update_types}
+        return {
+            u: s if s.timezone else s.model_copy(update={"timezone": defaults.timezone})
+            for u, s in chosen.items()
+        }
+
+    def freshness_for(self, defaults: Defaults) -> Freshness | None:
+        """Explicit windows, else derived from the fastest schedule: warn after 1.5x, fail after 3x."""
+        if self.freshness or defaults.freshness:
+            return self.freshness or defaults.freshness
+        schedules = self.schedules_for(defaults)
+        if not schedules:
+            return None
+        fastest = min(s.interval() for s in schedules.values())
+        return Freshness(warn_after=fastest * 1.5, fail_after=fastest * 3)
 
     def lookback_for(self, update_type: UpdateType, defaults: Defaults) -> timedelta:
         if update_type in self.lookback:
@@ -189,10 +228,19 @@ class Catalog(_Strict):
                 msg = f"target table '{table.target}' is already written by tables[{first}]"
                 found.append((("tables", i, "target_table"), msg))
             targets.setdefault(table.target.lower(), i)
+        for i, table in enumerate(self.tables):
+            for j, dep in enumerate(table.deps):
+                if dep not in names:
+                    found.append((("tables", i, "deps", j), f"unknown table '{dep}'"))
+                elif dep == table.name:
+                    found.append((("tables", i, "deps", j), "a table cannot depend on itself"))
         return found
 
     def _known(self) -> str:
         return ", ".join(sorted(self.connections))
+
+    def table(self, name: str) -> TableSpec:
+        return next(t for t in self.tables if t.name == name)
 
     def batch_size(self, table: TableSpec) -> int:
         return table.batch_size or self.defaults.batch_size

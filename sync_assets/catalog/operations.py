@@ -1,0 +1,172 @@
+"""Catalog models for operations: schedules, freshness, retries, validation rules, verification."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveInt,
+    field_validator,
+    model_validator,
+)
+
+from sync_assets.catalog.durations import Duration
+
+IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _cron_or_mapping(value: Any) -> Any:
+    return {"cron": value} if isinstance(value, str) else value
+
+
+class Schedule(_Strict):
+    """When an update type runs: a cron string, or {cron, timezone}."""
+
+    cron: str
+    timezone: str | None = None
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, cron: str) -> str:
+        if not croniter.is_valid(cron) or len(cron.split()) != 5:
+            msg = f"'{cron}' is not a five-field cron expression"
+            raise ValueError(msg)
+        return cron
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, timezone: str | None) -> str | None:
+        if timezone is not None:
+            try:
+                ZoneInfo(timezone)
+            except (ZoneInfoNotFoundError, ValueError):
+                msg = f"unknown time zone '{timezone}'"
+                raise ValueError(msg) from None
+        return timezone
+
+    def interval(self) -> timedelta:
+        """The longest gap between two runs over a week of ticks: what freshness must tolerate."""
+        start = datetime(2026, 1, 5, tzinfo=UTC)
+        ticks = croniter(self.cron, start)
+        times = [ticks.get_next(datetime) for _ in range(2)]
+        longest = times[1] - times[0]
+        while times[-1] < start + timedelta(days=8):
+            times.append(ticks.get_next(datetime))
+            longest = max(longest, times[-1] - times[-2])
+        return longest
+
+
+ScheduleValue = Annotated[Schedule, BeforeValidator(_cron_or_mapping)]
+
+
+class Freshness(_Strict):
+    """How old a table may get before its freshness policy warns and fails."""
+
+    warn_after: Duration
+    fail_after: Duration
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Freshness:
+        if self.warn_after >= self.fail_after:
+            msg = "`warn_after` must be shorter than `fail_after`"
+            raise ValueError(msg)
+        if self.warn_after < timedelta(minutes=1):
+            msg = "freshness windows must be at least one minute"
+            raise ValueError(msg)
+        return self
+
+
+class Retries(_Strict):
+    """Retries of transient errors (connection drops, timeouts, deadlocks) of one connection."""
+
+    max_retries: NonNegativeInt = 3
+    delay: Duration = timedelta(seconds=10)
+    backoff: Literal["exponential", "linear"] = "exponential"
+    jitter: bool = True
+
+
+class Severity(StrEnum):
+    WARN = "warn"
+    ERROR = "error"
+
+
+class AcceptedValues(_Strict):
+    column: Annotated[str, Field(pattern=IDENTIFIER)]
+    values: list[str | int | float | bool] = Field(min_length=1)
+
+
+class Range(_Strict):
+    column: Annotated[str, Field(pattern=IDENTIFIER)]
+    min: float | int | None = None
+    max: float | int | None = None
+
+
+class RowCount(_Strict):
+    min: NonNegativeInt | None = None
+    max: NonNegativeInt | None = None
+
+
+class ValidationRule(_Strict):
+    """One rule, run as an asset check on the cache table: exactly one of the rule keys."""
+
+    not_null: list[Annotated[str, Field(pattern=IDENTIFIER)]] | None = None
+    unique: list[Annotated[str, Field(pattern=IDENTIFIER)]] | None = None
+    accepted_values: AcceptedValues | None = None
+    range: Range | None = None
+    row_count: RowCount | None = None
+    sql: str | None = Field(
+        default=None, description="SELECT returning offending rows; {table} = the cache table"
+    )
+    name: Annotated[str, Field(pattern=IDENTIFIER)] | None = None
+    severity: Severity = Severity.ERROR
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ValidationRule:
+        given = [k for k in _RULE_KEYS if getattr(self, k) is not None]
+        if len(given) != 1:
+            msg = f"give exactly one of {', '.join(_RULE_KEYS)} (found: {', '.join(given) or 'none'})"
+            raise ValueError(msg)
+        if self.sql is not None and self.name is None:
+            msg = "an `sql` rule needs a `name`"
+            raise ValueError(msg)
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in _RULE_KEYS if getattr(self, k) is not None)
+
+    @property
+    def check_name(self) -> str:
+        if self.name:
+            return self.name
+        columns = {
+            "not_null": self.not_null,
+            "unique": self.unique,
+            "accepted_values": [self.accepted_values.column] if self.accepted_values else None,
+            "range": [self.range.column] if self.range else None,
+        }.get(self.kind)
+        return "_".join([self.kind, *(columns or [])])
+
+
+_RULE_KEYS = ("not_null", "unique", "accepted_values", "range", "row_count", "sql")
+
+
+class Verification(_Strict):
+    """Source/cache comparison after each sync; `deep` adds checksums per key range."""
+
+    deep: bool = False
+    segment_rows: PositiveInt = 10_000  # rows per checksum segment of the deep check
+    bisect_to_rows: PositiveInt = 100  # stop bisecting a differing range below this many rows
