@@ -11,6 +11,10 @@ class SyncError(Exception):
         self.table = table
 
 
+class SyncTransientError(SyncError):
+    """A failure that may clear up by itself (connection dropped, timeout, deadlock): retried."""
+
+
 class CatalogError(SyncError):
     """The table catalog is malformed: raised when definitions load, with file and line."""
 

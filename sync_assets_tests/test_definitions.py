@@ -31,7 +31,8 @@ def test_demo_definitions(monkeypatch):
         assert node.pools == {f"sync/{key.path[-1]}"}
     job = defs.resolve_job_def(SYNC_ALL_JOB)
     assert job.partitions_def is not None
-    assert set(defs.resources) == {"jde", "cache"}
+    assert set(defs.resources) == {"jde", "cache", "sync_alerter"}
+    assert {s.name for s in defs.schedules} == {"sync_mass_0_2_x_x_0", "sync_daily_0_3_x_x_x", "sync_hourly_0_x_x_x_x"}
 
 
 def test_catalog_from_environment_variable(tmp_path, monkeypatch):

@@ -2,14 +2,20 @@
 
 import dagster as dg
 
+from sync_assets.assets.alerts import ALERTER_KEY, sync_check_alerts, sync_failure_alerts
+from sync_assets.assets.freshness import build_freshness_sensor, build_staleness_checks, stalenesses
 from sync_assets.assets.metadata import result_metadata
+from sync_assets.assets.schedules import build_schedules
 from sync_assets.assets.translator import SyncAssetTranslator
 from sync_assets.catalog.models import Catalog, TableSpec, UpdateType
-from sync_assets.errors import SyncError
+from sync_assets.catalog.operations import Retries
+from sync_assets.errors import SyncError, SyncTransientError
+from sync_assets.resources.alerts import Alerter
 from sync_assets.resources.database import SqlDatabase
 from sync_assets.sync.runner import run_sync
 
 SYNC_ALL_JOB = "sync_all_tables"
+SOURCE_TAG = "sync_assets/source"
 
 
 def pool_name(table: TableSpec) -> str:
@@ -27,6 +33,8 @@ def build_table_asset(
         specs=[spec],
         required_resource_keys={table.source, catalog.cache},
         pool=pool_name(table),
+        retry_policy=retry_policy(catalog.connections[table.source].retries),
+        op_tags={SOURCE_TAG: table.source},
     )
     def _sync(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         update_type = UpdateType(context.partition_key)
@@ -43,6 +51,11 @@ def build_table_asset(
                 run_id=context.run.run_id,
                 log=context.log.info,
             )
+        except SyncTransientError as err:
+            context.log.warning(
+                "%s (attempt %d): transient, will be retried: %s", table.name, context.retry_number + 1, err
+            )
+            raise dg.Failure(description=str(err), allow_retries=True) from None
         except SyncError as err:
             raise dg.Failure(description=str(err), allow_retries=False) from None
         context.log.info(
@@ -59,6 +72,18 @@ def build_table_asset(
     return _sync
 
 
+def retry_policy(retries: Retries) -> dg.RetryPolicy | None:
+    """Dagster's retry policy for transient errors of one source; permanent errors skip it."""
+    if retries.max_retries == 0:
+        return None
+    return dg.RetryPolicy(
+        max_retries=retries.max_retries,
+        delay=retries.delay.total_seconds(),
+        backoff=dg.Backoff.EXPONENTIAL if retries.backoff == "exponential" else dg.Backoff.LINEAR,
+        jitter=dg.Jitter.PLUS_MINUS if retries.jitter else None,
+    )
+
+
 def resources_for(catalog: Catalog) -> dict[str, SqlDatabase]:
     """One resource per connection, holding only ${VAR} templates: nothing secret reaches the UI."""
     return {
@@ -68,7 +93,29 @@ def resources_for(catalog: Catalog) -> dict[str, SqlDatabase]:
 
 
 def build_definitions(catalog: Catalog, translator: SyncAssetTranslator | None = None) -> dg.Definitions:
-    """Assets, resources and the job that syncs every table, for one catalog."""
+    """Assets, schedules, checks, sensors and resources for one catalog."""
+    translator = translator or SyncAssetTranslator()
     assets = [build_table_asset(catalog, table, translator) for table in catalog.tables]
+    keys = {table.name: translator.get_asset_key(table) for table in catalog.tables}
     sync_all = dg.define_asset_job(SYNC_ALL_JOB, selection=dg.AssetSelection.assets(*assets))
-    return dg.Definitions(assets=assets, resources=resources_for(catalog), jobs=[sync_all])
+    schedules, schedule_jobs = build_schedules(catalog, keys)
+    staleness = [item for t in catalog.tables for item in stalenesses(catalog, t, keys[t.name])]
+    return dg.Definitions(
+        assets=assets,
+        asset_checks=build_staleness_checks(staleness),
+        resources={**resources_for(catalog), ALERTER_KEY: Alerter(webhook_url=catalog.alerts.webhook_url)},
+        jobs=[sync_all, *schedule_jobs],
+        schedules=schedules,
+        sensors=[build_freshness_sensor(staleness), sync_failure_alerts, sync_check_alerts],
+        executor=executor_for(catalog),
+    )
+
+
+def executor_for(catalog: Catalog) -> dg.ExecutorDefinition:
+    """Tables run in parallel, but never more than a connection's `max_parallel` of one source."""
+    limits = [
+        {"key": SOURCE_TAG, "value": name, "limit": conn.max_parallel}
+        for name, conn in catalog.connections.items()
+        if conn.max_parallel
+    ]
+    return dg.multiprocess_executor.configured({"tag_concurrency_limits": limits})

@@ -17,9 +17,22 @@ METADATA_TABLE_SPEC = "sync_assets/table_spec"
 class SyncAssetTranslator:
     """Subclass and override `get_asset_spec` to change keys, groups, owners or tags."""
 
+    def get_asset_key(self, table: TableSpec) -> dg.AssetKey:
+        return dg.AssetKey([table.source, table.name])
+
     def get_asset_spec(self, table: TableSpec, catalog: Catalog) -> dg.AssetSpec:
+        freshness = table.freshness_for(catalog.defaults)
+        schedules = table.schedules_for(catalog.defaults)
         return dg.AssetSpec(
-            key=dg.AssetKey([table.source, table.name]),
+            key=self.get_asset_key(table),
+            deps=[self.get_asset_key(catalog.table(name)) for name in table.deps],
+            freshness_policy=(
+                dg.FreshnessPolicy.time_window(
+                    fail_window=freshness.fail_after, warn_window=freshness.warn_after
+                )
+                if freshness
+                else None
+            ),
             group_name=table.source,
             description=table.description or _describe(table),
             partitions_def=UPDATE_TYPE_PARTITIONS,
@@ -31,6 +44,10 @@ class SyncAssetTranslator:
                 "sync_assets/primary_key": ", ".join(table.primary_key),
                 "sync_assets/updated_at": table.updated_at or "(none: mass only)",
                 "sync_assets/update_types": ", ".join(u.value for u in table.update_types),
+                "sync_assets/schedules": ", ".join(
+                    f"{u.value}: {s.cron} ({s.timezone})" for u, s in schedules.items()
+                )
+                or "(none)",
                 METADATA_TABLE_SPEC: dg.MetadataValue.json(table.model_dump(mode="json", exclude_none=True)),
             },
         )

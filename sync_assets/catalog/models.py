@@ -19,6 +19,7 @@ from pydantic import (
 from sync_assets.catalog import placeholders
 from sync_assets.catalog.durations import Duration
 from sync_assets.catalog.operations import (
+    Alerts,
     Freshness,
     Retries,
     Schedule,
@@ -29,6 +30,8 @@ from sync_assets.catalog.operations import (
 
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
 SYNC_LOG_TABLE = "sync_log"
+# Resource keys sync_assets itself (or Dagster) uses besides the connections.
+RESERVED_RESOURCE_KEYS = frozenset({"sync_alerter", "io_manager"})
 
 
 class UpdateType(StrEnum):
@@ -202,11 +205,14 @@ class Catalog(_Strict):
     connections: dict[Identifier, ConnectionSpec] = Field(min_length=1)
     cache: Identifier
     defaults: Defaults = Field(default_factory=Defaults)
+    alerts: Alerts = Field(default_factory=Alerts)
     tables: list[TableSpec] = Field(min_length=1)
 
     def problems(self) -> list[tuple[tuple[str | int, ...], str]]:
         """Cross-references pydantic cannot see, as (location, message) pairs."""
         found: list[tuple[tuple[str | int, ...], str]] = []
+        for name in self.connections.keys() & RESERVED_RESOURCE_KEYS:
+            found.append((("connections", name), f"'{name}' is reserved; name the connection differently"))
         if self.cache not in self.connections:
             found.append((("cache",), f"unknown connection '{self.cache}' (known: {self._known()})"))
         names: dict[str, int] = {}

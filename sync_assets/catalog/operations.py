@@ -170,3 +170,11 @@ class Verification(_Strict):
     deep: bool = False
     segment_rows: PositiveInt = 10_000  # rows per checksum segment of the deep check
     bisect_to_rows: PositiveInt = 100  # stop bisecting a differing range below this many rows
+
+
+class Alerts(_Strict):
+    """Where alerts go besides the Dagster log: a Slack/Teams-compatible incoming webhook."""
+
+    webhook_url: str | None = Field(
+        default=None, description="usually ${VAR}; resolved when an alert is sent"
+    )

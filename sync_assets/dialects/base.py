@@ -79,6 +79,14 @@ class Dialect:
         with conn.begin():
             yield
 
+    # -- errors ----------------------------------------------------------------------------------
+    def is_transient(self, error: BaseException) -> bool:
+        """Worth a retry: the connection dropped, or the database asked us to try again.
+
+        Modules classify their driver's errors by SQLSTATE or vendor code, never by message text.
+        """
+        return isinstance(error, sa.exc.DBAPIError) and error.connection_invalidated
+
     # -- staging ---------------------------------------------------------------------------------
     def staging_table(self, target: sa.Table, *, suffix: str) -> sa.Table:
         """A session temp table shaped like the target, without constraints."""
@@ -167,6 +175,18 @@ def _family(type_: sa.types.TypeEngine[Any]) -> str:
 
 _MODULES = {"sqlite": "sync_assets.dialects.sqlite", "postgresql": "sync_assets.dialects.postgresql"}
 _LOADED: dict[str, Dialect] = {}
+
+
+def is_transient(error: BaseException) -> bool:
+    """True if any loaded database module recognises `error` as transient."""
+    return any(dialect.is_transient(error) for dialect in _LOADED.values())
+
+
+def driver_error(error: BaseException) -> BaseException:
+    """The driver's own exception inside a SQLAlchemy wrapper, or the error itself."""
+    if isinstance(error, sa.exc.DBAPIError) and error.orig is not None:
+        return error.orig
+    return error
 
 
 def get_dialect(name: str) -> Dialect:

@@ -6,15 +6,23 @@ import io
 from typing import Any
 
 import polars as pl
+import psycopg
 import sqlalchemy as sa
 from psycopg import sql
 from sqlalchemy.dialects import postgresql
 
-from sync_assets.dialects.base import Capabilities, Dialect
+from sync_assets.dialects.base import Capabilities, Dialect, driver_error
 from sync_assets.sync.types import ColumnType, Kind
 
 # PostgreSQL keeps microseconds (https://www.postgresql.org/docs/current/datatype-datetime.html).
 MAX_FRACTIONAL_DIGITS = 6
+# Retryable SQLSTATEs (https://www.postgresql.org/docs/current/errcodes-appendix.html): class 08
+# connection exceptions; serialization failure, deadlock, lock timeout, statement timeout, admin
+# shutdown / crash recovery / cannot connect now, too many connections, out of memory.
+TRANSIENT_CLASSES = ("08",)
+TRANSIENT_STATES = frozenset(
+    {"40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03", "53300", "53200"}
+)
 
 
 class PostgreSQLDialect(Dialect):
@@ -37,6 +45,15 @@ class PostgreSQLDialect(Dialect):
         if ct.kind is Kind.BINARY:
             return postgresql.BYTEA()
         return super().column_type(ct)
+
+    def is_transient(self, error: BaseException) -> bool:
+        orig = driver_error(error)
+        if not isinstance(orig, psycopg.Error):
+            return super().is_transient(error)
+        if orig.sqlstate is None:
+            # Failures to connect, or a connection dropped mid-query, come without a SQLSTATE.
+            return isinstance(orig, psycopg.OperationalError)
+        return orig.sqlstate.startswith(TRANSIENT_CLASSES) or orig.sqlstate in TRANSIENT_STATES
 
     def bulk_load(self, conn: sa.Connection, staging: sa.Table, frame: pl.DataFrame) -> None:
         if frame.is_empty():

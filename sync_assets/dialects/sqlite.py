@@ -11,7 +11,7 @@ import polars as pl
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
-from sync_assets.dialects.base import Capabilities, Dialect
+from sync_assets.dialects.base import Capabilities, Dialect, driver_error
 from sync_assets.sync.types import ColumnType, Kind, from_sqlalchemy
 
 # SQLite keeps 15 significant digits when it stores a NUMERIC value as REAL
@@ -20,6 +20,8 @@ EXACT_NUMERIC_DIGITS = 15
 # Waiting for another writer of the cache file beats failing with "database is locked".
 BUSY_TIMEOUT_SECONDS = 300
 _IMMEDIATE = "sync_assets_begin_immediate"
+# https://www.sqlite.org/rescode.html: SQLITE_BUSY and SQLITE_LOCKED (primary codes) clear up by themselves.
+TRANSIENT_CODES = frozenset({5, 6})
 
 # SQLAlchemy's storage formats, so apps reading the cache through SQLAlchemy get typed values back.
 DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S.%6f"
@@ -75,6 +77,12 @@ class SQLiteDialect(Dialect):
                 yield
         finally:
             conn.info.pop(_IMMEDIATE, None)
+
+    def is_transient(self, error: BaseException) -> bool:
+        code = getattr(driver_error(error), "sqlite_errorcode", None)
+        if code is not None and code & 0xFF in TRANSIENT_CODES:
+            return True
+        return super().is_transient(error)
 
     def bulk_load(self, conn: sa.Connection, staging: sa.Table, frame: pl.DataFrame) -> None:
         if frame.is_empty():

@@ -17,7 +17,8 @@ import sqlalchemy as sa
 
 from sync_assets.catalog.models import Catalog, TableSpec, UpdateType
 from sync_assets.dialects import Dialect
-from sync_assets.errors import DataError, SyncError, UpdateTypeNotAllowed
+from sync_assets.dialects.base import is_transient
+from sync_assets.errors import DataError, SyncError, SyncTransientError, UpdateTypeNotAllowed
 from sync_assets.resources.database import SqlDatabase
 from sync_assets.sync import audit, watermark
 from sync_assets.sync.reader import read_batches
@@ -88,7 +89,7 @@ def run_sync(
     except sa.exc.SQLAlchemyError as err:  # before the attempt was recorded: connecting, sync_log
         text = redact(describe_error(err, phase="connect"), secrets)
         msg = f"table '{table.name}' ({update_type.value}): {text}"
-        raise SyncError(msg, table=table.name) from None
+        raise _error_class(err)(msg, table=table.name) from None
 
 
 class _Sync:
@@ -137,7 +138,7 @@ class _Sync:
                     text = redact(describe_error(err, phase=self.phase), self.secrets)
                     msg = f"table '{self.table.name}' ({self.update_type.value}): {text}"
                     cause = None if isinstance(err, sa.exc.SQLAlchemyError) else err
-                    raise SyncError(msg, table=self.table.name) from cause
+                    raise _error_class(err)(msg, table=self.table.name) from cause
                 raise
         return result
 
@@ -289,7 +290,21 @@ class _Sync:
                 watermark_to=watermark.encode(new_mark),
             )
             audit.succeed(cache, attempt, outcome)
+            if dialect.capabilities.transactional_ddl:
+                self._post_sql(cache, target)
+        if not dialect.capabilities.transactional_ddl:
+            with cache.begin():
+                self._post_sql(cache, target)
         return outcome
+
+    def _post_sql(self, cache: sa.Connection, target: sa.Table) -> None:
+        """The catalog's post-processing, `{table}` standing for the quoted cache table."""
+        if not self.table.post_sql:
+            return
+        self.phase = "post_sql"
+        quoted = cache.dialect.identifier_preparer.format_table(target)
+        for statement in self.table.post_sql:
+            cache.execute(sa.text(statement.replace("{table}", quoted)))
 
     def _settle_types(self, source: Source, first: pl.DataFrame | None) -> Source:
         """A query source takes its column types from its first batch."""
@@ -317,6 +332,10 @@ class _Sync:
             self.log(
                 f"{self.table.name}: could not record the failure in sync_log: {type(audit_err).__name__}"
             )
+
+
+def _error_class(err: BaseException) -> type[SyncError]:
+    return SyncTransientError if is_transient(err) else SyncError
 
 
 def describe_error(err: BaseException, *, phase: str | None) -> str:
