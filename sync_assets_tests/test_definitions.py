@@ -37,7 +37,7 @@ def test_demo_definitions(monkeypatch):
 
 def test_catalog_from_environment_variable(tmp_path, monkeypatch):
     path = tmp_path / "mine.yaml"
-    path.write_text(DEMO_CATALOG.read_text().replace("name: lots", "name: lot_master"))
+    path.write_text(DEMO_CATALOG.read_text().replace("name: lots", "name: lot_master").replace("[items, lots]", "[items, lot_master]"))
     monkeypatch.setenv("SYNC_ASSETS_CATALOG", str(path))
     assert [t.name for t in load_catalog().tables][-1] == "lot_master"
 
