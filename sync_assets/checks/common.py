@@ -1,0 +1,206 @@
+"""What the checks of one table share: connections, the cache table, the last sync, the settled range."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import dagster as dg
+import sqlalchemy as sa
+
+from sync_assets.catalog.models import SYNC_LOG_TABLE, Catalog, TableSpec, UpdateType
+from sync_assets.dialects import Dialect
+from sync_assets.errors import SyncError
+from sync_assets.resources.database import SqlDatabase
+from sync_assets.sync import audit, watermark
+from sync_assets.sync.redact import redact
+from sync_assets.sync.runner import INCREMENTAL, describe_error
+from sync_assets.sync.source import Source
+
+SAMPLE_SIZE = 5  # offending keys or rows shown as evidence
+
+
+@dataclass(frozen=True)
+class Connections:
+    """The connections of one check evaluation; `source` is None unless the check asked for it."""
+
+    cache: sa.Connection
+    cache_dialect: Dialect
+    source: sa.Connection | None = None
+    source_dialect: Dialect | None = None
+
+    def require_source(self) -> tuple[sa.Connection, Dialect]:
+        assert self.source is not None and self.source_dialect is not None, "opened without source"
+        return self.source, self.source_dialect
+
+
+@contextmanager
+def connect(
+    context: dg.AssetCheckExecutionContext, catalog: Catalog, table: TableSpec, *, source: bool
+) -> Iterator[Connections]:
+    """Open the cache (and the source) for one check; both are closed, never committed, afterwards.
+
+    A database error ends the check as a Failure naming the table, with secrets masked, the way a
+    sync reports it: a check that cannot run is not a check that failed.
+    """
+    cache_db: SqlDatabase = getattr(context.resources, catalog.cache)
+    source_db: SqlDatabase | None = getattr(context.resources, table.source) if source else None
+    secrets = cache_db.secrets(table=table.name) + (source_db.secrets(table=table.name) if source_db else [])
+    try:
+        with ExitStack() as stack:
+            cache_engine, cache_dialect = stack.enter_context(cache_db.engine(role="cache", table=table.name))
+            opened = Connections(stack.enter_context(cache_engine.connect()), cache_dialect)
+            if source_db is not None:
+                engine, dialect = stack.enter_context(source_db.engine(role="source", table=table.name))
+                opened = Connections(
+                    opened.cache, cache_dialect, stack.enter_context(engine.connect()), dialect
+                )
+            yield opened
+    except (SyncError, sa.exc.SQLAlchemyError) as err:
+        text = redact(describe_error(err, phase=None), secrets)
+        prefix = "" if isinstance(err, SyncError) else f"table '{table.name}': "
+        raise dg.Failure(description=f"{prefix}{text}", allow_retries=False) from None
+
+
+def cache_table(conn: sa.Connection, table: TableSpec) -> sa.Table | None:
+    """The cache table as it is now (reflected), or None before its first sync."""
+    if not sa.inspect(conn).has_table(table.target):
+        return None
+    return sa.Table(table.target, sa.MetaData(), autoload_with=conn)
+
+
+def not_synced(table: TableSpec) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        passed=False,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"cache_table": table.target},
+        description=f"table '{table.name}': not synced yet (no successful sync into {table.target})",
+    )
+
+
+def missing_columns(
+    table: TableSpec, target: sa.Table, names: list[str], *, severity: dg.AssetCheckSeverity, what: str
+) -> dg.AssetCheckResult | None:
+    """A failed result naming the first absent column, or None when the cache table has them all."""
+    absent = [n for n in names if n not in target.c]
+    if not absent:
+        return None
+    available = ", ".join(target.c.keys())
+    return dg.AssetCheckResult(
+        passed=False,
+        severity=severity,
+        metadata={"cache_table": table.target, "missing_columns": absent},
+        description=(
+            f"table '{table.name}': column '{absent[0]}' {what} is not in cache table {table.target} "
+            f"(its columns: {available})"
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class LastSync:
+    """The latest succeeded sync_log row of a table: what the cache is known to hold."""
+
+    mode: str | None
+    watermark_from: str | None
+    watermark_to: str | None
+
+
+def last_sync(conn: sa.Connection, table: TableSpec) -> LastSync | None:
+    if not sa.inspect(conn).has_table(SYNC_LOG_TABLE):
+        return None
+    log = audit.sync_log
+    row = conn.execute(
+        sa.select(log.c.mode, log.c.watermark_from, log.c.watermark_to)
+        .where(log.c.table_name == table.name, log.c.status == audit.SUCCEEDED)
+        .order_by(log.c.id.desc())
+        .limit(1)
+    ).first()
+    return LastSync(row.mode, row.watermark_from, row.watermark_to) if row else None
+
+
+@dataclass(frozen=True)
+class SettledRange:
+    """Rows with low <= updated_at < high: loaded by the last sync and older than the lookback window.
+
+    Newer rows may still be on their way, so leaving them out keeps a busy source from raising false
+    alarms. The upper bound is exclusive on both sides: a SQLite cache stores time zone-aware
+    timestamps as text with an offset, which an inclusive bound would miss by a suffix.
+    """
+
+    column: str | None = None
+    low: Any = None
+    high: Any = None
+
+    def describe(self) -> str:
+        if self.column is None:
+            return "all rows"
+        low = "-inf" if self.low is None else str(self.low)
+        high = "+inf" if self.high is None else str(self.high)
+        return f"{self.column} in [{low}, {high})"
+
+    def source_select(self, source: Source) -> sa.Select[Any]:
+        """The source's settled rows, every column under its cache name."""
+        statement = source.select(low=self.low)
+        if self.column is not None and self.high is not None:
+            element = source.column(self.column).expression
+            # Compare on the source column itself, as Source.select does, not on a text cast of it.
+            raw = element.clause if isinstance(element, sa.Cast) else element
+            statement = statement.where(raw < self.high)
+        return statement
+
+    def cache_where(self, target: sa.Table) -> list[sa.ColumnElement[bool]]:
+        """The same range on the cache table."""
+        if self.column is None:
+            return []
+        column = target.c[self.column]
+        conditions = []
+        if self.low is not None:
+            conditions.append(column >= _cache_value(self.low))
+        if self.high is not None:
+            conditions.append(column < _cache_value(self.high))
+        return conditions
+
+
+def settled_range(
+    catalog: Catalog, table: TableSpec, source: Source, source_conn: sa.Connection, last: LastSync
+) -> SettledRange:
+    """[watermark_from, watermark_to - lookback) after an incremental, (-inf, ...) after a full load.
+
+    A mass-only table, or one whose last load found no rows, is compared as a whole.
+    """
+    if table.updated_at is None or last.watermark_to is None:
+        return SettledRange()
+    column_type = source.column(table.updated_at).type
+    # A query source has no declared types: its watermark takes the type of a value it holds.
+    like = None if column_type else source_conn.execute(source.max_watermark()).scalar()
+    newest = watermark.decode(last.watermark_to, column_type, like=like)
+    cutoff = watermark.lower_bound(newest, table.lookback_for(UpdateType.HOURLY, catalog.defaults))
+    low = None
+    if last.mode == INCREMENTAL:
+        low = watermark.decode(last.watermark_from, column_type, like=like)
+    return SettledRange(table.updated_at, low, cutoff)
+
+
+def _cache_value(value: Any) -> Any:
+    """Aware timestamps as UTC: the SQLite cache binds the clock fields and stores them in UTC."""
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.astimezone(UTC)
+    return value
+
+
+def shown(value: Any) -> Any:
+    """A value as metadata can hold it (JSON): numbers and text as they are, the rest as text."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, bytes | bytearray | memoryview):
+        return "0x" + bytes(value).hex()
+    return str(value)
+
+
+def shown_key(values: tuple[Any, ...] | list[Any]) -> Any:
+    """One key: its value for a one-column key, a list for a composite one."""
+    return shown(values[0]) if len(values) == 1 else [shown(v) for v in values]

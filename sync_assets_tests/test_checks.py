@@ -1,0 +1,140 @@
+"""Asset checks of a table, run alone against real caches after real syncs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from sync_assets.assets.factory import build_table_asset, resources_for
+from sync_assets.catalog.loader import load_catalog
+from sync_assets.checks import build_table_checks
+from sync_assets_tests.helpers import Harness, create_source, make_harness, order_row
+
+ORDERS = {"name": "orders", "source_table": "orders", "primary_key": ["id"], "updated_at": "updated_at"}
+ROWS = [order_row(i) for i in range(1, 121)]
+
+
+def run_checks(harness: Harness, table: str = "orders") -> dict[str, dg.AssetCheckEvaluation]:
+    """Run every check of `table` in one run of their own, as the UI's "Execute checks" does."""
+    catalog = load_catalog(harness.path)
+    spec = catalog.table(table)
+    checks = build_table_checks(catalog, spec, dg.AssetKey([spec.source, spec.name]))
+    job = dg.define_asset_job("checks", selection=dg.AssetSelection.checks(*checks))
+    defs = dg.Definitions(
+        assets=[build_table_asset(catalog, t) for t in catalog.tables],
+        asset_checks=checks,
+        jobs=[job],
+        resources=resources_for(catalog),
+    )
+    result = defs.resolve_job_def("checks").execute_in_process(
+        instance=harness.instance, raise_on_error=False
+    )
+    # A failed blocking ERROR check fails its step, so the run's success says little; every check
+    # must have reported, though.
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert set(evaluations) == {spec.name for check in checks for spec in check.check_specs}
+    return evaluations
+
+
+def value(evaluation: dg.AssetCheckEvaluation, key: str) -> Any:
+    return getattr(evaluation.metadata[key], "value", evaluation.metadata[key])
+
+
+RULES = [
+    {"not_null": ["code", "updated_at"]},
+    {"not_null": ["note"], "severity": "warn"},
+    {"unique": ["id", "code"]},
+    {"unique": ["code"]},
+    {"accepted_values": {"column": "active", "values": [True, False]}, "name": "active_is_boolean"},
+    {"accepted_values": {"column": "code", "values": ["C001", "C002"]}},
+    {"accepted_values": {"column": "qty", "values": [-499, -498]}},
+    {"accepted_values": {"column": "due", "values": ["2026-01-02", "2026-01-03"]}},
+    {"range": {"column": "qty", "min": -500, "max": 500}},
+    {"range": {"column": "amount", "min": 0}},
+    {"range": {"column": "big_amount", "max": 100_000_000}, "name": "big_amount_below_1e8"},
+    {"row_count": {"min": 1, "max": 1000}, "name": "row_count_ok"},
+    {"row_count": {"max": 10}, "name": "row_count_small", "severity": "warn"},
+    {"sql": "SELECT id, qty FROM {table} WHERE qty >= -400 ORDER BY id", "name": "recent_qty"},
+]
+
+
+def offenders(predicate: Any) -> list[int]:
+    return [r["id"] for r in ROWS if predicate(r)]
+
+
+@pytest.mark.parametrize("cache_kind", ["sqlite", "postgresql"])
+def test_validation_rules(tmp_path, monkeypatch, make_database, cache_kind):
+    source_url, cache_url = make_database("sqlite"), make_database(cache_kind)
+    create_source(source_url, ROWS)
+    harness = make_harness(
+        tmp_path,
+        monkeypatch,
+        source_url=source_url,
+        cache_url=cache_url,
+        tables=[{**ORDERS, "checks": RULES}],
+    )
+    before = run_checks(harness)
+    assert not before["not_null_code_updated_at"].passed
+    assert "not synced yet" in before["not_null_code_updated_at"].description
+    assert before["not_null_code_updated_at"].severity == dg.AssetCheckSeverity.WARN
+
+    assert harness.sync("orders", "mass").success
+    checks = run_checks(harness)
+    passing = {"not_null_code_updated_at", "unique_id_code", "active_is_boolean", "range_qty", "row_count_ok"}
+    assert {name for name, e in checks.items() if e.passed} == passing
+
+    expected = {
+        "not_null_note": offenders(lambda r: r["note"] is None),
+        "accepted_values_code": offenders(lambda r: r["code"] not in ("C001", "C002")),
+        "accepted_values_qty": offenders(lambda r: r["qty"] not in (-499, -498)),
+        "accepted_values_due": offenders(
+            lambda r: r["due"] is not None and r["due"].isoformat() not in ("2026-01-02", "2026-01-03")
+        ),
+        "range_amount": offenders(lambda r: r["amount"] < 0),
+        "big_amount_below_1e8": offenders(lambda r: r["big_amount"] is not None and r["big_amount"] > 10**8),
+    }
+    for name, ids in expected.items():
+        assert value(checks[name], "offending_rows") == len(ids), name
+        assert value(checks[name], "sample_keys") == ids[:5], name
+    assert 0 < len(expected["range_amount"]) < len(ROWS)
+
+    # Codes repeat every 97 ids: C001..C023 are each held by two rows.
+    assert value(checks["unique_code"], "duplicate_groups") == 23
+    assert value(checks["unique_code"], "sample_keys") == [1, 2, 3, 4, 5]
+    assert value(checks["row_count_small"], "row_count") == 120
+    recent = offenders(lambda r: r["qty"] >= -400)
+    assert value(checks["recent_qty"], "offending_rows") == len(recent)
+    assert value(checks["recent_qty"], "sample_rows") == [{"id": i, "qty": i - 500} for i in recent[:5]]
+    assert checks["not_null_note"].severity == dg.AssetCheckSeverity.WARN
+    assert checks["range_amount"].severity == dg.AssetCheckSeverity.ERROR
+    assert "rows with amount outside" in checks["range_amount"].description
+
+
+def test_error_rules_block_and_missing_columns_are_named(tmp_path, monkeypatch, make_database):
+    source_url, cache_url = make_database("sqlite"), make_database("sqlite")
+    create_source(source_url, ROWS[:10])
+    rules = [
+        {"not_null": ["code", "nope"]},
+        {"range": {"column": "qty", "max": 0}, "severity": "warn"},
+    ]
+    harness = make_harness(
+        tmp_path,
+        monkeypatch,
+        source_url=source_url,
+        cache_url=cache_url,
+        tables=[{**ORDERS, "checks": rules}],
+    )
+    catalog = load_catalog(harness.path)
+    checks = build_table_checks(catalog, catalog.table("orders"), dg.AssetKey(["src", "orders"]))
+    blocking = {spec.name: spec.blocking for check in checks for spec in check.check_specs}
+    assert blocking["not_null_code_nope"] is True
+    assert blocking["range_qty"] is False
+
+    assert harness.sync("orders", "mass").success
+    missing = run_checks(harness)["not_null_code_nope"]
+    assert not missing.passed
+    assert missing.severity == dg.AssetCheckSeverity.ERROR
+    assert "table 'orders'" in missing.description
+    assert "column 'nope'" in missing.description and "cache table orders" in missing.description
