@@ -151,13 +151,15 @@ def make_harness(
     cache_url: sa.URL,
     tables: list[dict[str, Any]],
     defaults: dict[str, Any] | None = None,
+    connection: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Harness:
     """Write a catalog whose URLs come from environment variables, as in production."""
     monkeypatch.setenv("SYNC_TEST_SOURCE_URL", source_url.render_as_string(hide_password=False))
     monkeypatch.setenv("SYNC_TEST_CACHE_URL", cache_url.render_as_string(hide_password=False))
     catalog = {
         "connections": {
-            "src": {"url": "${SYNC_TEST_SOURCE_URL}"},
+            "src": {"url": "${SYNC_TEST_SOURCE_URL}", **(connection or {})},
             "cache": {"url": "${SYNC_TEST_CACHE_URL}"},
         },
         "cache": "cache",
@@ -165,6 +167,7 @@ def make_harness(
     }
     if defaults:
         catalog["defaults"] = defaults
+    catalog.update(extra or {})
     path = tmp_path / f"catalog_{os.getpid()}_{len(list(tmp_path.glob('catalog_*')))}.yaml"
     path.write_text(yaml.safe_dump(catalog, sort_keys=False))
     return Harness(path)

@@ -90,16 +90,22 @@ def test_schedules_launch_the_right_partition_and_tables(defs, instance):
         "sync_daily_0_3_x_x_x": ["daily", "items", "orders"],
         "sync_hourly_xby15_x_x_x_x": ["hourly", "invoices"],
     }
-    assert _fires(defs, instance, datetime(2026, 3, 2, 3, 5, tzinfo=UTC)) == {"sync_hourly_5_x_x_x_x": ["hourly", "items", "orders"]}
+    assert _fires(defs, instance, datetime(2026, 3, 2, 3, 5, tzinfo=UTC)) == {
+        "sync_hourly_5_x_x_x_x": ["hourly", "items", "orders"]
+    }
     # 06:30 in Berlin on a Monday is 05:30 UTC in March.
     assert _fires(defs, instance, datetime(2026, 3, 2, 5, 30, tzinfo=UTC)) == {
         "sync_daily_30_6_x_x_1to5_europe_berlin": ["daily", "invoices"],
         "sync_hourly_xby15_x_x_x_x": ["hourly", "invoices"],
     }
-    assert _fires(defs, instance, datetime(2026, 3, 7, 5, 30, tzinfo=UTC)) == {"sync_hourly_xby15_x_x_x_x": ["hourly", "invoices"]}
+    assert _fires(defs, instance, datetime(2026, 3, 7, 5, 30, tzinfo=UTC)) == {
+        "sync_hourly_xby15_x_x_x_x": ["hourly", "invoices"]
+    }
 
 
-def _running(instance: dg.DagsterInstance, partition: str, tables: list[str], status=dg.DagsterRunStatus.STARTED) -> str:
+def _running(
+    instance: dg.DagsterInstance, partition: str, tables: list[str], status=dg.DagsterRunStatus.STARTED
+) -> str:
     """Record a run in the instance as the launcher would: its partition, tables and status."""
     record = dg.DagsterRun(
         job_name="__ASSET_JOB",
@@ -115,7 +121,9 @@ def _running(instance: dg.DagsterInstance, partition: str, tables: list[str], st
 def test_a_sync_due_while_a_higher_priority_one_runs_is_skipped(defs, instance):
     hourly = defs.resolve_schedule_def("sync_hourly_5_x_x_x_x")
     context = dg.build_schedule_context(
-        instance=instance, scheduled_execution_time=datetime(2026, 3, 2, 3, 5, tzinfo=UTC), repository_def=defs.get_repository_def()
+        instance=instance,
+        scheduled_execution_time=datetime(2026, 3, 2, 3, 5, tzinfo=UTC),
+        repository_def=defs.get_repository_def(),
     )
     _running(instance, "mass", ["orders"])
     (request,) = hourly.evaluate_tick(context).run_requests
@@ -144,7 +152,9 @@ def test_freshness_policies_follow_the_fastest_schedule(defs):
 
     def windows(table: str) -> tuple[timedelta, timedelta]:
         policy = graph.get(dg.AssetKey(["erp", table])).freshness_policy
-        as_delta = [timedelta(days=w.days, seconds=w.seconds) for w in (policy.warn_window, policy.fail_window)]
+        as_delta = [
+            timedelta(days=w.days, seconds=w.seconds) for w in (policy.warn_window, policy.fail_window)
+        ]
         return as_delta[0], as_delta[1]
 
     assert windows("orders") == (timedelta(minutes=90), timedelta(hours=3))  # hourly: 1.5x / 3x
@@ -164,14 +174,18 @@ def test_staleness_sensor_flags_a_failing_daily_behind_fresh_hourlies(defs, inst
     hourly = dg.AssetMaterialization(asset_key=key, partition="hourly")
     instance.report_runless_asset_event(hourly)
     sensor = defs.resolve_sensor_def(FRESHNESS_SENSOR)
-    result = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, repository_def=defs.get_repository_def()))
+    result = sensor.evaluate_tick(
+        dg.build_sensor_context(instance=instance, repository_def=defs.get_repository_def())
+    )
     evaluations = {(e.asset_key.path[-1], e.check_name): e for e in result.asset_events}
     assert evaluations[("orders", "hourly_fresh")].passed
     daily = evaluations[("orders", "daily_fresh")]
     assert not daily.passed and daily.description == "never synced by a daily sync"
     # Unchanged states are not recorded again on the next tick.
     again = sensor.evaluate_tick(
-        dg.build_sensor_context(instance=instance, cursor=result.cursor, repository_def=defs.get_repository_def())
+        dg.build_sensor_context(
+            instance=instance, cursor=result.cursor, repository_def=defs.get_repository_def()
+        )
     )
     assert not again.asset_events
 
@@ -183,11 +197,19 @@ def test_staleness_warns_then_fails_with_age(defs):
     instance = dg.DagsterInstance.ephemeral()
     key = dg.AssetKey(["erp", "orders"])
     instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key, partition="daily"))
-    (daily,) = [s for s in stalenesses(catalog, catalog.table("orders"), key) if s.update_type.value == "daily"]
-    stamp = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key), limit=1).records[0].timestamp
+    (daily,) = [
+        s for s in stalenesses(catalog, catalog.table("orders"), key) if s.update_type.value == "daily"
+    ]
+    stamp = (
+        instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key), limit=1).records[0].timestamp
+    )
     assert daily.evaluate(instance, now=stamp + 3600).passed
     late = daily.evaluate(instance, now=stamp + 40 * 3600)
-    assert not late.passed and late.severity == dg.AssetCheckSeverity.WARN and late.description.startswith("late")
+    assert (
+        not late.passed
+        and late.severity == dg.AssetCheckSeverity.WARN
+        and late.description.startswith("late")
+    )
     stale = daily.evaluate(instance, now=stamp + 80 * 3600)
     assert not stale.passed and stale.severity == dg.AssetCheckSeverity.ERROR
 
@@ -205,10 +227,18 @@ def load_catalog_text(text: str):
 @pytest.mark.parametrize(
     ("old", "new", "expected"),
     [
-        ('- {name: lots, source: erp, source_table: lots, primary_key: [lot]}', '- {name: lots, source: erp, source_table: lots, primary_key: [lot], schedules: {daily: "0 1 * * *"}}', "can only be scheduled for mass"),
+        (
+            "- {name: lots, source: erp, source_table: lots, primary_key: [lot]}",
+            '- {name: lots, source: erp, source_table: lots, primary_key: [lot], schedules: {daily: "0 1 * * *"}}',
+            "can only be scheduled for mass",
+        ),
         ('hourly: "*/15 * * * *"', 'hourly: "every 15 minutes"', "is not a five-field cron expression"),
         ("timezone: Europe/Berlin", "timezone: Mars/Olympus", "unknown time zone 'Mars/Olympus'"),
-        ("freshness: {warn_after: 20m, fail_after: 1h}", "freshness: {warn_after: 2h, fail_after: 1h}", "`warn_after` must be shorter"),
+        (
+            "freshness: {warn_after: 20m, fail_after: 1h}",
+            "freshness: {warn_after: 2h, fail_after: 1h}",
+            "`warn_after` must be shorter",
+        ),
     ],
 )
 def test_schedule_mistakes_are_catalog_errors(tmp_path, old, new, expected):

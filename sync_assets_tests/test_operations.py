@@ -1,0 +1,326 @@
+"""Retries, post-processing, dependencies, per-source parallelism and alerts, on real databases."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from sync_assets.assets.alerts import CHECK_SENSOR, FAILURE_SENSOR, sync_check_alerts, sync_failure_alerts
+from sync_assets.resources.alerts import Alerter
+from sync_assets_tests.helpers import (
+    create_source,
+    failure_message,
+    make_harness,
+    order_row,
+    read_rows,
+    sync_log_rows,
+)
+
+ORDERS = {"name": "orders", "source_table": "orders", "primary_key": ["id"], "updated_at": "updated_at"}
+FAST_RETRIES = {"retries": {"max_retries": 2, "delay": "0.2s", "jitter": False}}
+
+
+class FlakyProxy:
+    """A TCP front for the test PostgreSQL that drops its first `drops` connections."""
+
+    def __init__(self, upstream: sa.URL, drops: int = 1) -> None:
+        self.drops = drops
+        self.accepted = 0
+        host = upstream.query.get("host")
+        self.unix_path = f"{host}/.s.PGSQL.{upstream.port or 5432}" if host else None
+        self.tcp = (upstream.host or "127.0.0.1", upstream.port or 5432)
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            if self.accepted <= self.drops:
+                client.close()  # the connection is dropped before the server greets it
+                continue
+            if self.unix_path:
+                upstream = socket.socket(socket.AF_UNIX)
+                upstream.connect(self.unix_path)
+            else:
+                upstream = socket.create_connection(self.tcp)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (source, sink):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def _events(result: dg.ExecuteInProcessResult, kind: str) -> list[dg.DagsterEvent]:
+    return [e for e in result.all_events if e.event_type_value == kind]
+
+
+def test_dropped_connection_is_retried_and_succeeds(tmp_path, monkeypatch, make_database):
+    source_url, cache_url = make_database("postgresql"), make_database("sqlite")
+    create_source(source_url, [order_row(i) for i in range(1, 101)])
+    proxy = FlakyProxy(source_url)
+    try:
+        via_proxy = sa.URL.create(
+            "postgresql+psycopg",
+            username=source_url.username,
+            host="127.0.0.1",
+            port=proxy.port,
+            database=source_url.database,
+        )
+        harness = make_harness(
+            tmp_path,
+            monkeypatch,
+            source_url=via_proxy,
+            cache_url=cache_url,
+            tables=[ORDERS],
+            connection=FAST_RETRIES,
+        )
+        result = harness.sync("orders", "mass")
+    finally:
+        proxy.close()
+    assert result.success
+    assert len(_events(result, "STEP_UP_FOR_RETRY")) == 1
+    assert read_rows(cache_url, "orders") == read_rows(source_url, "orders")
+    first, second = sync_log_rows(cache_url, "orders")
+    assert first["status"] == "failed" and "OperationalError" in first["error"]
+    assert second["status"] == "succeeded"
+
+
+def test_permanent_error_is_not_retried(tmp_path, monkeypatch, make_database):
+    source_url, cache_url = make_database("postgresql"), make_database("sqlite")
+    create_source(source_url, [order_row(1)])
+    harness = make_harness(
+        tmp_path,
+        monkeypatch,
+        source_url=source_url,
+        cache_url=cache_url,
+        tables=[{**ORDERS, "updated_at": "modified"}],
+        connection=FAST_RETRIES,
+    )
+    result = harness.sync("orders", "mass")
+    assert not result.success
+    assert not _events(result, "STEP_UP_FOR_RETRY")
+    assert "updated_at (watermark) column 'modified' is not in the source" in failure_message(result)
+    assert len(sync_log_rows(cache_url, "orders")) == 1
+
+
+@pytest.mark.parametrize("cache_kind", ["sqlite", "postgresql"])
+def test_post_sql_runs_in_the_sync_transaction(tmp_path, monkeypatch, make_database, cache_kind):
+    source_url, cache_url = make_database("sqlite"), make_database(cache_kind)
+    create_source(source_url, [order_row(i) for i in range(1, 41)])
+    engine = sa.create_engine(cache_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE order_summary (table_name VARCHAR(50), row_count INTEGER)"))
+    post_sql = [
+        "DELETE FROM order_summary",
+        "INSERT INTO order_summary SELECT 'orders', count(*) FROM {table}",
+    ]
+    harness = make_harness(
+        tmp_path,
+        monkeypatch,
+        source_url=source_url,
+        cache_url=cache_url,
+        tables=[{**ORDERS, "post_sql": post_sql}],
+    )
+    assert harness.sync("orders", "mass").success
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT table_name, row_count FROM order_summary")).all() == [
+            ("orders", 40)
+        ]
+
+    # A failing statement rolls the whole sync back: data, summary and sync_log stay as they were.
+    create_source_more = [order_row(i) for i in range(41, 51)]
+    source = sa.create_engine(source_url)
+    with source.begin() as conn:
+        conn.execute(sa.Table("orders", sa.MetaData(), autoload_with=conn).insert(), create_source_more)
+    source.dispose()
+    harness = make_harness(
+        tmp_path,
+        monkeypatch,
+        source_url=source_url,
+        cache_url=cache_url,
+        tables=[{**ORDERS, "post_sql": [*post_sql, "UPDATE no_such_table SET x = 1"]}],
+    )
+    result = harness.sync("orders", "mass")
+    assert not result.success
+    assert "post_sql phase" in failure_message(result)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT row_count FROM order_summary")).scalar_one() == 40
+        assert conn.execute(sa.text("SELECT count(*) FROM orders")).scalar_one() == 40
+    assert [r["status"] for r in sync_log_rows(cache_url, "orders")] == ["succeeded", "failed"]
+    engine.dispose()
+
+
+def test_dependencies_sync_in_order(tmp_path, monkeypatch, make_database):
+    source_url, cache_url = make_database("sqlite"), make_database("sqlite")
+    create_source(source_url, [order_row(i) for i in range(1, 11)])
+    create_source(source_url, [order_row(i) for i in range(1, 11)], name="items")
+    tables = [
+        {**ORDERS, "deps": ["items"]},
+        {"name": "items", "source_table": "items", "primary_key": ["id"], "updated_at": "updated_at"},
+    ]
+    harness = make_harness(tmp_path, monkeypatch, source_url=source_url, cache_url=cache_url, tables=tables)
+    defs = harness.defs
+    graph = defs.resolve_asset_graph()
+    assert graph.get(dg.AssetKey(["src", "orders"])).parent_keys == {dg.AssetKey(["src", "items"])}
+    result = defs.resolve_job_def("sync_all_tables").execute_in_process(
+        partition_key="mass", instance=harness.instance
+    )
+    assert result.success
+    order = [e.step_key for e in _events(result, "STEP_SUCCESS")]
+    assert order == ["src__items", "src__orders"]
+    assert [r["table_name"] for r in sync_log_rows(cache_url)] == ["items", "orders"]
+
+
+def test_max_parallel_limits_one_source_across_processes(tmp_path, monkeypatch, make_database):
+    """Three tables of one source with max_parallel 1 run one after the other, each in its own process."""
+    source_url, cache_url = make_database("sqlite"), make_database("sqlite")
+    for name in ("t1", "t2", "t3"):
+        create_source(source_url, [order_row(i) for i in range(1, 2001)], name=name)
+    tables = [{"name": n, "source_table": n, "primary_key": ["id"]} for n in ("t1", "t2", "t3")]
+    harness = make_harness(
+        tmp_path,
+        monkeypatch,
+        source_url=source_url,
+        cache_url=cache_url,
+        tables=tables,
+        connection={"max_parallel": 1},
+    )
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "SYNC_ASSETS_CATALOG": str(harness.path), "DAGSTER_HOME": str(home)}
+    command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "sync_assets.definitions"]
+    done = subprocess.run(
+        [*command, "--select", "*", "--partition", "mass"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    with dg.DagsterInstance.get() as instance:
+        (run,) = instance.get_runs()
+        spans: dict[str, list[float]] = {}
+        processes = set()
+        for entry in instance.all_logs(run.run_id):
+            event = entry.dagster_event
+            if event and event.event_type_value in ("STEP_START", "STEP_SUCCESS"):
+                spans.setdefault(event.step_key, []).append(entry.timestamp)
+                processes.add(event.pid)
+    assert len(spans) == 3 and len(processes) == 3, "each table synced in its own step process"
+    intervals = sorted(spans.values())
+    assert all(a[1] <= b[0] for a, b in zip(intervals, intervals[1:], strict=False)), intervals
+    assert sorted(r["table_name"] for r in sync_log_rows(cache_url)) == ["t1", "t2", "t3"]
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    received: list[dict] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        _Receiver.received.append(json.loads(body))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def webhook() -> Iterator[tuple[str, list[dict]]]:
+    _Receiver.received = []
+    server = HTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/hook", _Receiver.received
+    server.shutdown()
+
+
+def test_alerts_reach_a_webhook(tmp_path, monkeypatch, make_database, webhook):
+    url, received = webhook
+    monkeypatch.setenv("SYNC_TEST_WEBHOOK", url)
+    source_url, cache_url = make_database("sqlite"), make_database("sqlite")
+    create_source(source_url, [order_row(i) for i in range(1, 11)])
+    tables = [
+        {**ORDERS, "schedules": {"daily": "0 3 * * *"}},
+        {"name": "broken", "source_table": "missing", "primary_key": ["id"]},
+    ]
+    harness = make_harness(
+        tmp_path,
+        monkeypatch,
+        source_url=source_url,
+        cache_url=cache_url,
+        tables=tables,
+        extra={"alerts": {"webhook_url": "${SYNC_TEST_WEBHOOK}"}},
+    )
+    defs = harness.defs
+    alerter = defs.resources["sync_alerter"]
+    assert isinstance(alerter, Alerter) and alerter.webhook_url == "${SYNC_TEST_WEBHOOK}"
+
+    # A failed sync: the run-failure sensor posts the table's error.
+    failed = harness.sync("broken", "mass")
+    assert not failed.success
+    run = harness.instance.get_run_by_id(failed.run_id)
+    (failure,) = harness.instance.all_logs(failed.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+    context = dg.build_run_status_sensor_context(
+        sensor_name=FAILURE_SENSOR,
+        dagster_instance=harness.instance,
+        dagster_run=run,
+        dagster_event=failure.dagster_event,
+        resources={"sync_alerter": alerter},
+    ).for_run_failure()
+    sync_failure_alerts(context)
+    assert len(received) == 1
+    assert (
+        "Sync failed" in received[0]["text"] and "source table missing does not exist" in received[0]["text"]
+    )
+
+    # A failing check: the mass sync of `orders` runs its daily staleness check, which warns.
+    assert harness.sync("orders", "mass").success
+    context = dg.build_sensor_context(instance=harness.instance, resources={"sync_alerter": alerter})
+    sync_check_alerts(context)
+    assert len(received) == 2
+    assert received[1]["title"] == "Check warned: src/orders:daily_fresh"
+    assert "never synced by a daily sync" in received[1]["text"]
+
+    # Nothing new: no repeated alert. After a daily sync the check passes: one recovery message.
+    cursor = context.cursor
+    sync_check_alerts(
+        dg.build_sensor_context(instance=harness.instance, cursor=cursor, resources={"sync_alerter": alerter})
+    )
+    assert len(received) == 2
+    assert harness.sync("orders", "daily").success
+    sync_check_alerts(
+        dg.build_sensor_context(instance=harness.instance, cursor=cursor, resources={"sync_alerter": alerter})
+    )
+    assert [r["title"] for r in received[2:]] == ["Recovered: src/orders:daily_fresh"]
+    assert CHECK_SENSOR in {s.name for s in defs.sensors}
