@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import os
 import socket
@@ -10,7 +12,6 @@ import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -74,10 +75,8 @@ def _pipe(source: socket.socket, sink: socket.socket) -> None:
         pass
     finally:
         for s in (source, sink):
-            try:
+            with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 def _events(result: dg.ExecuteInProcessResult, kind: str) -> list[dg.DagsterEvent]:
@@ -239,7 +238,7 @@ def test_max_parallel_limits_one_source_across_processes(tmp_path, monkeypatch, 
                 processes.add(event.pid)
     assert len(spans) == 3 and len(processes) == 3, "each table synced in its own step process"
     intervals = sorted(spans.values())
-    assert all(a[1] <= b[0] for a, b in zip(intervals, intervals[1:], strict=False)), intervals
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(intervals)), intervals
     assert sorted(r["table_name"] for r in sync_log_rows(cache_url)) == ["t1", "t2", "t3"]
 
 
