@@ -139,6 +139,8 @@ class _Sync:
                     msg = f"table '{self.table.name}' ({self.update_type.value}): {text}"
                     cause = None if isinstance(err, sa.exc.SQLAlchemyError) else err
                     raise _error_class(err)(msg, table=self.table.name) from cause
+                if isinstance(err, SyncError):
+                    err.args = (f"{err} ({self.update_type.value} sync, {self.phase} phase)",)
                 raise
         return result
 
