@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import dagster as dg
 import pytest
+import sqlalchemy as sa
 
 from sync_assets.assets.factory import build_table_asset, resources_for
 from sync_assets.catalog.loader import load_catalog
 from sync_assets.checks import build_table_checks
-from sync_assets_tests.helpers import Harness, create_source, make_harness, order_row
+from sync_assets_tests.helpers import (
+    BASE_TIME,
+    Harness,
+    create_source,
+    make_harness,
+    order_row,
+    orders_table,
+    upsert_source,
+)
 
 ORDERS = {"name": "orders", "source_table": "orders", "primary_key": ["id"], "updated_at": "updated_at"}
 ROWS = [order_row(i) for i in range(1, 121)]
@@ -76,13 +86,15 @@ def test_validation_rules(tmp_path, monkeypatch, make_database, cache_kind):
         tables=[{**ORDERS, "checks": RULES}],
     )
     before = run_checks(harness)
-    assert not before["not_null_code_updated_at"].passed
-    assert "not synced yet" in before["not_null_code_updated_at"].description
-    assert before["not_null_code_updated_at"].severity == dg.AssetCheckSeverity.WARN
+    assert len(before) == len(RULES) + 2
+    for evaluation in before.values():
+        assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN
+        assert "not synced yet" in evaluation.description
 
     assert harness.sync("orders", "mass").success
     checks = run_checks(harness)
     passing = {"not_null_code_updated_at", "unique_id_code", "active_is_boolean", "range_qty", "row_count_ok"}
+    passing |= {"reconciliation", "source_lag"}
     assert {name for name, e in checks.items() if e.passed} == passing
 
     expected = {
@@ -138,3 +150,73 @@ def test_error_rules_block_and_missing_columns_are_named(tmp_path, monkeypatch, 
     assert missing.severity == dg.AssetCheckSeverity.ERROR
     assert "table 'orders'" in missing.description
     assert "column 'nope'" in missing.description and "cache table orders" in missing.description
+
+
+HOURLY_ROWS = [order_row(i, updated_at=BASE_TIME + timedelta(hours=i)) for i in range(1, 201)]
+# The default hourly lookback is 2 h: rows within 2 h of the watermark (ids 198-200) are not settled.
+SETTLED = 197
+
+
+def execute(url: sa.URL, statement: sa.Executable) -> None:
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(statement)
+    engine.dispose()
+
+
+CACHE_ORDERS = orders_table(sa.MetaData())  # the cache table has the source's columns
+
+
+@pytest.mark.parametrize(("source_kind", "cache_kind"), [("postgresql", "sqlite"), ("sqlite", "postgresql")])
+def test_reconciliation_counts_the_settled_range(
+    tmp_path, monkeypatch, make_database, source_kind, cache_kind
+):
+    source_url, cache_url = make_database(source_kind), make_database(cache_kind)
+    source = create_source(source_url, HOURLY_ROWS)
+    harness = make_harness(tmp_path, monkeypatch, source_url=source_url, cache_url=cache_url, tables=[ORDERS])
+    assert harness.sync("orders", "mass").success
+
+    checks = run_checks(harness)
+    assert set(checks) == {"reconciliation", "source_lag"}, "deep only when asked for"
+    check = checks["reconciliation"]
+    assert check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert value(check, "source_rows") == value(check, "cache_rows") == SETTLED
+    cutoff = BASE_TIME + timedelta(hours=200) - timedelta(hours=2)
+    assert value(check, "range") == f"updated_at in [-inf, {cutoff})"
+
+    # A busy source: rows younger than the lookback window are not expected in the cache yet.
+    upsert_source(source_url, source, [order_row(500, updated_at=BASE_TIME + timedelta(hours=201))])
+    assert run_checks(harness)["reconciliation"].passed
+
+    # A row deleted from the cache behind the sync's back.
+    execute(cache_url, sa.delete(CACHE_ORDERS).where(CACHE_ORDERS.c.id == 42))
+    check = run_checks(harness)["reconciliation"]
+    assert not check.passed
+    assert (value(check, "source_rows"), value(check, "cache_rows")) == (SETTLED, SETTLED - 1)
+    assert f"the source holds {SETTLED} rows" in check.description
+
+    # After an incremental the range starts where that sync started reading (watermark - lookback).
+    assert harness.sync("orders", "daily").success
+    check = run_checks(harness)["reconciliation"]
+    low = BASE_TIME + timedelta(hours=200) - timedelta(days=2)
+    high = BASE_TIME + timedelta(hours=201) - timedelta(hours=2)
+    assert value(check, "range") == f"updated_at in [{low}, {high})"
+    assert check.passed and value(check, "cache_rows") == 47  # ids 152 to 198
+
+
+def test_reconciliation_of_a_mass_only_table_compares_totals(tmp_path, monkeypatch, make_database):
+    source_url, cache_url = make_database("sqlite"), make_database("sqlite")
+    source = create_source(source_url, ROWS[:30])
+    mass_only = {"name": "orders", "source_table": "orders", "primary_key": ["id"]}
+    harness = make_harness(
+        tmp_path, monkeypatch, source_url=source_url, cache_url=cache_url, tables=[mass_only]
+    )
+    assert harness.sync("orders", "mass").success
+    checks = run_checks(harness)
+    assert set(checks) == {"reconciliation"}, "no lag check without updated_at"
+    assert checks["reconciliation"].passed and value(checks["reconciliation"], "range") == "all rows"
+
+    upsert_source(source_url, source, [order_row(999)])
+    check = run_checks(harness)["reconciliation"]
+    assert not check.passed
+    assert (value(check, "source_rows"), value(check, "cache_rows")) == (31, 30)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dagster as dg
 
 from sync_assets.catalog.models import Catalog, TableSpec
+from sync_assets.checks.lag import build_lag_checks
+from sync_assets.checks.reconcile import build_reconciliation_checks
 from sync_assets.checks.validation import build_validation_checks
 
 
@@ -21,7 +23,11 @@ def build_table_checks(
     Raises:
         ValueError: a validation rule is named like a built-in check of the table.
     """
-    checks = build_validation_checks(catalog, table, asset_key)
+    checks = [
+        *build_validation_checks(catalog, table, asset_key),
+        *build_reconciliation_checks(catalog, table, asset_key),
+        *build_lag_checks(catalog, table, asset_key),
+    ]
     _refuse_duplicate_names(table, checks)
     return checks
 
