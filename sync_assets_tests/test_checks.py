@@ -220,3 +220,91 @@ def test_reconciliation_of_a_mass_only_table_compares_totals(tmp_path, monkeypat
     check = run_checks(harness)["reconciliation"]
     assert not check.passed
     assert (value(check, "source_rows"), value(check, "cache_rows")) == (31, 30)
+
+
+DEEP = {**ORDERS, "verify": {"deep": True, "segment_rows": 40, "bisect_to_rows": 4}}
+
+
+@pytest.mark.parametrize(("source_kind", "cache_kind"), [("sqlite", "postgresql"), ("postgresql", "sqlite")])
+def test_deep_reconciliation_names_the_changed_key_range(
+    tmp_path, monkeypatch, make_database, source_kind, cache_kind
+):
+    source_url, cache_url = make_database(source_kind), make_database(cache_kind)
+    create_source(source_url, HOURLY_ROWS)
+    harness = make_harness(tmp_path, monkeypatch, source_url=source_url, cache_url=cache_url, tables=[DEEP])
+    assert harness.sync("orders", "mass").success
+
+    check = run_checks(harness)["deep_reconciliation"]
+    assert check.passed, check.description
+    assert check.severity == dg.AssetCheckSeverity.WARN
+    assert value(check, "source_rows") == value(check, "cache_rows") == SETTLED
+    assert value(check, "segments") == 5
+
+    # Values changed and a row deleted in the cache behind the sync's back: same row count for one.
+    execute(cache_url, sa.update(CACHE_ORDERS).where(CACHE_ORDERS.c.id == 57).values(amount=1, name="edited"))
+    execute(cache_url, sa.delete(CACHE_ORDERS).where(CACHE_ORDERS.c.id == 150))
+    checks = run_checks(harness)
+    check = checks["deep_reconciliation"]
+    assert not check.passed
+    ranges = value(check, "ranges")
+    assert value(check, "differing_ranges") == len(ranges) == 2
+    changed, deleted = ranges
+    assert changed["first_key"] <= 57 <= changed["last_key"]
+    assert changed["source_rows"] == changed["cache_rows"] <= 4
+    assert deleted["first_key"] <= 150 <= deleted["last_key"]
+    assert deleted["source_rows"] == deleted["cache_rows"] + 1 <= 4
+    assert f"{changed['first_key']}..{changed['last_key']}" in check.description
+    assert not checks["reconciliation"].passed, "the deleted row also shows in the counts"
+
+    # Far more cache rows in a key range than the segment holds: that range is reported unbisected.
+    extra = [order_row(i, updated_at=BASE_TIME) for i in range(1000, 1100)]
+    execute(cache_url, sa.insert(CACHE_ORDERS).values(extra))
+    check = run_checks(harness)["deep_reconciliation"]
+    assert value(check, "ranges")[-1] == {
+        "first_key": 161,
+        "last_key": None,
+        "source_rows": 37,
+        "cache_rows": 137,
+    }
+    assert "161..end (source 37 rows, cache 137)" in check.description
+
+
+def test_lag_fails_when_the_source_gains_a_row_newer_than_max_lag(tmp_path, monkeypatch, make_database):
+    source_url, cache_url = make_database("postgresql"), make_database("sqlite")
+    source = create_source(source_url, HOURLY_ROWS[:10])
+    harness = make_harness(
+        tmp_path,
+        monkeypatch,
+        source_url=source_url,
+        cache_url=cache_url,
+        tables=[{**ORDERS, "max_lag": "1h"}],
+    )
+    assert harness.sync("orders", "mass").success
+    check = run_checks(harness)["source_lag"]
+    assert check.passed and value(check, "lag_seconds") == 0
+    assert value(check, "max_lag_seconds") == 3600
+
+    newest = HOURLY_ROWS[9]["updated_at"]
+    upsert_source(source_url, source, [order_row(11, updated_at=newest + timedelta(minutes=30))])
+    assert run_checks(harness)["source_lag"].passed
+
+    upsert_source(source_url, source, [order_row(12, updated_at=newest + timedelta(minutes=90))])
+    check = run_checks(harness)["source_lag"]
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert value(check, "lag_seconds") == 90 * 60
+    assert value(check, "cache_max") == str(newest)
+    assert value(check, "source_max") == str(newest + timedelta(minutes=90))
+    assert "more than the allowed 1:00:00" in check.description
+
+
+def test_a_rule_named_like_a_built_in_check_is_refused(tmp_path, monkeypatch, make_database):
+    harness = make_harness(
+        tmp_path,
+        monkeypatch,
+        source_url=make_database("sqlite"),
+        cache_url=make_database("sqlite"),
+        tables=[{**ORDERS, "checks": [{"sql": "SELECT 1", "name": "reconciliation"}]}],
+    )
+    catalog = load_catalog(harness.path)
+    with pytest.raises(ValueError, match="two checks are named 'reconciliation'"):
+        build_table_checks(catalog, catalog.table("orders"), dg.AssetKey(["src", "orders"]))

@@ -134,7 +134,8 @@ class _Difference:
     cache_rows: int
 
     def describe(self) -> str:
-        return f"{self.first_key}..{self.last_key} (source {self.source_rows} rows, cache {self.cache_rows})"
+        last = "end" if self.last_key is None else self.last_key
+        return f"{self.first_key}..{last} (source {self.source_rows} rows, cache {self.cache_rows})"
 
 
 class _DeepComparison:
@@ -208,10 +209,10 @@ class _DeepComparison:
                 sa.select(sa.func.count()).select_from(self.target).where(*where)
             ).scalar_one()
             self.cache_rows += count
-            keys = [tuple(r._mapping[k] for k in self.key) for r in (rows or cache_rows)]
-            first = keys[0] if keys else None
-            last = upto or (keys[-1] if keys else None)
-            self.differences.append(_Difference(_shown(first), _shown(last), len(rows), count))
+            firsts = [tuple(side[0]._mapping[k] for k in self.key) for side in (rows, cache_rows) if side]
+            first = _smallest(firsts) if firsts else after
+            # The last segment is open-ended: None stands for "to the end".
+            self.differences.append(_Difference(_shown(first), _shown(upto), len(rows), count))
             return
         self.cache_rows += cache.height
         self._bisect(self._hashed(source), self._hashed(cache))
@@ -297,6 +298,13 @@ def _at_or_before(key: list[str], values: list[Any]) -> pl.Expr:
     for name, value in reversed(head):
         condition = (pl.col(name) < value) | ((pl.col(name) == value) & condition)
     return condition
+
+
+def _smallest(keys: list[tuple[Any, ...]]) -> tuple[Any, ...]:
+    try:
+        return min(keys)
+    except TypeError:  # the two drivers returned different types for the key
+        return keys[0]
 
 
 def _shown(key: tuple[Any, ...] | None) -> Any:
