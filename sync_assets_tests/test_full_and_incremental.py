@@ -127,3 +127,42 @@ def test_hourly_reads_only_the_lookback_window(tmp_path, monkeypatch, make_datab
     upsert_source(source_url, table, [again])
     assert harness.sync("orders", "hourly").success
     assert {row[0]: row for row in read_rows(cache_url, "orders")}[7] == read_rows(source_url, "orders")[6]
+
+
+def test_direct_copy_between_postgresql_databases_matches_the_general_path(
+    tmp_path, monkeypatch, make_database
+):
+    """The server-to-server binary COPY gives the same rows and column types as the polars path."""
+    import sqlalchemy as sa
+
+    def column_types(url):
+        engine = sa.create_engine(url)
+        types = [(c["name"], str(c["type"])) for c in sa.inspect(engine).get_columns("orders")]
+        engine.dispose()
+        return types
+
+    outcomes = {}
+    for direct in (True, False):
+        source_url, cache_url = make_database("postgresql"), make_database("postgresql")
+        table = create_source(source_url, [order_row(i) for i in range(1, 1201)])
+        spec = {"name": "orders", "source_table": "orders", "primary_key": ["id"], "updated_at": "updated_at"}
+        harness = make_harness(
+            tmp_path,
+            monkeypatch,
+            source_url=source_url,
+            cache_url=cache_url,
+            tables=[{**spec, "direct_copy": direct}],
+        )
+        assert harness.sync("orders", "mass").success
+        later = BASE_TIME + timedelta(days=1)
+        upsert_source(source_url, table, [order_row(i, updated_at=later, version=2) for i in (5, 600, 1300)])
+        result = harness.sync("orders", "daily")
+        assert result.success
+        assert materialization(result)["sync_assets/rows_inserted"] == 1
+        assert read_rows(cache_url, "orders") == read_rows(source_url, "orders")
+        outcomes[direct] = (
+            read_rows(cache_url, "orders"),
+            column_types(cache_url),
+            [r["watermark_to"] for r in sync_log_rows(cache_url)],
+        )
+    assert outcomes[True] == outcomes[False]

@@ -134,6 +134,9 @@ class TableSpec(_Strict):
     post_sql: list[str] = Field(default_factory=list, description="run in the cache after a sync; {table}")
     checks: list[ValidationRule] = Field(default_factory=list)
     verify: Verification = Field(default_factory=Verification)
+    direct_copy: bool = Field(
+        default=True, description="let two databases of the same kind copy rows server to server"
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> TableSpec:

@@ -25,6 +25,7 @@ class Capabilities:
     max_identifier_length: int
     transactional_ddl: bool  # CREATE/DROP roll back with the transaction
     temp_tables_per_session: bool  # staging can live in a session temp table
+    same_engine_copy: bool = False  # copy_rows() can move rows from a source of the same kind
 
 
 class Dialect:
@@ -96,6 +97,21 @@ class Dialect:
 
     def bulk_load(self, conn: sa.Connection, staging: sa.Table, frame: pl.DataFrame) -> None:
         """Append one batch to the staging table, inside the caller's transaction."""
+        raise NotImplementedError
+
+    def copy_rows(
+        self,
+        source: sa.Connection,
+        statement: sa.Select[Any],
+        cache: sa.Connection,
+        dest: sa.Table,
+        *,
+        log: Any,
+    ) -> int:
+        """Copy the rows of `statement` from a source of the same kind into `dest`; returns the count.
+
+        Only called when `capabilities.same_engine_copy` is set; runs in the caller's transaction.
+        """
         raise NotImplementedError
 
     # -- merging ---------------------------------------------------------------------------------

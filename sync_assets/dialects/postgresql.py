@@ -20,6 +20,7 @@ MAX_FRACTIONAL_DIGITS = 6
 # connection exceptions; serialization failure, deadlock, lock timeout, statement timeout, admin
 # shutdown / crash recovery / cannot connect now, too many connections, out of memory.
 TRANSIENT_CLASSES = ("08",)
+PROGRESS_BYTES = 64 * 2**20
 TRANSIENT_STATES = frozenset(
     {"40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03", "53300", "53200"}
 )
@@ -31,6 +32,7 @@ class PostgreSQLDialect(Dialect):
         max_identifier_length=63,  # NAMEDATALEN - 1
         transactional_ddl=True,
         temp_tables_per_session=True,
+        same_engine_copy=True,
     )
 
     def engine_options(self, url: sa.URL, *, role: str) -> dict[str, Any]:
@@ -66,6 +68,38 @@ class PostgreSQLDialect(Dialect):
         raw = conn.connection.driver_connection
         with raw.cursor() as cursor, cursor.copy(statement) as copy:  # type: ignore[union-attr]
             copy.write(buffer.getbuffer())
+
+    def copy_rows(
+        self,
+        source: sa.Connection,
+        statement: sa.Select[Any],
+        cache: sa.Connection,
+        dest: sa.Table,
+        *,
+        log: Any,
+    ) -> int:
+        """Binary COPY out of the source piped into binary COPY into the cache: no decoding at all.
+
+        The statement casts every column to its cache type, so both ends agree on the binary
+        format. COPY takes no server-side parameters; psycopg binds the watermark bounds itself.
+        """
+        compiled = statement.compile(dialect=source.dialect)
+        copy_out = f"COPY ({compiled.string}) TO STDOUT (FORMAT binary)"
+        copy_in = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
+            sql.Identifier(dest.name), sql.SQL(", ").join(sql.Identifier(c.name) for c in dest.columns)
+        )
+        reader = source.connection.driver_connection
+        writer = cache.connection.driver_connection
+        copied, reported = 0, 0
+        with reader.cursor() as out_cursor, writer.cursor() as in_cursor:  # type: ignore[union-attr]
+            with out_cursor.copy(copy_out, compiled.params) as out, in_cursor.copy(copy_in) as into:
+                for chunk in out:
+                    into.write(chunk)
+                    copied += len(chunk)
+                    if copied - reported >= PROGRESS_BYTES:
+                        reported = copied
+                        log(f"{dest.name}: {copied / 2**20:,.0f} MiB copied")
+            return in_cursor.rowcount
 
     def insert(self, table: sa.Table) -> Any:
         return postgresql.insert(table)

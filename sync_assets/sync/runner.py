@@ -155,20 +155,50 @@ class _Sync:
     ) -> SyncResult:
         source = describe(source_conn, self.table, source_dialect)
         plan = self._plan(source_conn, source, cache)
-        batches = self._batches(source_conn, source, plan)
-        try:
-            self.phase = "read"
-            first = next(batches, None)
-            source = self._settle_types(source, first)
+        direct = self._direct_copy(source, source_dialect, cache_dialect)
+        if direct:
             target = target_table(source, cache_dialect)
             exists = check_existing(cache, target, cache_dialect, table=self.table.name)
             cache.commit()
+            statement = source.select(
+                low=plan.low, high=plan.high, types={c.name: c.type for c in target.columns}
+            )
             staging = cache_dialect.staging_table(target, suffix=f"_{uuid.uuid4().hex[:8]}")
-            loaded_max = self._stage(cache, cache_dialect, staging, first, batches)
-        finally:
-            batches.close()
-        new_mark = watermark.later(plan.previous, loaded_max) if plan.mode == INCREMENTAL else loaded_max
-        outcome = self._commit(cache, cache_dialect, attempt, plan, target, staging, exists, new_mark)
+            with cache.begin():
+                staging.create(cache)
+                if plan.mode == INCREMENTAL and plan.high is not None:
+                    self.phase = "copy"
+                    self.rows_read = cache_dialect.copy_rows(
+                        source_conn, statement, cache, staging, log=self.log
+                    )
+                loaded_max = self._max_watermark(cache, staging)
+
+            def replace() -> Any:
+                """Full reload straight into the target, inside the swap transaction."""
+                cache.execute(sa.delete(target))
+                self.rows_read = cache_dialect.copy_rows(source_conn, statement, cache, target, log=self.log)
+                return self._max_watermark(cache, target)
+        else:
+            batches = self._batches(source_conn, source, plan)
+            try:
+                self.phase = "read"
+                first = next(batches, None)
+                source = self._settle_types(source, first)
+                target = target_table(source, cache_dialect)
+                exists = check_existing(cache, target, cache_dialect, table=self.table.name)
+                cache.commit()
+                staging = cache_dialect.staging_table(target, suffix=f"_{uuid.uuid4().hex[:8]}")
+                loaded_max = self._stage(cache, cache_dialect, staging, first, batches)
+            finally:
+                batches.close()
+
+            def replace() -> Any:
+                cache_dialect.replace_rows(cache, target, staging)
+                return loaded_max
+
+        outcome = self._commit(
+            cache, cache_dialect, attempt, plan, target, staging, exists, replace, loaded_max
+        )
         with cache.begin():
             staging.drop(cache)
             row_count = cache.execute(sa.select(sa.func.count()).select_from(target)).scalar_one()
@@ -258,7 +288,8 @@ class _Sync:
         target: sa.Table,
         staging: sa.Table,
         exists: bool,
-        new_mark: Any,
+        replace: Callable[[], Any],
+        loaded_max: Any,
     ) -> audit.Outcome:
         """The one transaction readers notice: swap or merge, and close the sync_log row."""
         table = self.table
@@ -268,8 +299,8 @@ class _Sync:
                 target.create(cache)
             if plan.mode == FULL:
                 try:
-                    dialect.replace_rows(cache, target, staging)
-                except sa.exc.IntegrityError as err:
+                    new_mark = replace()
+                except (sa.exc.IntegrityError, cache.dialect.loaded_dbapi.IntegrityError) as err:
                     key = ", ".join(table.primary_key)
                     msg = (
                         f"table '{table.name}': the source holds duplicate primary key values ({key}), "
@@ -282,6 +313,7 @@ class _Sync:
                 inserted, updated = dialect.upsert(
                     cache, target, staging, key=table.primary_key, updated_at=table.updated_at
                 )
+                new_mark = watermark.later(plan.previous, loaded_max)
             outcome = audit.Outcome(
                 mode=plan.mode,
                 rows_read=self.rows_read,
@@ -307,6 +339,20 @@ class _Sync:
         quoted = cache.dialect.identifier_preparer.format_table(target)
         for statement in self.table.post_sql:
             cache.execute(sa.text(statement.replace("{table}", quoted)))
+
+    def _direct_copy(self, source: Source, source_dialect: Dialect, cache_dialect: Dialect) -> bool:
+        """Same engine on both ends and typed columns: the databases copy the rows themselves."""
+        return (
+            self.table.direct_copy
+            and source_dialect.name == cache_dialect.name
+            and cache_dialect.capabilities.same_engine_copy
+            and source.schema() is not None
+        )
+
+    def _max_watermark(self, cache: sa.Connection, table: sa.Table) -> Any:
+        if self.table.updated_at is None:
+            return None
+        return cache.execute(sa.select(sa.func.max(table.c[self.table.updated_at]))).scalar()
 
     def _settle_types(self, source: Source, first: pl.DataFrame | None) -> Source:
         """A query source takes its column types from its first batch."""

@@ -42,9 +42,20 @@ class Source:
             return None
         return {c.name: polars_dtype(c.type) for c in self.columns if c.type is not None}
 
-    def select(self, *, low: Any = None, high: Any = None) -> sa.Select[Any]:
-        """All columns under their cache names; with bounds, only rows low <= watermark <= high."""
-        statement = sa.select(*[c.expression.label(c.name) for c in self.columns])
+    def select(
+        self, *, low: Any = None, high: Any = None, types: dict[str, sa.types.TypeEngine[Any]] | None = None
+    ) -> sa.Select[Any]:
+        """All columns under their cache names; with bounds, only rows low <= watermark <= high.
+
+        `types` casts each column to its cache type in the source query itself, for copies
+        between two databases of the same kind that must agree on every column's wire format.
+        """
+        statement = sa.select(
+            *[
+                (sa.cast(c.expression, types[c.name]) if types else c.expression).label(c.name)
+                for c in self.columns
+            ]
+        )
         if self.table.updated_at is not None:
             watermark = self._raw(self.table.updated_at)
             if low is not None:
