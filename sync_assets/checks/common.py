@@ -166,7 +166,7 @@ class SettledRange:
 
 
 def settled_range(
-    catalog: Catalog, table: TableSpec, source: Source, source_conn: sa.Connection, last: LastSync
+    catalog: Catalog, table: TableSpec, *, source: Source, source_conn: sa.Connection, last: LastSync
 ) -> SettledRange:
     """[watermark_from, watermark_to - lookback) after an incremental, (-inf, ...) after a full load.
 

@@ -47,7 +47,7 @@ def build_lag_checks(
                 describe(source_conn, table, source_dialect).max_watermark()
             ).scalar()
             cache_max = opened.cache.execute(sa.select(sa.func.max(target.c[updated_at]))).scalar()
-        return _judge(table, source_max, cache_max, max_lag)
+        return _judge(table, max_lag, source_max=source_max, cache_max=cache_max)
 
     return [_check]
 
@@ -63,7 +63,7 @@ def max_lag_of(catalog: Catalog, table: TableSpec) -> timedelta:
     )
 
 
-def _judge(table: TableSpec, source_max: Any, cache_max: Any, max_lag: timedelta) -> dg.AssetCheckResult:
+def _judge(table: TableSpec, max_lag: timedelta, *, source_max: Any, cache_max: Any) -> dg.AssetCheckResult:
     metadata: dict[str, Any] = {
         "source_max": shown(source_max),
         "cache_max": shown(cache_max),

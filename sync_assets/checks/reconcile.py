@@ -61,7 +61,8 @@ def _sides(opened: Connections, catalog: Catalog, table: TableSpec) -> _Sides | 
     absent = missing_columns(table, target, source.names, severity=WARN, what="of the source")
     if absent is not None:
         return absent
-    return _Sides(source, target, settled_range(catalog, table, source, source_conn, last))
+    settled = settled_range(catalog, table, source=source, source_conn=source_conn, last=last)
+    return _Sides(source, target, settled)
 
 
 def _count_check(catalog: Catalog, table: TableSpec, asset_key: dg.AssetKey) -> dg.AssetChecksDefinition:
@@ -119,7 +120,7 @@ def _deep_check(catalog: Catalog, table: TableSpec, asset_key: dg.AssetKey) -> d
             if isinstance(sides, dg.AssetCheckResult):
                 return sides
             source_conn, _ = opened.require_source()
-            comparison = _DeepComparison(source_conn, opened.cache, sides, table.verify)
+            comparison = _DeepComparison(source_conn, opened.cache, sides=sides, verify=table.verify)
             comparison.run()
         return comparison.result(table)
 
@@ -147,7 +148,7 @@ class _DeepComparison:
     """
 
     def __init__(
-        self, source_conn: sa.Connection, cache_conn: sa.Connection, sides: _Sides, verify: Verification
+        self, source_conn: sa.Connection, cache_conn: sa.Connection, *, sides: _Sides, verify: Verification
     ) -> None:
         self.source_conn, self.cache_conn = source_conn, cache_conn
         self.source, self.target, self.settled = sides.source, sides.target, sides.settled
