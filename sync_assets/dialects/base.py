@@ -93,7 +93,7 @@ class Dialect:
         """A session temp table shaped like the target, without constraints."""
         name = f"_sync_stage_{target.name}"[: self.capabilities.max_identifier_length - len(suffix)] + suffix
         columns = [sa.Column(c.name, c.type, nullable=True) for c in target.columns]
-        return sa.Table(name, sa.MetaData(), *columns, prefixes=["TEMPORARY"])
+        return sa.Table(name, sa.MetaData(), *columns, prefixes=["TEMPORARY"], info={"temporary": True})
 
     def bulk_load(self, conn: sa.Connection, staging: sa.Table, frame: pl.DataFrame) -> None:
         """Append one batch to the staging table, inside the caller's transaction."""
@@ -110,9 +110,24 @@ class Dialect:
     ) -> int:
         """Copy the rows of `statement` from a source of the same kind into `dest`; returns the count.
 
-        Only called when `capabilities.same_engine_copy` is set; runs in the caller's transaction.
+        Only called when `can_copy` agreed; runs in the caller's transaction.
         """
         raise NotImplementedError
+
+    def can_copy(
+        self, source: sa.Connection, cache: sa.Connection, target: sa.Table, source_kinds: dict[str, Any]
+    ) -> bool:
+        """Whether copy_rows() can move these rows from `source` into `cache` without changing a value."""
+        return self.capabilities.same_engine_copy and source.dialect.name == self.name
+
+    def cast_for_copy(self) -> bool:
+        """Whether the copy's SELECT casts each column to its cache type (binary formats must agree)."""
+        return True
+
+    @contextmanager
+    def copy_session(self, source: sa.Connection, cache: sa.Connection) -> Iterator[None]:
+        """Set-up around copy_rows() that must happen outside any transaction (e.g. ATTACH)."""
+        yield
 
     # -- merging ---------------------------------------------------------------------------------
     def replace_rows(self, conn: sa.Connection, target: sa.Table, staging: sa.Table) -> None:

@@ -99,6 +99,9 @@ class PostgreSQLDialect(Dialect):
                     if copied - reported >= PROGRESS_BYTES:
                         reported = copied
                         log(f"{dest.name}: {copied / 2**20:,.0f} MiB copied")
+            log(
+                f"{dest.name}: {in_cursor.rowcount:,} rows copied between servers ({copied / 2**20:,.1f} MiB)"
+            )
             return in_cursor.rowcount
 
     def insert(self, table: sa.Table) -> Any:

@@ -20,6 +20,7 @@ EXACT_NUMERIC_DIGITS = 15
 # Waiting for another writer of the cache file beats failing with "database is locked".
 BUSY_TIMEOUT_SECONDS = 300
 _IMMEDIATE = "sync_assets_begin_immediate"
+_ATTACHED = "sync_assets_source_attached"
 # https://www.sqlite.org/rescode.html: SQLITE_BUSY and SQLITE_LOCKED (primary codes) clear up by themselves.
 TRANSIENT_CODES = frozenset({5, 6})
 
@@ -34,6 +35,7 @@ class SQLiteDialect(Dialect):
         max_identifier_length=128,
         transactional_ddl=True,
         temp_tables_per_session=True,
+        same_engine_copy=True,
     )
 
     def engine_options(self, url: sa.URL, *, role: str) -> dict[str, Any]:
@@ -70,7 +72,10 @@ class SQLiteDialect(Dialect):
     def write_transaction(self, conn: sa.Connection) -> Iterator[None]:
         # A deferred transaction that read first fails at once with SQLITE_BUSY when another
         # writer committed meanwhile; IMMEDIATE takes the write lock up front and waits for it.
-        conn.info[_IMMEDIATE] = True
+        # With the source attached, IMMEDIATE would also lock the source file, and the commit would
+        # then wait for every reader of the source; a deferred BEGIN whose first statement writes
+        # takes only the cache's write lock.
+        conn.info[_IMMEDIATE] = not conn.info.get(_ATTACHED)
         try:
             with conn.begin():
                 conn.info.pop(_IMMEDIATE, None)
@@ -94,6 +99,57 @@ class SQLiteDialect(Dialect):
             cursor.executemany(statement, rows)
         finally:
             cursor.close()
+
+    def can_copy(
+        self, source: sa.Connection, cache: sa.Connection, target: sa.Table, source_kinds: dict[str, Any]
+    ) -> bool:
+        """Two different database files, and no column whose stored form the general path rewrites
+        (decimals wider than 15 digits become exact text there)."""
+        if not super().can_copy(source, cache, target, source_kinds):
+            return False
+        source_file, cache_file = source.engine.url.database, cache.engine.url.database
+        if not source_file or source_file == ":memory:" or not cache_file:
+            return False
+        if Path(source_file).resolve() == Path(cache_file).resolve():
+            return False
+        return not any(
+            kind is Kind.DECIMAL and isinstance(target.c[name].type, sa.Text)
+            for name, kind in source_kinds.items()
+        )
+
+    def cast_for_copy(self) -> bool:
+        # CAST(text AS DATETIME) would apply NUMERIC affinity and ruin the value: copy values as stored.
+        return False
+
+    @contextmanager
+    def copy_session(self, source: sa.Connection, cache: sa.Connection) -> Iterator[None]:
+        """ATTACH the source file to the cache connection (not allowed inside a transaction)."""
+        raw = cache.connection.driver_connection
+        raw.execute("ATTACH DATABASE ? AS sync_source", (str(source.engine.url.database),))  # type: ignore[union-attr]
+        cache.info[_ATTACHED] = True
+        try:
+            yield
+        finally:
+            cache.info.pop(_ATTACHED, None)
+            raw.execute("DETACH DATABASE sync_source")  # type: ignore[union-attr]
+
+    def copy_rows(
+        self,
+        source: sa.Connection,
+        statement: sa.Select[Any],
+        cache: sa.Connection,
+        dest: sa.Table,
+        *,
+        log: Any,
+    ) -> int:
+        """INSERT ... SELECT inside SQLite, from the attached source file: no row leaves the engine."""
+        schema = "temp" if dest.info.get("temporary") else "main"
+        into = dest.to_metadata(sa.MetaData(), schema=schema)
+        insert = sa.insert(into).from_select([c.name for c in dest.columns], statement)
+        # Unqualified source tables would resolve to same-named cache tables first: qualify them.
+        result = cache.execute(insert, execution_options={"schema_translate_map": {None: "sync_source"}})
+        log(f"{dest.name}: {result.rowcount:,} rows copied inside SQLite")
+        return result.rowcount
 
     def insert(self, table: sa.Table) -> Any:
         return sqlite.insert(table)

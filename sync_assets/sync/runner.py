@@ -6,6 +6,7 @@ transaction closes the sync_log row; a failure, cancellation or kill leaves the 
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Callable, Generator, Iterator
@@ -155,50 +156,19 @@ class _Sync:
     ) -> SyncResult:
         source = describe(source_conn, self.table, source_dialect)
         plan = self._plan(source_conn, source, cache)
-        direct = self._direct_copy(source, source_dialect, cache_dialect)
-        if direct:
-            target = target_table(source, cache_dialect)
-            exists = check_existing(cache, target, cache_dialect, table=self.table.name)
-            cache.commit()
-            statement = source.select(
-                low=plan.low, high=plan.high, types={c.name: c.type for c in target.columns}
+        with contextlib.ExitStack() as session:
+            target = target_table(source, cache_dialect) if source.schema() is not None else None
+            if target is not None and self._direct_copy(source, source_conn, cache, cache_dialect, target):
+                staging, exists, loaded_max, replace = self._copy_directly(
+                    source, source_conn, cache, cache_dialect, plan, target, session
+                )
+            else:
+                staging, target, exists, loaded_max, replace = self._copy_in_batches(
+                    source, source_conn, cache, cache_dialect, plan
+                )
+            outcome = self._commit(
+                cache, cache_dialect, attempt, plan, target, staging, exists, replace, loaded_max
             )
-            staging = cache_dialect.staging_table(target, suffix=f"_{uuid.uuid4().hex[:8]}")
-            with cache.begin():
-                staging.create(cache)
-                if plan.mode == INCREMENTAL and plan.high is not None:
-                    self.phase = "copy"
-                    self.rows_read = cache_dialect.copy_rows(
-                        source_conn, statement, cache, staging, log=self.log
-                    )
-                loaded_max = self._max_watermark(cache, staging)
-
-            def replace() -> Any:
-                """Full reload straight into the target, inside the swap transaction."""
-                cache.execute(sa.delete(target))
-                self.rows_read = cache_dialect.copy_rows(source_conn, statement, cache, target, log=self.log)
-                return self._max_watermark(cache, target)
-        else:
-            batches = self._batches(source_conn, source, plan)
-            try:
-                self.phase = "read"
-                first = next(batches, None)
-                source = self._settle_types(source, first)
-                target = target_table(source, cache_dialect)
-                exists = check_existing(cache, target, cache_dialect, table=self.table.name)
-                cache.commit()
-                staging = cache_dialect.staging_table(target, suffix=f"_{uuid.uuid4().hex[:8]}")
-                loaded_max = self._stage(cache, cache_dialect, staging, first, batches)
-            finally:
-                batches.close()
-
-            def replace() -> Any:
-                cache_dialect.replace_rows(cache, target, staging)
-                return loaded_max
-
-        outcome = self._commit(
-            cache, cache_dialect, attempt, plan, target, staging, exists, replace, loaded_max
-        )
         with cache.begin():
             staging.drop(cache)
             row_count = cache.execute(sa.select(sa.func.count()).select_from(target)).scalar_one()
@@ -215,6 +185,64 @@ class _Sync:
             seconds=time.monotonic() - started,
             target_table=target,
         )
+
+    def _copy_directly(
+        self,
+        source: Source,
+        source_conn: sa.Connection,
+        cache: sa.Connection,
+        dialect: Dialect,
+        plan: _Plan,
+        target: sa.Table,
+        session: contextlib.ExitStack,
+    ) -> tuple[sa.Table, bool, Any, Callable[[], Any]]:
+        """Same kind of database on both ends: the rows never pass through Python objects.
+
+        An incremental lands in staging now; a full reload goes straight into the target inside
+        the swap transaction, where readers still see the old rows until the commit.
+        """
+        exists = check_existing(cache, target, dialect, table=self.table.name)
+        cache.commit()
+        types = {c.name: c.type for c in target.columns} if dialect.cast_for_copy() else None
+        statement = source.select(low=plan.low, high=plan.high, types=types)
+        session.enter_context(dialect.copy_session(source_conn, cache))
+        staging = dialect.staging_table(target, suffix=f"_{uuid.uuid4().hex[:8]}")
+        with cache.begin():
+            staging.create(cache)
+            if plan.mode == INCREMENTAL and plan.high is not None:
+                self.phase = "copy"
+                self.rows_read = dialect.copy_rows(source_conn, statement, cache, staging, log=self.log)
+            loaded_max = self._max_watermark(cache, staging)
+
+        def replace() -> Any:
+            cache.execute(sa.delete(target))
+            self.rows_read = dialect.copy_rows(source_conn, statement, cache, target, log=self.log)
+            return self._max_watermark(cache, target)
+
+        return staging, exists, loaded_max, replace
+
+    def _copy_in_batches(
+        self, source: Source, source_conn: sa.Connection, cache: sa.Connection, dialect: Dialect, plan: _Plan
+    ) -> tuple[sa.Table, sa.Table, bool, Any, Callable[[], Any]]:
+        """The general path: source rows as polars batches, bulk-loaded into staging."""
+        batches = self._batches(source_conn, source, plan)
+        try:
+            self.phase = "read"
+            first = next(batches, None)
+            source = self._settle_types(source, first)
+            target = target_table(source, dialect)
+            exists = check_existing(cache, target, dialect, table=self.table.name)
+            cache.commit()
+            staging = dialect.staging_table(target, suffix=f"_{uuid.uuid4().hex[:8]}")
+            loaded_max = self._stage(cache, dialect, staging, first, batches)
+        finally:
+            batches.close()
+
+        def replace() -> Any:
+            dialect.replace_rows(cache, target, staging)
+            return loaded_max
+
+        return staging, target, exists, loaded_max, replace
 
     def _plan(self, source_conn: sa.Connection, source: Source, cache: sa.Connection) -> _Plan:
         """Full or incremental, and the watermark window of an incremental."""
@@ -340,14 +368,19 @@ class _Sync:
         for statement in self.table.post_sql:
             cache.execute(sa.text(statement.replace("{table}", quoted)))
 
-    def _direct_copy(self, source: Source, source_dialect: Dialect, cache_dialect: Dialect) -> bool:
-        """Same engine on both ends and typed columns: the databases copy the rows themselves."""
-        return (
-            self.table.direct_copy
-            and source_dialect.name == cache_dialect.name
-            and cache_dialect.capabilities.same_engine_copy
-            and source.schema() is not None
-        )
+    def _direct_copy(
+        self,
+        source: Source,
+        source_conn: sa.Connection,
+        cache: sa.Connection,
+        dialect: Dialect,
+        target: sa.Table,
+    ) -> bool:
+        """Whether the databases can copy the rows themselves (same kind on both ends)."""
+        if not self.table.direct_copy or self.table.query is not None or self.table.source_schema is not None:
+            return False
+        kinds = {c.name: c.type.kind for c in source.columns if c.type is not None}
+        return dialect.can_copy(source_conn, cache, target, kinds)
 
     def _max_watermark(self, cache: sa.Connection, table: sa.Table) -> Any:
         if self.table.updated_at is None:
