@@ -1,22 +1,30 @@
-"""The asset checks of a catalog table: validation rules, source/cache reconciliation, data lag."""
+"""The checks of a catalog table: validation rules, source/cache reconciliation, data lag.
+
+Each is a spec to declare on the table's asset op (`check_specs=`) and a function evaluating it
+against the table's connection resources, so a sync and its checks run in one step.
+"""
 
 from __future__ import annotations
 
 import dagster as dg
 
 from sync_assets.catalog.models import Catalog, TableSpec
-from sync_assets.checks.lag import build_lag_checks
-from sync_assets.checks.reconcile import build_reconciliation_checks
-from sync_assets.checks.validation import build_validation_checks
+from sync_assets.checks.common import CheckResources, TableCheck
+from sync_assets.checks.lag import lag_checks
+from sync_assets.checks.reconcile import reconciliation_checks
+from sync_assets.checks.validation import validation_checks
+
+__all__ = ["CheckResources", "TableCheck", "table_checks"]
 
 
-def build_table_checks(
-    catalog: Catalog, table: TableSpec, asset_key: dg.AssetKey
-) -> list[dg.AssetChecksDefinition]:
-    """Every asset check of one catalog table.
+def table_checks(catalog: Catalog, table: TableSpec, asset_key: dg.AssetKey) -> list[TableCheck]:
+    """Every verification/validation check of one table, in a stable order.
+
+    The validation rules in catalog order, then reconciliation, deep_reconciliation (when asked
+    for) and source_lag (when the table has `updated_at`).
 
     Args:
-        catalog: the catalog, for the cache connection and the defaults.
+        catalog: the catalog, for the defaults.
         table: the table whose checks to build.
         asset_key: the key of the table's asset.
 
@@ -24,19 +32,18 @@ def build_table_checks(
         ValueError: a validation rule is named like a built-in check of the table.
     """
     checks = [
-        *build_validation_checks(catalog, table, asset_key),
-        *build_reconciliation_checks(catalog, table, asset_key),
-        *build_lag_checks(catalog, table, asset_key),
+        *validation_checks(table, asset_key),
+        *reconciliation_checks(catalog, table, asset_key),
+        *lag_checks(catalog, table, asset_key),
     ]
     _refuse_duplicate_names(table, checks)
     return checks
 
 
-def _refuse_duplicate_names(table: TableSpec, checks: list[dg.AssetChecksDefinition]) -> None:
+def _refuse_duplicate_names(table: TableSpec, checks: list[TableCheck]) -> None:
     seen: set[str] = set()
-    for check in checks:
-        for spec in check.check_specs:
-            if spec.name in seen:
-                msg = f"table '{table.name}': two checks are named '{spec.name}'; rename the validation rule"
-                raise ValueError(msg)
-            seen.add(spec.name)
+    for name in (check.spec.name for check in checks):
+        if name in seen:
+            msg = f"table '{table.name}': two checks are named '{name}'; rename the validation rule"
+            raise ValueError(msg)
+        seen.add(name)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,6 +24,51 @@ SAMPLE_SIZE = 5  # offending keys or rows shown as evidence
 
 
 @dataclass(frozen=True)
+class CheckResources:
+    """The connection resources a check evaluation reads from."""
+
+    source: SqlDatabase  # the table's source connection
+    cache: SqlDatabase  # the catalog's cache connection
+
+
+@dataclass(frozen=True)
+class TableCheck:
+    """One check of a table: its spec, to declare on the table's asset op, and how to evaluate it.
+
+    `evaluate` returns a result naming its check and asset, so the op can yield it as it is; a
+    check that cannot run (a database error) raises `dg.Failure` instead.
+    """
+
+    spec: dg.AssetCheckSpec
+    evaluate: Callable[[CheckResources], dg.AssetCheckResult]
+
+
+def table_check(
+    name: str,
+    asset_key: dg.AssetKey,
+    evaluate: Callable[[CheckResources], dg.AssetCheckResult],
+    *,
+    description: str,
+    blocking: bool = False,
+) -> TableCheck:
+    """A TableCheck whose results carry its check name and asset key, whatever `evaluate` set."""
+    spec = dg.AssetCheckSpec(name, asset=asset_key, description=description, blocking=blocking)
+
+    def _evaluate(resources: CheckResources) -> dg.AssetCheckResult:
+        found = evaluate(resources)
+        return dg.AssetCheckResult(
+            passed=found.passed,
+            asset_key=asset_key,
+            check_name=name,
+            severity=found.severity,
+            metadata=found.metadata,
+            description=found.description,
+        )
+
+    return TableCheck(spec, _evaluate)
+
+
+@dataclass(frozen=True)
 class Connections:
     """The connections of one check evaluation; `source` is None unless the check asked for it."""
 
@@ -38,16 +83,14 @@ class Connections:
 
 
 @contextmanager
-def connect(
-    context: dg.AssetCheckExecutionContext, catalog: Catalog, table: TableSpec, *, source: bool
-) -> Iterator[Connections]:
+def connect(resources: CheckResources, table: TableSpec, *, source: bool) -> Iterator[Connections]:
     """Open the cache (and the source) for one check; both are closed, never committed, afterwards.
 
     A database error ends the check as a Failure naming the table, with secrets masked, the way a
     sync reports it: a check that cannot run is not a check that failed.
     """
-    cache_db: SqlDatabase = getattr(context.resources, catalog.cache)
-    source_db: SqlDatabase | None = getattr(context.resources, table.source) if source else None
+    cache_db = resources.cache
+    source_db = resources.source if source else None
     secrets = cache_db.secrets(table=table.name) + (source_db.secrets(table=table.name) if source_db else [])
     try:
         with ExitStack() as stack:

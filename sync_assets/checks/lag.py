@@ -1,7 +1,6 @@
-"""Data lag: how far the cache's newest row trails the source's, by their `updated_at`.
+"""Data lag: how far the cache's newest row trails the source's, by their `updated_at`."""
 
-No `from __future__ import annotations` here: Dagster reads the annotation of a check's `context`.
-"""
+from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -10,7 +9,16 @@ import dagster as dg
 import sqlalchemy as sa
 
 from sync_assets.catalog.models import Catalog, TableSpec
-from sync_assets.checks.common import cache_table, connect, missing_columns, not_synced, shown
+from sync_assets.checks.common import (
+    CheckResources,
+    TableCheck,
+    cache_table,
+    connect,
+    missing_columns,
+    not_synced,
+    shown,
+    table_check,
+)
 from sync_assets.sync.source import describe
 
 SOURCE_LAG = "source_lag"
@@ -18,24 +26,15 @@ DEFAULT_MAX_LAG = timedelta(days=1)
 WARN = dg.AssetCheckSeverity.WARN
 
 
-def build_lag_checks(
-    catalog: Catalog, table: TableSpec, asset_key: dg.AssetKey
-) -> list[dg.AssetChecksDefinition]:
+def lag_checks(catalog: Catalog, table: TableSpec, asset_key: dg.AssetKey) -> list[TableCheck]:
     """A lag check for tables with a watermark; a mass-only table has no "newest row" to compare."""
     if table.updated_at is None:
         return []
     max_lag = max_lag_of(catalog, table)
     updated_at = table.updated_at
 
-    @dg.asset_check(
-        asset=asset_key,
-        name=SOURCE_LAG,
-        blocking=False,
-        required_resource_keys={table.source, catalog.cache},
-        description=f"The cache's newest {updated_at} trails the source's by at most {max_lag}",
-    )
-    def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        with connect(context, catalog, table, source=True) as opened:
+    def evaluate(resources: CheckResources) -> dg.AssetCheckResult:
+        with connect(resources, table, source=True) as opened:
             target = cache_table(opened.cache, table)
             if target is None:
                 return not_synced(table)
@@ -49,7 +48,14 @@ def build_lag_checks(
             cache_max = opened.cache.execute(sa.select(sa.func.max(target.c[updated_at]))).scalar()
         return _judge(table, max_lag, source_max=source_max, cache_max=cache_max)
 
-    return [_check]
+    return [
+        table_check(
+            SOURCE_LAG,
+            asset_key,
+            evaluate,
+            description=f"The cache's newest {updated_at} trails the source's by at most {max_lag}",
+        )
+    ]
 
 
 def max_lag_of(catalog: Catalog, table: TableSpec) -> timedelta:

@@ -1,7 +1,6 @@
-"""Source/cache reconciliation over the settled range: row counts, and optionally row checksums.
+"""Source/cache reconciliation over the settled range: row counts, and optionally row checksums."""
 
-No `from __future__ import annotations` here: Dagster reads the annotation of a check's `context`.
-"""
+from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
@@ -13,8 +12,10 @@ import sqlalchemy as sa
 from sync_assets.catalog.models import Catalog, TableSpec
 from sync_assets.catalog.operations import Verification
 from sync_assets.checks.common import (
+    CheckResources,
     Connections,
     SettledRange,
+    TableCheck,
     cache_table,
     connect,
     last_sync,
@@ -22,6 +23,7 @@ from sync_assets.checks.common import (
     not_synced,
     settled_range,
     shown_key,
+    table_check,
 )
 from sync_assets.sync.reader import to_frame
 from sync_assets.sync.source import Source, describe
@@ -32,9 +34,7 @@ MAX_REPORTED_RANGES = 20
 WARN = dg.AssetCheckSeverity.WARN
 
 
-def build_reconciliation_checks(
-    catalog: Catalog, table: TableSpec, asset_key: dg.AssetKey
-) -> list[dg.AssetChecksDefinition]:
+def reconciliation_checks(catalog: Catalog, table: TableSpec, asset_key: dg.AssetKey) -> list[TableCheck]:
     """Row counts always; checksums per key range when the table asks for `verify: {deep: true}`."""
     checks = [_count_check(catalog, table, asset_key)]
     if table.verify.deep:
@@ -65,16 +65,9 @@ def _sides(opened: Connections, catalog: Catalog, table: TableSpec) -> _Sides | 
     return _Sides(source, target, settled)
 
 
-def _count_check(catalog: Catalog, table: TableSpec, asset_key: dg.AssetKey) -> dg.AssetChecksDefinition:
-    @dg.asset_check(
-        asset=asset_key,
-        name=RECONCILIATION,
-        blocking=False,
-        required_resource_keys={table.source, catalog.cache},
-        description="Source and cache hold the same number of rows, rows newer than the lookback aside",
-    )
-    def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        with connect(context, catalog, table, source=True) as opened:
+def _count_check(catalog: Catalog, table: TableSpec, asset_key: dg.AssetKey) -> TableCheck:
+    def evaluate(resources: CheckResources) -> dg.AssetCheckResult:
+        with connect(resources, table, source=True) as opened:
             sides = _sides(opened, catalog, table)
             if isinstance(sides, dg.AssetCheckResult):
                 return sides
@@ -99,23 +92,21 @@ def _count_check(catalog: Catalog, table: TableSpec, asset_key: dg.AssetKey) -> 
             description=f"table '{table.name}': {description}",
         )
 
-    return _check
+    return table_check(
+        RECONCILIATION,
+        asset_key,
+        evaluate,
+        description="Source and cache hold the same number of rows, rows newer than the lookback aside",
+    )
 
 
 def _count(conn: sa.Connection, statement: sa.Select[Any]) -> int:
     return conn.execute(sa.select(sa.func.count()).select_from(statement.subquery())).scalar_one()
 
 
-def _deep_check(catalog: Catalog, table: TableSpec, asset_key: dg.AssetKey) -> dg.AssetChecksDefinition:
-    @dg.asset_check(
-        asset=asset_key,
-        name=DEEP_RECONCILIATION,
-        blocking=False,
-        required_resource_keys={table.source, catalog.cache},
-        description="Row checksums per key range; differing ranges are bisected and named",
-    )
-    def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        with connect(context, catalog, table, source=True) as opened:
+def _deep_check(catalog: Catalog, table: TableSpec, asset_key: dg.AssetKey) -> TableCheck:
+    def evaluate(resources: CheckResources) -> dg.AssetCheckResult:
+        with connect(resources, table, source=True) as opened:
             sides = _sides(opened, catalog, table)
             if isinstance(sides, dg.AssetCheckResult):
                 return sides
@@ -124,7 +115,12 @@ def _deep_check(catalog: Catalog, table: TableSpec, asset_key: dg.AssetKey) -> d
             comparison.run()
         return comparison.result(table)
 
-    return _check
+    return table_check(
+        DEEP_RECONCILIATION,
+        asset_key,
+        evaluate,
+        description="Row checksums per key range; differing ranges are bisected and named",
+    )
 
 
 @dataclass(frozen=True)

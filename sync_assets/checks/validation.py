@@ -1,7 +1,6 @@
-"""One asset check per validation rule of a table, evaluated on its cache table.
+"""One check per validation rule of a table, evaluated on its cache table."""
 
-No `from __future__ import annotations` here: Dagster reads the annotation of a check's `context`.
-"""
+from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -10,40 +9,33 @@ from typing import Any
 import dagster as dg
 import sqlalchemy as sa
 
-from sync_assets.catalog.models import Catalog, TableSpec
+from sync_assets.catalog.models import TableSpec
 from sync_assets.catalog.operations import Severity, ValidationRule
 from sync_assets.checks.common import (
     SAMPLE_SIZE,
+    CheckResources,
+    TableCheck,
     cache_table,
     connect,
     missing_columns,
     not_synced,
     shown,
     shown_key,
+    table_check,
 )
 
 
-def build_validation_checks(
-    catalog: Catalog, table: TableSpec, asset_key: dg.AssetKey
-) -> list[dg.AssetChecksDefinition]:
-    return [_rule_check(catalog, table, asset_key, rule) for rule in table.checks]
+def validation_checks(table: TableSpec, asset_key: dg.AssetKey) -> list[TableCheck]:
+    """One check per rule, in the catalog's order; ERROR rules are blocking."""
+    return [_rule_check(table, asset_key, rule) for rule in table.checks]
 
 
-def _rule_check(
-    catalog: Catalog, table: TableSpec, asset_key: dg.AssetKey, rule: ValidationRule
-) -> dg.AssetChecksDefinition:
+def _rule_check(table: TableSpec, asset_key: dg.AssetKey, rule: ValidationRule) -> TableCheck:
     error = rule.severity is Severity.ERROR
     severity = dg.AssetCheckSeverity.ERROR if error else dg.AssetCheckSeverity.WARN
 
-    @dg.asset_check(
-        asset=asset_key,
-        name=rule.check_name,
-        blocking=error,
-        required_resource_keys={catalog.cache},
-        description=f"Validation rule `{rule.kind}` on cache table {table.target}",
-    )
-    def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        with connect(context, catalog, table, source=False) as opened:
+    def evaluate(resources: CheckResources) -> dg.AssetCheckResult:
+        with connect(resources, table, source=False) as opened:
             target = cache_table(opened.cache, table)
             if target is None:
                 return not_synced(table)
@@ -59,7 +51,13 @@ def _rule_check(
             description=f"table '{table.name}': {found.description}",
         )
 
-    return _check
+    return table_check(
+        rule.check_name,
+        asset_key,
+        evaluate,
+        description=f"Validation rule `{rule.kind}` on cache table {table.target}",
+        blocking=error,
+    )
 
 
 @dataclass(frozen=True)
