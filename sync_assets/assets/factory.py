@@ -1,14 +1,17 @@
 """The asset factory: one asset per catalog table, partitioned by update type."""
 
+from collections.abc import Iterator
+
 import dagster as dg
 
 from sync_assets.assets.alerts import ALERTER_KEY, sync_check_alerts, sync_failure_alerts
-from sync_assets.assets.freshness import build_freshness_sensor, build_staleness_checks, stalenesses
+from sync_assets.assets.freshness import build_freshness_sensor, stalenesses
 from sync_assets.assets.metadata import result_metadata
 from sync_assets.assets.schedules import build_schedules
 from sync_assets.assets.translator import SyncAssetTranslator
 from sync_assets.catalog.models import Catalog, TableSpec, UpdateType
 from sync_assets.catalog.operations import Retries
+from sync_assets.checks import CheckResources, TableCheck, table_checks
 from sync_assets.errors import SyncError, SyncTransientError
 from sync_assets.resources.alerts import Alerter
 from sync_assets.resources.database import SqlDatabase
@@ -24,52 +27,98 @@ def pool_name(table: TableSpec) -> str:
 
 
 def build_table_asset(
-    catalog: Catalog, table: TableSpec, translator: SyncAssetTranslator | None = None
+    catalog: Catalog,
+    table: TableSpec,
+    translator: SyncAssetTranslator | None = None,
 ) -> dg.AssetsDefinition:
-    spec = (translator or SyncAssetTranslator()).get_asset_spec(table, catalog)
+    """The table's sync and all its checks in one op: one step process per table and run.
+
+    The checks run right after the sync, in the same process; selected alone (the UI's "Execute
+    checks"), they run without a sync.
+    """
+    translator = translator or SyncAssetTranslator()
+    spec = translator.get_asset_spec(table, catalog)
+    staleness = stalenesses(catalog, table, spec.key)
+    verification = table_checks(catalog, table, spec.key)
+    check_specs = [s.spec for s in staleness] + [c.spec for c in verification]
 
     @dg.multi_asset(
         name=spec.key.to_python_identifier(),
         specs=[spec],
+        check_specs=check_specs,
+        can_subset=True,
         required_resource_keys={table.source, catalog.cache},
         pool=pool_name(table),
         retry_policy=retry_policy(catalog.connections[table.source].retries),
         op_tags={SOURCE_TAG: table.source},
     )
-    def _sync(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        update_type = UpdateType(context.partition_key)
-        source_db: SqlDatabase = getattr(context.resources, table.source)
-        cache_db: SqlDatabase = getattr(context.resources, catalog.cache)
-        context.log.info("Syncing %s (%s) into %s", table.name, update_type.value, table.target)
-        try:
-            result = run_sync(
-                catalog,
-                table,
-                update_type,
-                source_db=source_db,
-                cache_db=cache_db,
-                run_id=context.run.run_id,
-                log=context.log.info,
-            )
-        except SyncTransientError as err:
-            context.log.warning(
-                "%s (attempt %d): transient, will be retried: %s", table.name, context.retry_number + 1, err
-            )
-            raise dg.Failure(description=str(err), allow_retries=True) from None
-        except SyncError as err:
-            raise dg.Failure(description=str(err), allow_retries=False) from None
-        context.log.info(
-            "%s: %s sync done, %d rows read, %d inserted, %d updated in %.2f s",
-            table.name,
-            result.mode,
-            result.rows_read,
-            result.rows_inserted,
-            result.rows_updated,
-            result.seconds,
+    def _sync(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        resources = CheckResources(
+            source=getattr(context.resources, table.source), cache=getattr(context.resources, catalog.cache)
         )
-        return dg.MaterializeResult(asset_key=spec.key, metadata=result_metadata(result))
+        if spec.key in context.selected_asset_keys:
+            yield _materialize(context, catalog, table, spec.key, resources)
+        selected = context.selected_asset_check_keys
+        for item in staleness:
+            if item.spec.key in selected:
+                yield item.evaluate(context.instance)
+        for check in verification:
+            if check.spec.key in selected:
+                yield _evaluate(check, resources)
 
     return _sync
+
+
+def _evaluate(check: TableCheck, resources: CheckResources) -> dg.AssetCheckResult:
+    """A check that cannot run (database unreachable) warns; it must not hide the others."""
+    try:
+        return check.evaluate(resources)
+    except dg.Failure as failure:
+        return dg.AssetCheckResult(
+            asset_key=check.spec.asset_key,
+            check_name=check.spec.name,
+            passed=False,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=f"could not run: {failure.description}",
+        )
+
+
+def _materialize(
+    context: dg.AssetExecutionContext,
+    catalog: Catalog,
+    table: TableSpec,
+    key: dg.AssetKey,
+    resources: CheckResources,
+) -> dg.MaterializeResult:
+    update_type = UpdateType(context.partition_key)
+    context.log.info("Syncing %s (%s) into %s", table.name, update_type.value, table.target)
+    try:
+        result = run_sync(
+            catalog,
+            table,
+            update_type,
+            source_db=resources.source,
+            cache_db=resources.cache,
+            run_id=context.run.run_id,
+            log=context.log.info,
+        )
+    except SyncTransientError as err:
+        context.log.warning(
+            "%s (attempt %d): transient, will be retried: %s", table.name, context.retry_number + 1, err
+        )
+        raise dg.Failure(description=str(err), allow_retries=True) from None
+    except SyncError as err:
+        raise dg.Failure(description=str(err), allow_retries=False) from None
+    context.log.info(
+        "%s: %s sync done, %d rows read, %d inserted, %d updated in %.2f s",
+        table.name,
+        result.mode,
+        result.rows_read,
+        result.rows_inserted,
+        result.rows_updated,
+        result.seconds,
+    )
+    return dg.MaterializeResult(asset_key=key, metadata=result_metadata(result))
 
 
 def retry_policy(retries: Retries) -> dg.RetryPolicy | None:
@@ -102,7 +151,6 @@ def build_definitions(catalog: Catalog, translator: SyncAssetTranslator | None =
     staleness = [item for t in catalog.tables for item in stalenesses(catalog, t, keys[t.name])]
     return dg.Definitions(
         assets=assets,
-        asset_checks=build_staleness_checks(staleness),
         resources={**resources_for(catalog), ALERTER_KEY: Alerter(webhook_url=catalog.alerts.webhook_url)},
         jobs=[sync_all, *schedule_jobs],
         schedules=schedules,

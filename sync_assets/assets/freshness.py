@@ -7,7 +7,6 @@ each scheduled update type gets an asset check on its own partition's last succe
 
 import json
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -30,6 +29,17 @@ class Staleness:
     @property
     def check_name(self) -> str:
         return f"{self.update_type.value}_fresh"
+
+    @property
+    def spec(self) -> dg.AssetCheckSpec:
+        return dg.AssetCheckSpec(
+            self.check_name,
+            asset=self.key,
+            description=(
+                f"The last successful {self.update_type.value} sync is at most {self.warn} old "
+                f"(warn) / {self.fail} old (fail)."
+            ),
+        )
 
     def evaluate(self, instance: dg.DagsterInstance, now: float | None = None) -> dg.AssetCheckResult:
         records = instance.fetch_materializations(
@@ -66,34 +76,6 @@ def stalenesses(catalog: Catalog, table: TableSpec, key: dg.AssetKey) -> list[St
         Staleness(key, update_type, warn=schedule.interval() * 1.5, fail=schedule.interval() * 3)
         for update_type, schedule in table.schedules_for(catalog.defaults).items()
     ]
-
-
-def build_staleness_checks(items: list[Staleness]) -> list[dg.AssetChecksDefinition]:
-    """All staleness checks in one subsettable op: a run pays for one extra step, not one per check."""
-    if not items:
-        return []
-    by_key = {dg.AssetCheckKey(item.key, item.check_name): item for item in items}
-
-    @dg.multi_asset_check(
-        name="sync_staleness_checks",
-        specs=[
-            dg.AssetCheckSpec(
-                item.check_name,
-                asset=item.key,
-                description=(
-                    f"The last successful {item.update_type.value} sync is at most {item.warn} old "
-                    f"(warn) / {item.fail} old (fail)."
-                ),
-            )
-            for item in items
-        ],
-        can_subset=True,
-    )
-    def _evaluate(context: dg.AssetCheckExecutionContext) -> Iterator[dg.AssetCheckResult]:
-        for key in sorted(context.selected_asset_check_keys, key=str):
-            yield by_key[key].evaluate(context.instance)
-
-    return [_evaluate]
 
 
 def build_freshness_sensor(items: list[Staleness], *, interval_seconds: int = 300) -> dg.SensorDefinition:

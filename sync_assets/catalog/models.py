@@ -32,6 +32,10 @@ IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
 SYNC_LOG_TABLE = "sync_log"
 # Resource keys sync_assets itself (or Dagster) uses besides the connections.
 RESERVED_RESOURCE_KEYS = frozenset({"sync_alerter", "io_manager"})
+# Checks every table gets besides its validation rules.
+RESERVED_CHECK_NAMES = frozenset(
+    {"reconciliation", "deep_reconciliation", "source_lag", "mass_fresh", "daily_fresh", "hourly_fresh"}
+)
 
 
 class UpdateType(StrEnum):
@@ -153,6 +157,9 @@ class TableSpec(_Strict):
             msg = "a table without `updated_at` can only be scheduled for mass"
             raise ValueError(msg)
         names = [c.check_name for c in self.checks]
+        if reserved := sorted(set(names) & RESERVED_CHECK_NAMES):
+            msg = f"check name '{reserved[0]}' is built in; give the rule another `name`"
+            raise ValueError(msg)
         if len(set(names)) != len(names):
             dup = next(n for n in names if names.count(n) > 1)
             msg = f"two checks are named '{dup}'; give one a `name`"
