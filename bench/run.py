@@ -144,15 +144,15 @@ class Bench:
         for db in ("cache", "copy_target"):
             subprocess.run(self.psql(db, "-c", "VACUUM"), check=True, stdout=subprocess.DEVNULL)
 
-    def change_source(self) -> None:
+    def change_source(self, round_: int) -> None:
         """1% updated, 0.5% inserted, stamped now (outside the timing)."""
-        n = self.rows
+        n = self.rows * 10 * round_
         sql = f"""
             UPDATE work_orders SET qty_completed = qty_ordered, last_update_dt = now() WHERE order_id % 100 = 7;
             INSERT INTO work_orders SELECT order_id + {n * 10}, doc_type, branch, item_number, description,
                 qty_ordered, qty_completed, unit_cost, status_code, priority, requested_date, start_date,
                 completed_date, created_at, now(), operator_id, lot_number, is_active, remark, plant_id
-            FROM work_orders WHERE order_id % 200 = 3 AND order_id <= {n};
+            FROM work_orders WHERE order_id % 200 = 3 AND order_id <= {self.rows};
         """
         subprocess.run(self.psql("src", "-c", sql), check=True, stdout=subprocess.DEVNULL)
 
@@ -196,7 +196,7 @@ def run(rows: int, runs: int, folder: Path) -> None:
         wall, rss = bench.sync(bench.pg_catalog, "mass")
         own, n = bench.own_seconds(bench.url("cache"))
         record(scenarios["S1 sync_assets mass PG->PG"], wall, rss, own=own, rows=n)
-        bench.change_source()
+        bench.change_source(round_)
         wall, rss = bench.sync(bench.pg_catalog, "daily")
         own, n = bench.own_seconds(bench.url("cache"))
         record(scenarios["S2 sync_assets daily PG->PG (1.5% changed)"], wall, rss, own=own, rows=n)

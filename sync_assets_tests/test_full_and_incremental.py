@@ -178,3 +178,50 @@ def test_direct_copy_matches_the_general_path(tmp_path, monkeypatch, make_databa
             [r["watermark_to"] for r in sync_log_rows(cache_url)],
         )
     assert outcomes[True] == outcomes[False]
+
+
+def test_postgresql_full_reload_keeps_views_and_grants_on_the_cache_table(
+    tmp_path, monkeypatch, make_database
+):
+    """A plain cache table is reloaded by a rename swap; one that views or grants depend on is
+    reloaded in place, and both keep their rows, key, indexes and dependants."""
+    import sqlalchemy as sa
+
+    source_url, cache_url = make_database("postgresql"), make_database("postgresql")
+    table = create_source(source_url, [order_row(i) for i in range(1, 301)])
+    spec = {"name": "orders", "source_table": "orders", "primary_key": ["id"], "updated_at": "updated_at"}
+    harness = make_harness(tmp_path, monkeypatch, source_url=source_url, cache_url=cache_url, tables=[spec])
+    assert harness.sync("orders", "mass").success
+    engine = sa.create_engine(cache_url)
+
+    def shape():
+        inspector = sa.inspect(engine)
+        return inspector.get_pk_constraint("orders"), sorted(
+            i["name"] for i in inspector.get_indexes("orders")
+        )
+
+    def oid():
+        with engine.connect() as conn:
+            return conn.execute(sa.text("SELECT 'orders'::regclass::oid")).scalar_one()
+
+    before, first = shape(), oid()
+    upsert_source(source_url, table, [order_row(i, version=3) for i in range(1, 11)])
+    assert harness.sync("orders", "mass").success
+    assert shape() == before and oid() != first, "swapped in as a new table with the same key and indexes"
+    assert read_rows(cache_url, "orders") == read_rows(source_url, "orders")
+
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE VIEW active_orders AS SELECT id, name FROM orders WHERE active"))
+        conn.execute(sa.text("GRANT SELECT ON orders TO PUBLIC"))
+    upsert_source(source_url, table, [order_row(i, version=4) for i in range(11, 21)])
+    swapped = oid()
+    assert harness.sync("orders", "mass").success
+    assert shape() == before and oid() == swapped, "reloaded in place: the view and the grant survive"
+    assert read_rows(cache_url, "orders") == read_rows(source_url, "orders")
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM active_orders")).scalar_one() > 0
+        grants = conn.execute(
+            sa.text("SELECT relacl::text FROM pg_class WHERE relname = 'orders'")
+        ).scalar_one()
+    assert "=r/" in grants
+    engine.dispose()

@@ -7,7 +7,7 @@ DDL types, staging, bulk load, upsert) and never looks at `engine.dialect.name` 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -113,6 +113,14 @@ class Dialect:
         Only called when `can_copy` agreed; runs in the caller's transaction.
         """
         raise NotImplementedError
+
+    def reload(self, conn: sa.Connection, target: sa.Table, fill: Callable[[sa.Table], int]) -> int:
+        """Replace all rows of `target` with what `fill` writes, inside the caller's transaction.
+
+        Readers keep seeing the old rows until the transaction commits.
+        """
+        conn.execute(sa.delete(target))
+        return fill(target)
 
     def can_copy(
         self, source: sa.Connection, cache: sa.Connection, target: sa.Table, source_kinds: dict[str, Any]

@@ -215,8 +215,10 @@ class _Sync:
             loaded_max = self._max_watermark(cache, staging)
 
         def replace() -> Any:
-            cache.execute(sa.delete(target))
-            self.rows_read = dialect.copy_rows(source_conn, statement, cache, target, log=self.log)
+            def fill(dest: sa.Table) -> int:
+                return dialect.copy_rows(source_conn, statement, cache, dest, log=self.log)
+
+            self.rows_read = dialect.reload(cache, target, fill)
             return self._max_watermark(cache, target)
 
         return staging, exists, loaded_max, replace
