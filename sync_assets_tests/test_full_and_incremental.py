@@ -225,3 +225,31 @@ def test_postgresql_full_reload_keeps_views_and_grants_on_the_cache_table(
         ).scalar_one()
     assert "=r/" in grants
     engine.dispose()
+
+
+def test_sqlite_full_reload_keeps_a_view_on_the_cache_table(tmp_path, monkeypatch, make_database):
+    """SQLite -> SQLite copies inside SQLite; a view on the cache table makes the reload run in place."""
+    import sqlalchemy as sa
+
+    source_url, cache_url = make_database("sqlite"), make_database("sqlite")
+    create_source(source_url, [order_row(i) for i in range(1, 201)])
+    engine = sa.create_engine(source_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE orders DROP COLUMN big_amount"))
+    engine.dispose()
+    spec = {"name": "orders", "source_table": "orders", "primary_key": ["id"], "updated_at": "updated_at"}
+    harness = make_harness(tmp_path, monkeypatch, source_url=source_url, cache_url=cache_url, tables=[spec])
+    assert harness.sync("orders", "mass").success
+    cache = sa.create_engine(cache_url)
+    with cache.begin() as conn:
+        conn.execute(sa.text("CREATE VIEW active_orders AS SELECT id, name FROM orders WHERE active"))
+    for _ in range(2):
+        assert harness.sync("orders", "mass").success
+    assert read_rows(cache_url, "orders") == read_rows(source_url, "orders")
+    with cache.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM active_orders")).scalar_one() > 0
+        indexes = conn.execute(
+            sa.text("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'orders'")
+        )
+        assert "ix_orders_updated_at" in {row[0] for row in indexes}
+    cache.dispose()
