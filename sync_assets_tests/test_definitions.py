@@ -32,12 +32,20 @@ def test_demo_definitions(monkeypatch):
     job = defs.resolve_job_def(SYNC_ALL_JOB)
     assert job.partitions_def is not None
     assert set(defs.resources) == {"jde", "cache", "sync_alerter"}
-    assert {s.name for s in defs.schedules} == {"sync_mass_0_2_x_x_0", "sync_daily_0_3_x_x_x", "sync_hourly_0_x_x_x_x"}
+    assert {s.name for s in defs.schedules} == {
+        "sync_mass_0_2_x_x_0",
+        "sync_daily_0_3_x_x_x",
+        "sync_hourly_0_x_x_x_x",
+    }
 
 
 def test_catalog_from_environment_variable(tmp_path, monkeypatch):
     path = tmp_path / "mine.yaml"
-    path.write_text(DEMO_CATALOG.read_text().replace("name: lots", "name: lot_master").replace("[items, lots]", "[items, lot_master]"))
+    path.write_text(
+        DEMO_CATALOG.read_text()
+        .replace("name: lots", "name: lot_master")
+        .replace("[items, lots]", "[items, lot_master]")
+    )
     monkeypatch.setenv("SYNC_ASSETS_CATALOG", str(path))
     assert [t.name for t in load_catalog().tables][-1] == "lot_master"
 

@@ -253,3 +253,39 @@ def test_sqlite_full_reload_keeps_a_view_on_the_cache_table(tmp_path, monkeypatc
         )
         assert "ix_orders_updated_at" in {row[0] for row in indexes}
     cache.dispose()
+
+
+@pytest.mark.parametrize("batch_size", [50_000, 97])
+def test_arrow_reader_matches_the_row_reader(tmp_path, monkeypatch, make_database, batch_size):
+    """PostgreSQL sources read through ADBC's Arrow batches give the same cache as SQLAlchemy rows,
+    at any batch boundary, with NULL-heavy and exact-decimal columns."""
+    import sqlalchemy as sa
+
+    outcomes = {}
+    for arrow in (True, False):
+        source_url, cache_url = make_database("postgresql"), make_database("sqlite")
+        table = create_source(source_url, [order_row(i) for i in range(1, 701)])
+        spec = {"name": "orders", "source_table": "orders", "primary_key": ["id"], "updated_at": "updated_at"}
+        harness = make_harness(
+            tmp_path,
+            monkeypatch,
+            source_url=source_url,
+            cache_url=cache_url,
+            tables=[{**spec, "arrow_read": arrow, "batch_size": batch_size}],
+        )
+        assert harness.sync("orders", "mass").success
+        upsert_source(
+            source_url,
+            table,
+            [order_row(i, updated_at=BASE_TIME + timedelta(days=1), version=5) for i in (3, 800)],
+        )
+        assert harness.sync("orders", "daily").success
+        assert read_rows(cache_url, "orders") == read_rows(source_url, "orders")
+        engine = sa.create_engine(cache_url)
+        with engine.connect() as conn:
+            stored = conn.execute(
+                sa.text("SELECT typeof(amount), typeof(big_amount), updated_at FROM orders WHERE id = 3")
+            ).one()
+        engine.dispose()
+        outcomes[arrow] = (read_rows(cache_url, "orders"), tuple(stored))
+    assert outcomes[True] == outcomes[False]

@@ -141,6 +141,9 @@ class TableSpec(_Strict):
     direct_copy: bool = Field(
         default=True, description="let two databases of the same kind copy rows server to server"
     )
+    arrow_read: bool = Field(
+        default=True, description="read through the driver's Arrow batches where it has them"
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> TableSpec:

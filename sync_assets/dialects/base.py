@@ -99,6 +99,12 @@ class Dialect:
         """Append one batch to the staging table, inside the caller's transaction."""
         raise NotImplementedError
 
+    def arrow_batches(
+        self, source: sa.Connection, statement: sa.Select[Any], *, schema: dict[str, pl.DataType], table: str
+    ) -> Iterator[pl.DataFrame] | None:
+        """Batches from the driver's own Arrow reader, cast to `schema`; None where there is none."""
+        return None
+
     def copy_rows(
         self,
         source: sa.Connection,

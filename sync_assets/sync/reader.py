@@ -68,3 +68,17 @@ def _fits(value: Any, dtype: pl.DataType | None) -> bool:
     except (pl.exceptions.PolarsError, TypeError, ValueError, OverflowError):
         return False
     return True
+
+
+def cast_batch(frame: pl.DataFrame, schema: dict[str, pl.DataType], *, table: str) -> pl.DataFrame:
+    """A driver's Arrow batch in the batch schema (widths, exact decimals), naming a column that fails."""
+    try:
+        return frame.cast(schema)  # type: ignore[arg-type]
+    except (pl.exceptions.PolarsError, TypeError, ValueError) as err:
+        for name, dtype in schema.items():
+            try:
+                frame.get_column(name).cast(dtype)
+            except (pl.exceptions.PolarsError, TypeError, ValueError):
+                msg = f"table '{table}': column '{name}': source values cannot be read as {dtype}"
+                raise DataError(msg, table=table) from err
+        raise

@@ -154,6 +154,7 @@ class _Sync:
         attempt: int,
         started: float,
     ) -> SyncResult:
+        self.source_dialect = source_dialect
         source = describe(source_conn, self.table, source_dialect)
         plan = self._plan(source_conn, source, cache)
         with contextlib.ExitStack() as session:
@@ -276,6 +277,14 @@ class _Sync:
     def _batches(self, source_conn: sa.Connection, source: Source, plan: _Plan) -> Generator[pl.DataFrame]:
         if plan.mode == INCREMENTAL and plan.high is None:
             return (frame for frame in ())  # a generator, so the caller can close() it
+        schema = source.schema()
+        if schema is not None and self.table.arrow_read:
+            statement = source.select(low=plan.low, high=plan.high)
+            fast = self.source_dialect.arrow_batches(
+                source_conn, statement, schema=schema, table=self.table.name
+            )
+            if fast is not None:
+                return fast  # type: ignore[return-value]
         return read_batches(
             source_conn,
             source.select(low=plan.low, high=plan.high),
