@@ -189,10 +189,7 @@ class SettledRange:
         """The source's settled rows, every column under its cache name."""
         statement = source.select(low=self.low)
         if self.column is not None and self.high is not None:
-            element = source.column(self.column).expression
-            # Compare on the source column itself, as Source.select does, not on a text cast of it.
-            raw = element.clause if isinstance(element, sa.Cast) else element
-            statement = statement.where(raw < self.high)
+            statement = statement.where(source.comparable(self.column) < self.high)
         return statement
 
     def cache_where(self, target: sa.Table) -> list[sa.ColumnElement[bool]]:

@@ -57,7 +57,7 @@ class Source:
             ]
         )
         if self.table.updated_at is not None:
-            watermark = self._raw(self.table.updated_at)
+            watermark = self.comparable(self.table.updated_at)
             if low is not None:
                 statement = statement.where(watermark >= low)
             if high is not None:
@@ -66,13 +66,14 @@ class Source:
 
     def max_watermark(self) -> sa.Select[Any]:
         """The upper bound of an incremental, read before extraction (uses the watermark index)."""
-        assert self.table.updated_at is not None
-        return sa.select(sa.func.max(self._raw(self.table.updated_at)))
+        if self.table.updated_at is None:
+            msg = f"table '{self.table.name}' has no watermark column"
+            raise SyncError(msg, table=self.table.name)
+        return sa.select(sa.func.max(self.comparable(self.table.updated_at)))
 
-    def _raw(self, name: str) -> sa.ColumnElement[Any]:
-        column = self.column(name)
-        element = column.expression
-        # Compare on the source column itself, not on a text cast of it.
+    def comparable(self, name: str) -> sa.ColumnElement[Any]:
+        """The source column itself, for comparisons: not the text cast it may be read through."""
+        element = self.column(name).expression
         return element.clause if isinstance(element, sa.Cast) else element  # type: ignore[return-value]
 
     def with_types(self, types: dict[str, ColumnType]) -> Source:
