@@ -11,7 +11,8 @@ work order table (bench/sql), and measures per round, in turn:
   S2  sync_assets daily after 1% of rows updated and 0.5% inserted
   E1  SQLite -> SQLite: ATTACH + INSERT ... SELECT in one sqlite3 process
   S3  sync_assets mass, SQLite -> SQLite
-  P*  dlt / Sling, when installed (`pip install -e '.[bench]'`)
+  P1  dlt (sql_database, pyarrow backend, parquet loader: its fastest setup), when installed
+      (`pip install -e '.[bench]'`); Sling is not run: its CLI did not accept a unix-socket URL
 
 Each figure is a median of the rounds: the whole process's wall time, the sync's own duration
 (from sync_log), peak RSS of the process tree, and the ratio to the bulk-copy baseline of the
@@ -21,6 +22,7 @@ same run (A1 for PostgreSQL, E1 for SQLite). Performance belongs here, never in 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shlex
 import shutil
@@ -55,7 +57,9 @@ def measure(command: list[str] | str, env: dict[str, str] | None = None) -> tupl
     """Run a command (a shell pipeline if a string); return wall seconds and peak RSS (MiB) of its tree."""
     start = time.perf_counter()
     shell = isinstance(command, str)
-    process = subprocess.Popen(command, shell=shell, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        command, shell=shell, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     root = psutil.Process(process.pid)
     peak = 0
     while process.poll() is None:
@@ -67,7 +71,8 @@ def measure(command: list[str] | str, env: dict[str, str] | None = None) -> tupl
         time.sleep(0.02)
     wall = time.perf_counter() - start
     if process.returncode != 0:
-        raise SystemExit(f"failed: {command}\n{process.stderr.read().decode()[-3000:]}")
+        msg = f"failed: {command}\n{process.stderr.read().decode()[-3000:]}"
+        raise SystemExit(msg)
     return wall, peak / 2**20
 
 
@@ -85,20 +90,39 @@ class Bench:
         self.home.mkdir()
 
     def psql(self, database: str, *args: str) -> list[str]:
-        return [str(self.bin / "psql"), "-h", self.socket, "-U", "postgres", "-d", database, "-q", "-X", *args]
+        return [
+            str(self.bin / "psql"),
+            "-h",
+            self.socket,
+            "-U",
+            "postgres",
+            "-d",
+            database,
+            "-q",
+            "-X",
+            *args,
+        ]
 
     def url(self, database: str) -> str:
         return f"postgresql+psycopg://postgres@/{database}?host={self.socket}"
 
     def setup(self) -> None:
         with self.admin.connect() as conn:
-            for db in ("src", "copy_target", "cache"):
+            for db in ("src", "copy_target", "cache", "dlt_cache"):
                 conn.execute(sa.text(f"CREATE DATABASE {db}"))
+            # Trust authentication ignores it, but dlt refuses credentials without a password.
+            conn.execute(sa.text("ALTER USER postgres PASSWORD 'bench'"))
         print(f"generating {self.rows:,} rows ...", flush=True)
-        subprocess.run(self.psql("src", "-v", f"n={self.rows}", "-f", str(SQL / "gen_work_orders.sql")), check=True,
-                       stdout=subprocess.DEVNULL)
-        subprocess.run(self.psql("copy_target", "-f", str(SQL / "work_orders_ddl.sql")), check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            self.psql("src", "-v", f"n={self.rows}", "-f", str(SQL / "gen_work_orders.sql")),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        subprocess.run(
+            self.psql("copy_target", "-f", str(SQL / "work_orders_ddl.sql")),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         self.pg_catalog = self.catalog("pg", self.url("src"), self.url("cache"))
         self.sqlite_source = self.folder / "source.sqlite"
         self.sqlite_cache = self.folder / "cache.sqlite"
@@ -107,11 +131,14 @@ class Bench:
         self.sync(build, "mass")
         with sqlite3.connect(self.sqlite_source) as db:
             db.execute("DROP TABLE IF EXISTS sync_log")
-        self.sqlite_catalog = self.catalog("sqlite", f"sqlite:///{self.sqlite_source}", f"sqlite:///{self.sqlite_cache}")
+        self.sqlite_catalog = self.catalog(
+            "sqlite", f"sqlite:///{self.sqlite_source}", f"sqlite:///{self.sqlite_cache}"
+        )
 
     def catalog(self, name: str, source: str, cache: str) -> Path:
         path = self.folder / f"{name}.yaml"
-        path.write_text(textwrap.dedent(f"""\
+        path.write_text(
+            textwrap.dedent(f"""\
             connections:
               bench: {{url: "{source}"}}
               cache: {{url: "{cache}"}}
@@ -120,13 +147,23 @@ class Bench:
             tables:
               - {{name: work_orders, source: bench, source_table: work_orders, primary_key: [order_id],
                   updated_at: last_update_dt}}
-            """))
+            """)
+        )
         return path
 
     def sync(self, catalog: Path, partition: str) -> tuple[float, float]:
         env = {**os.environ, "SYNC_ASSETS_CATALOG": str(catalog), "DAGSTER_HOME": str(self.home)}
-        command = [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m",
-                   "sync_assets.definitions", "--select", "bench/work_orders", "--partition", partition]
+        command = [
+            str(Path(sys.executable).parent / "dagster"),
+            "asset",
+            "materialize",
+            "-m",
+            "sync_assets.definitions",
+            "--select",
+            "bench/work_orders",
+            "--partition",
+            partition,
+        ]
         return measure(command, env)
 
     def own_seconds(self, cache_url: str) -> tuple[float, int]:
@@ -140,6 +177,20 @@ class Bench:
         assert row.status == "succeeded", row.error
         return (row.finished_at - row.started_at).total_seconds(), row.rows_read
 
+    def dlt(self) -> tuple[float, float]:
+        url = f"postgresql://postgres:bench@localhost/{{}}?host={self.socket}"
+        script = textwrap.dedent(f"""
+            import dlt
+            from dlt.sources.sql_database import sql_table
+            rows = sql_table(credentials={url.format("src")!r}, table="work_orders", backend="pyarrow",
+                             chunk_size=100000)
+            target = dlt.destinations.postgres({url.format("dlt_cache")!r})
+            pipeline = dlt.pipeline(pipeline_name="bench", destination=target,
+                                    dataset_name="bench", pipelines_dir={str(self.folder / "dlt")!r})
+            pipeline.run(rows, write_disposition="replace", loader_file_format="parquet")
+            """)
+        return measure([sys.executable, "-c", script], {**os.environ, "RUNTIME__LOG_LEVEL": "WARNING"})
+
     def vacuum(self) -> None:
         for db in ("cache", "copy_target"):
             subprocess.run(self.psql(db, "-c", "VACUUM"), check=True, stdout=subprocess.DEVNULL)
@@ -148,7 +199,8 @@ class Bench:
         """1% updated, 0.5% inserted, stamped now (outside the timing)."""
         n = self.rows * 10 * round_
         sql = f"""
-            UPDATE work_orders SET qty_completed = qty_ordered, last_update_dt = now() WHERE order_id % 100 = 7;
+            UPDATE work_orders SET qty_completed = qty_ordered, last_update_dt = now()
+            WHERE order_id % 100 = 7;
             INSERT INTO work_orders SELECT order_id + {n * 10}, doc_type, branch, item_number, description,
                 qty_ordered, qty_completed, unit_cost, status_code, priority, requested_date, start_date,
                 completed_date, created_at, now(), operator_id, lot_number, is_active, remark, plant_id
@@ -158,7 +210,9 @@ class Bench:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
@@ -172,21 +226,35 @@ def main() -> None:
 def run(rows: int, runs: int, folder: Path) -> None:
     bench = Bench(rows, folder)
     bench.setup()
-    scenarios = {s.name: s for s in [
-        Scenario("A1 copy binary pipe (PostgreSQL)", None),
-        Scenario("S1 sync_assets mass PG->PG", "A1 copy binary pipe (PostgreSQL)"),
-        Scenario("S2 sync_assets daily PG->PG (1.5% changed)", "S1 sync_assets mass PG->PG"),
-        Scenario("E1 sqlite3 ATTACH + INSERT SELECT", None),
-        Scenario("S3 sync_assets mass SQLite->SQLite", "E1 sqlite3 ATTACH + INSERT SELECT"),
-    ]}
+    scenarios = {
+        s.name: s
+        for s in [
+            Scenario("A1 copy binary pipe (PostgreSQL)", None),
+            Scenario("S1 sync_assets mass PG->PG", "A1 copy binary pipe (PostgreSQL)"),
+            Scenario("S2 sync_assets daily PG->PG (1.5% changed)", "S1 sync_assets mass PG->PG"),
+            Scenario("E1 sqlite3 ATTACH + INSERT SELECT", None),
+            Scenario("S3 sync_assets mass SQLite->SQLite", "E1 sqlite3 ATTACH + INSERT SELECT"),
+        ]
+    }
+    has_dlt = importlib.util.find_spec("dlt") is not None
+    if has_dlt:
+        scenarios["P1 dlt replace PG->PG"] = Scenario(
+            "P1 dlt replace PG->PG", "A1 copy binary pipe (PostgreSQL)"
+        )
+    else:
+        print("dlt is not installed: peer rows skipped (pip install -e '.[bench]')")
     copy_out = shlex.join(bench.psql("src", "-c", "COPY work_orders TO STDOUT (FORMAT binary)"))
     copy_in = shlex.join(bench.psql("copy_target", "-c", "COPY work_orders FROM STDIN (FORMAT binary)"))
-    attach = [sys.executable, "-c", (
-        f"import sqlite3; db = sqlite3.connect({str(folder / 'attach.sqlite')!r}); "
-        f"db.execute('ATTACH ' + repr({str(bench.sqlite_source)!r}) + ' AS src'); "
-        "db.execute('CREATE TABLE work_orders AS SELECT * FROM src.work_orders WHERE 0'); "
-        "db.execute('INSERT INTO work_orders SELECT * FROM src.work_orders'); db.commit()"
-    )]
+    attach = [
+        sys.executable,
+        "-c",
+        (
+            f"import sqlite3; db = sqlite3.connect({str(folder / 'attach.sqlite')!r}); "
+            f"db.execute('ATTACH ' + repr({str(bench.sqlite_source)!r}) + ' AS src'); "
+            "db.execute('CREATE TABLE work_orders AS SELECT * FROM src.work_orders WHERE 0'); "
+            "db.execute('INSERT INTO work_orders SELECT * FROM src.work_orders'); db.commit()"
+        ),
+    ]
     for round_ in range(1, runs + 1):
         print(f"round {round_}/{runs}", flush=True)
         bench.vacuum()
@@ -205,6 +273,9 @@ def run(rows: int, runs: int, folder: Path) -> None:
         wall, rss = bench.sync(bench.sqlite_catalog, "mass")
         own, n = bench.own_seconds(f"sqlite:///{bench.sqlite_cache}")
         record(scenarios["S3 sync_assets mass SQLite->SQLite"], wall, rss, own=own, rows=n)
+        if has_dlt:
+            bench.vacuum()
+            record(scenarios["P1 dlt replace PG->PG"], *bench.dlt(), rows=rows)
     report(scenarios)
 
 
@@ -218,14 +289,19 @@ def record(s: Scenario, wall: float, rss: float, *, own: float | None = None, ro
 
 def report(scenarios: dict[str, Scenario]) -> None:
     print()
-    print(f"{'scenario':46} {'sync s':>8} {'process s':>10} {'rows/s':>11} {'peak MiB':>9} {'x base (sync)':>14} {'x base (process)':>17}")
+    columns = ["sync s", "process s", "rows/s", "peak MiB", "x base (sync)", "x base (process)"]
+    widths = [8, 10, 11, 9, 14, 17]
+    print(f"{'scenario':46} " + " ".join(f"{c:>{w}}" for c, w in zip(columns, widths, strict=True)))
     for s in scenarios.values():
         own, wall = statistics.median(s.own), statistics.median(s.walls)
         base = scenarios[s.baseline] if s.baseline else None
         base_own = statistics.median(base.own) if base else None
         ratio = f"{own / base_own:.2f}" if base_own else "1.00"
         ratio_p = f"{wall / statistics.median(base.walls):.2f}" if base else "1.00"
-        print(f"{s.name:46} {own:8.2f} {wall:10.2f} {s.rows / own:11,.0f} {statistics.median(s.rss):9.0f} {ratio:>14} {ratio_p:>17}")
+        rss = statistics.median(s.rss)
+        print(
+            f"{s.name:46} {own:8.2f} {wall:10.2f} {s.rows / own:11,.0f} {rss:9.0f} {ratio:>14} {ratio_p:>17}"
+        )
 
 
 if __name__ == "__main__":
