@@ -111,6 +111,14 @@ def _canonical(name: str, value: Any) -> Any:
     return value
 
 
+def staging_tables(url: sa.URL) -> list[str]:
+    """Staging tables left in the cache (there must never be any after a sync ends)."""
+    engine = sa.create_engine(url)
+    names = [t for t in sa.inspect(engine).get_table_names() if t.startswith("_sync_stage")]
+    engine.dispose()
+    return names
+
+
 def sync_log_rows(url: sa.URL, table: str | None = None) -> list[dict[str, Any]]:
     engine = sa.create_engine(url)
     with engine.connect() as conn:

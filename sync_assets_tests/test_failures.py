@@ -14,6 +14,7 @@ from sync_assets_tests.helpers import (
     make_harness,
     order_row,
     read_rows,
+    staging_tables,
     sync_log_rows,
     upsert_source,
 )
@@ -63,7 +64,7 @@ def test_bad_value_mid_load_leaves_cache_unchanged(
     assert log[-1]["watermark_to"] is None and log[-1]["finished_at"] is not None
     assert "read phase" in log[-1]["error"] and "'qty'" in log[-1]["error"]
     assert log[-1]["rows_read"] == 2000, "the batches staged before the bad one"
-    _assert_no_staging_left(cache_url)
+    assert not staging_tables(cache_url)
 
     # The next run, with the data fixed, picks everything up as if nothing had happened.
     upsert_source(source_url, table, [changed[2199]])
@@ -93,10 +94,4 @@ def test_failure_in_the_swap_rolls_back(tmp_path, monkeypatch, make_database, ca
     assert read_rows(cache_url, "orders") == before
     log = sync_log_rows(cache_url, "orders")
     assert log[-1]["status"] == "failed" and log[-1]["error"].startswith("swap phase: table 'orders'")
-    _assert_no_staging_left(cache_url)
-
-
-def _assert_no_staging_left(url: sa.URL) -> None:
-    engine = sa.create_engine(url)
-    assert not [t for t in sa.inspect(engine).get_table_names() if t.startswith("_sync_stage")]
-    engine.dispose()
+    assert not staging_tables(cache_url)
