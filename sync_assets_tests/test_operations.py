@@ -323,3 +323,81 @@ def test_alerts_reach_a_webhook(tmp_path, monkeypatch, make_database, webhook):
     )
     assert [r["title"] for r in received[2:]] == ["Recovered: src/orders:daily_fresh"]
     assert CHECK_SENSOR in {s.name for s in defs.sensors}
+
+
+def test_max_parallel_holds_across_separate_runs(tmp_path, monkeypatch, make_database):
+    """Two CLI runs of two tables of one source (max_parallel 1): the second waits for a free slot."""
+    import time
+
+    source_url, cache_url = make_database("sqlite"), make_database("sqlite")
+    engine = sa.create_engine(source_url)
+    for name in ("t1", "t2"):
+        create_source(source_url, [order_row(1)], name=name)
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    f"WITH RECURSIVE n(i) AS (SELECT 2 UNION ALL SELECT i + 1 FROM n WHERE i < 400000) "
+                    f"INSERT INTO {name} (id, code, name, amount, qty, active, updated_at) "
+                    "SELECT i, 'K', 'row ' || i, i / 100.0, i % 7, i % 2, '2026-04-01 00:00:00.000000' FROM n"
+                )
+            )
+    engine.dispose()
+    tables = [
+        {"name": n, "source_table": n, "primary_key": ["id"], "direct_copy": False} for n in ("t1", "t2")
+    ]
+    harness = make_harness(
+        tmp_path,
+        monkeypatch,
+        source_url=source_url,
+        cache_url=cache_url,
+        tables=tables,
+        connection={"max_parallel": 1},
+    )
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "SYNC_ASSETS_CATALOG": str(harness.path), "DAGSTER_HOME": str(home)}
+    subprocess.run(
+        [sys.executable, "-c", "import dagster; dagster.DagsterInstance.get()"], env=env, check=True
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "dagster",
+        "asset",
+        "materialize",
+        "-m",
+        "sync_assets.definitions",
+        "--partition",
+        "mass",
+    ]
+
+    def launch(table: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [*command, "--select", f"src/{table}"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    first = launch("t1")
+    deadline = time.monotonic() + 120
+    while not any(r["status"] == "running" for r in _log_if_any(cache_url)):
+        assert first.poll() is None and time.monotonic() < deadline, "t1 never started"
+        time.sleep(0.05)
+    second = launch("t2")
+    out_first, _ = first.communicate(timeout=300)
+    out_second, _ = second.communicate(timeout=300)
+    assert first.returncode == 0, out_first[-2000:]
+    assert second.returncode == 0, out_second[-2000:]
+    assert "waiting, source 'src' already runs 1 sync(s) (max_parallel)" in out_second
+    t1, t2 = sorted(sync_log_rows(cache_url), key=lambda r: r["table_name"])
+    assert t1["status"] == t2["status"] == "succeeded"
+    assert t2["started_at"] >= t1["finished_at"], "the second sync started only once the first had finished"
+
+
+def _log_if_any(url: sa.URL) -> list[dict]:
+    engine = sa.create_engine(url)
+    exists = sa.inspect(engine).has_table("sync_log")
+    engine.dispose()
+    return sync_log_rows(url) if exists else []

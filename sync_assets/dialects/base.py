@@ -88,6 +88,12 @@ class Dialect:
         """
         return isinstance(error, sa.exc.DBAPIError) and error.connection_invalidated
 
+    def serialize_starts(self, conn: sa.Connection) -> None:
+        """Make concurrent sync starts take turns (counting a source's running syncs is racy otherwise).
+
+        SQLite's write transaction (BEGIN IMMEDIATE) already does.
+        """
+
     # -- staging ---------------------------------------------------------------------------------
     def staging_table(self, target: sa.Table, *, suffix: str) -> sa.Table:
         """A session temp table shaped like the target, without constraints."""

@@ -63,6 +63,10 @@ class PostgreSQLDialect(Dialect):
             return postgresql.BYTEA()
         return super().column_type(ct)
 
+    def serialize_starts(self, conn: sa.Connection) -> None:
+        # Self-conflicting, so starts take turns; readers of sync_log are not blocked.
+        conn.execute(sa.text("LOCK TABLE sync_log IN SHARE ROW EXCLUSIVE MODE"))
+
     def is_transient(self, error: BaseException) -> bool:
         orig = driver_error(error)
         if not isinstance(orig, psycopg.Error):

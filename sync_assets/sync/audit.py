@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 
 from sync_assets.catalog.models import SYNC_LOG_TABLE
 
 RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
+HOST = socket.gethostname()
 ABANDONED_MESSAGE = "abandoned: the process running this sync ended before it finished"
 ERROR_MAX_CHARS = 4000
 
@@ -19,6 +24,7 @@ sync_log = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("table_name", sa.String(128), nullable=False),
+    sa.Column("source", sa.String(63), comment="catalog connection the rows come from"),
     sa.Column("target_table", sa.String(128), nullable=False),
     sa.Column("update_type", sa.String(16), nullable=False, comment="partition asked for"),
     sa.Column("mode", sa.String(16), comment="full or incremental: what actually ran"),
@@ -33,6 +39,8 @@ sync_log = sa.Table(
     sa.Column("watermark_from", sa.String(64), comment="lower bound read, lookback included"),
     sa.Column("watermark_to", sa.String(64), comment="highest watermark loaded, full precision"),
     sa.Column("error", sa.Text),
+    sa.Column("host", sa.String(255), comment="machine of the process that ran the sync"),
+    sa.Column("pid", sa.Integer, comment="its process id: running rows whose process is gone are abandoned"),
     sa.Index("ix_sync_log_table_status", "table_name", "status", "id"),
 )
 
@@ -62,28 +70,69 @@ def ensure_table(engine: sa.Engine) -> None:
 
 
 def start(
-    conn: sa.Connection, *, table: str, target: str, update_type: str, run_id: str, retention_days: int
-) -> int:
-    """Close attempts a dead process left 'running', purge old rows, open this attempt."""
-    conn.execute(
-        sa.update(sync_log)
-        .where(sync_log.c.table_name == table, sync_log.c.status == RUNNING)
-        .values(status=FAILED, finished_at=now(), error=ABANDONED_MESSAGE)
-    )
+    conn: sa.Connection,
+    *,
+    table: str,
+    target: str,
+    source: str,
+    update_type: str,
+    run_id: str,
+    retention_days: int,
+    max_parallel: int | None = None,
+    is_run_alive: Callable[[str], bool] | None = None,
+) -> int | None:
+    """Open this attempt, or return None while `source` already runs `max_parallel` live syncs.
+
+    Attempts left 'running' by a process that is gone are closed as abandoned first; old rows
+    are purged. Call inside a transaction that serialises starts (see Dialect.serialize_starts).
+    """
+    running = conn.execute(
+        sa.select(sync_log.c.id, sync_log.c.source, sync_log.c.host, sync_log.c.pid, sync_log.c.run_id).where(
+            sync_log.c.status == RUNNING, sa.or_(sync_log.c.table_name == table, sync_log.c.source == source)
+        )
+    ).all()
+    dead = [row.id for row in running if not _alive(row, is_run_alive)]
+    if dead:
+        conn.execute(
+            sa.update(sync_log)
+            .where(sync_log.c.id.in_(dead))
+            .values(status=FAILED, finished_at=now(), error=ABANDONED_MESSAGE)
+        )
+    busy = sum(1 for row in running if row.id not in dead and row.source == source)
+    if max_parallel is not None and busy >= max_parallel:
+        return None
     conn.execute(sa.delete(sync_log).where(sync_log.c.started_at < now() - timedelta(days=retention_days)))
     row = conn.execute(
         sa.insert(sync_log)
         .values(
             table_name=table,
             target_table=target,
+            source=source,
             update_type=update_type,
             run_id=run_id,
             status=RUNNING,
             started_at=now(),
+            host=HOST,
+            pid=os.getpid(),
         )
         .returning(sync_log.c.id)
     )
     return int(row.scalar_one())
+
+
+def _alive(row: sa.Row[Any], is_run_alive: Callable[[str], bool] | None) -> bool:
+    """On this machine, whether the process still exists; elsewhere, what Dagster knows of the run."""
+    if row.host == HOST and row.pid is not None:
+        try:
+            os.kill(row.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    if row.host is None:
+        return False  # written before hosts were recorded: nothing can still be running it
+    return is_run_alive(row.run_id) if is_run_alive and row.run_id else True
 
 
 def succeed(conn: sa.Connection, attempt: int, outcome: Outcome) -> None:

@@ -68,8 +68,13 @@ def run_sync(
     cache_db: SqlDatabase,
     run_id: str,
     log: Log,
+    is_run_alive: Callable[[str], bool] | None = None,
 ) -> SyncResult:
-    """Sync `table` for `update_type`; raises SyncError (secrets masked) when it cannot."""
+    """Sync `table` for `update_type`; raises SyncError (secrets masked) when it cannot.
+
+    `is_run_alive` tells whether a run of another machine still runs (Dagster's run status), for
+    the source's `max_parallel` slots and for closing abandoned attempts.
+    """
     if update_type.is_incremental and table.updated_at is None:
         msg = (
             f"table '{table.name}' has no `updated_at` column, so it can only be synced by the "
@@ -83,6 +88,7 @@ def run_sync(
             cache_db.engine(role="cache", table=table.name) as (cache_engine, cache_dialect),
         ):
             job = _Sync(catalog, table, update_type, run_id, log, secrets)
+            job.is_run_alive = is_run_alive
             return job.run(source_engine, source_dialect, cache_engine, cache_dialect)
     except SyncError as err:
         err.args = (redact(str(err), secrets),)
@@ -108,6 +114,7 @@ class _Sync:
         self.rows_read = 0
         self.mode: str | None = None
         self.phase = "plan"
+        self.is_run_alive: Callable[[str], bool] | None = None
 
     def run(
         self,
@@ -116,18 +123,10 @@ class _Sync:
         cache_engine: sa.Engine,
         cache_dialect: Dialect,
     ) -> SyncResult:
-        started = time.monotonic()
         audit.ensure_table(cache_engine)
         with cache_engine.connect() as cache:
-            with cache_dialect.write_transaction(cache):
-                attempt = audit.start(
-                    cache,
-                    table=self.table.name,
-                    target=self.table.target,
-                    update_type=self.update_type.value,
-                    run_id=self.run_id,
-                    retention_days=self.catalog.defaults.sync_log_retention_days,
-                )
+            attempt = self._open_attempt(cache, cache_dialect)
+            started = time.monotonic()
             try:
                 with source_engine.connect() as source_conn:
                     result = self._sync(source_conn, source_dialect, cache, cache_dialect, attempt, started)
@@ -144,6 +143,36 @@ class _Sync:
                     err.args = (f"{err} ({self.update_type.value} sync, {self.phase} phase)",)
                 raise
         return result
+
+    def _open_attempt(self, cache: sa.Connection, dialect: Dialect) -> int:
+        """The sync_log row of this attempt, once the source has a free slot (`max_parallel`)."""
+        max_parallel = self.catalog.connections[self.table.source].max_parallel
+        pause, waited, last_said = 0.5, 0.0, -60.0
+        while True:
+            with dialect.write_transaction(cache):
+                dialect.serialize_starts(cache)
+                attempt = audit.start(
+                    cache,
+                    table=self.table.name,
+                    target=self.table.target,
+                    source=self.table.source,
+                    update_type=self.update_type.value,
+                    run_id=self.run_id,
+                    retention_days=self.catalog.defaults.sync_log_retention_days,
+                    max_parallel=max_parallel,
+                    is_run_alive=self.is_run_alive,
+                )
+            if attempt is not None:
+                return attempt
+            if waited - last_said >= 60:
+                last_said = waited
+                self.log(
+                    f"{self.table.name}: waiting, source '{self.table.source}' already runs "
+                    f"{max_parallel} sync(s) (max_parallel)"
+                )
+            time.sleep(pause)
+            waited += pause
+            pause = min(pause * 1.5, 15.0)
 
     def _sync(
         self,
