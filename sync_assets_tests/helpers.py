@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -109,6 +111,35 @@ def _canonical(name: str, value: Any) -> Any:
     if name == "due" and isinstance(value, str):
         return date.fromisoformat(value)
     return value
+
+
+def grow_source(url: sa.URL, *, first_id: int, rows: int, name: str = "orders") -> None:
+    """Append `rows` generated rows inside SQLite itself (fast, no Python loop)."""
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "WITH RECURSIVE n(i) AS (SELECT :first UNION ALL SELECT i + 1 FROM n WHERE i < :first + :rows - 1) "
+                f"INSERT INTO {name} (id, code, name, amount, big_amount, ratio, qty, active, due, note, payload, "
+                "updated_at) SELECT i, 'K' || (i % 100), 'bulk row ' || i, (i % 100000) / 100.0, NULL, i / 3.0, "
+                "i % 1000, i % 2, '2026-01-01', NULL, NULL, "
+                "'2026-04-01 00:00:00.' || substr('000000' || (i % 1000000), -6) FROM n"
+            ),
+            {"first": first_id, "rows": rows},
+        )
+    engine.dispose()
+
+
+def materialize_cli(
+    catalog: Path, home: Path, *, select: str, partition: str = "mass", **popen: Any
+) -> subprocess.Popen[str]:
+    """`dagster asset materialize` in its own process, on the given catalog and DAGSTER_HOME."""
+    env = {**os.environ, "SYNC_ASSETS_CATALOG": str(catalog), "DAGSTER_HOME": str(home)}
+    command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "sync_assets.definitions"]
+    command += ["--select", select, "--partition", partition]
+    return subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen
+    )
 
 
 def staging_tables(url: sa.URL) -> list[str]:

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from sync_assets_tests.helpers import (
     create_source,
+    grow_source,
     make_harness,
+    materialize_cli,
     order_row,
     read_rows,
     staging_tables,
@@ -23,31 +21,6 @@ from sync_assets_tests.helpers import (
 
 ORDERS = {"name": "orders", "source_table": "orders", "primary_key": ["id"], "updated_at": "updated_at"}
 BIG = 200_000
-
-
-def _grow(url: sa.URL, rows: int) -> None:
-    """Append `rows` generated rows inside SQLite itself (fast, no Python loop)."""
-    engine = sa.create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                "WITH RECURSIVE n(i) AS (SELECT 100000 UNION ALL SELECT i + 1 FROM n WHERE i < 100000 + :rows - 1) "
-                "INSERT INTO orders (id, code, name, amount, big_amount, ratio, qty, active, due, note, payload, updated_at) "
-                "SELECT i, 'K' || (i % 100), 'bulk row ' || i, (i % 100000) / 100.0, NULL, i / 3.0, i % 1000, i % 2, "
-                "'2026-01-01', NULL, NULL, '2026-04-01 00:00:00.' || substr('000000' || (i % 1000000), -6) FROM n"
-            ),
-            {"rows": rows},
-        )
-    engine.dispose()
-
-
-def _cli(catalog: Path, home: Path) -> subprocess.Popen[str]:
-    env = {**os.environ, "SYNC_ASSETS_CATALOG": str(catalog), "DAGSTER_HOME": str(home)}
-    command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "sync_assets.definitions"]
-    command += ["--select", "src/orders", "--partition", "mass"]
-    return subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
-    )
 
 
 @pytest.mark.parametrize("cache_kind", ["sqlite", "postgresql"])
@@ -64,11 +37,11 @@ def test_sigkill_mid_mass_sync_then_recovery(tmp_path, monkeypatch, make_databas
     )
     assert harness.sync("orders", "mass").success
     before = read_rows(cache_url, "orders")
-    _grow(source_url, BIG)
+    grow_source(source_url, first_id=100_000, rows=BIG)
     home = tmp_path / "dagster_home"
     home.mkdir()
 
-    process = _cli(harness.path, home)
+    process = materialize_cli(harness.path, home, select="src/orders", start_new_session=True)
     staged = 0
     deadline = time.monotonic() + 120
     assert process.stdout is not None
@@ -86,7 +59,7 @@ def test_sigkill_mid_mass_sync_then_recovery(tmp_path, monkeypatch, make_databas
     log = sync_log_rows(cache_url, "orders")
     assert [r["status"] for r in log] == ["succeeded", "running"]
 
-    recovery = _cli(harness.path, home)
+    recovery = materialize_cli(harness.path, home, select="src/orders")
     output, _ = recovery.communicate(timeout=300)
     assert recovery.returncode == 0, output[-3000:]
     assert read_rows(cache_url, "orders") == read_rows(source_url, "orders")

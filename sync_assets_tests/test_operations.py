@@ -22,7 +22,9 @@ from sync_assets.resources.alerts import Alerter
 from sync_assets_tests.helpers import (
     create_source,
     failure_message,
+    grow_source,
     make_harness,
+    materialize_cli,
     order_row,
     read_rows,
     sync_log_rows,
@@ -216,16 +218,9 @@ def test_max_parallel_limits_one_source_across_processes(tmp_path, monkeypatch, 
     )
     home = tmp_path / "home"
     home.mkdir()
-    env = {**os.environ, "SYNC_ASSETS_CATALOG": str(harness.path), "DAGSTER_HOME": str(home)}
-    command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "sync_assets.definitions"]
-    done = subprocess.run(
-        [*command, "--select", "*", "--partition", "mass"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = materialize_cli(harness.path, home, select="*")
+    output, _ = done.communicate(timeout=300)
+    assert done.returncode == 0, output[-3000:]
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     with dg.DagsterInstance.get() as instance:
         (run,) = instance.get_runs()
@@ -330,18 +325,9 @@ def test_max_parallel_holds_across_separate_runs(tmp_path, monkeypatch, make_dat
     import time
 
     source_url, cache_url = make_database("sqlite"), make_database("sqlite")
-    engine = sa.create_engine(source_url)
     for name in ("t1", "t2"):
         create_source(source_url, [order_row(1)], name=name)
-        with engine.begin() as conn:
-            conn.execute(
-                sa.text(
-                    f"WITH RECURSIVE n(i) AS (SELECT 2 UNION ALL SELECT i + 1 FROM n WHERE i < 400000) "
-                    f"INSERT INTO {name} (id, code, name, amount, qty, active, updated_at) "
-                    "SELECT i, 'K', 'row ' || i, i / 100.0, i % 7, i % 2, '2026-04-01 00:00:00.000000' FROM n"
-                )
-            )
-    engine.dispose()
+        grow_source(source_url, first_id=2, rows=400_000, name=name)
     tables = [
         {"name": n, "source_table": n, "primary_key": ["id"], "direct_copy": False} for n in ("t1", "t2")
     ]
@@ -359,26 +345,9 @@ def test_max_parallel_holds_across_separate_runs(tmp_path, monkeypatch, make_dat
     subprocess.run(
         [sys.executable, "-c", "import dagster; dagster.DagsterInstance.get()"], env=env, check=True
     )
-    command = [
-        sys.executable,
-        "-m",
-        "dagster",
-        "asset",
-        "materialize",
-        "-m",
-        "sync_assets.definitions",
-        "--partition",
-        "mass",
-    ]
 
     def launch(table: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [*command, "--select", f"src/{table}"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        return materialize_cli(harness.path, home, select=f"src/{table}")
 
     first = launch("t1")
     deadline = time.monotonic() + 120
