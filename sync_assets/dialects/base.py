@@ -20,12 +20,17 @@ from sync_assets.sync.types import ColumnType, Kind, from_sqlalchemy
 
 @dataclass(frozen=True)
 class Capabilities:
-    """Facts about a database that shape the SQL we send it."""
+    """Facts about a database that shape the SQL we send it and the types it can hold exactly."""
 
     max_identifier_length: int
     transactional_ddl: bool  # CREATE/DROP roll back with the transaction
     temp_tables_per_session: bool  # staging can live in a session temp table
     same_engine_copy: bool = False  # copy_rows() can move rows from a source of the same kind
+    supports_merge: bool = False  # MERGE statement (else INSERT ... ON CONFLICT)
+    max_parameters: int | None = None  # bound parameters per statement (SQL Server: 2,100)
+    max_decimal_precision: int | None = None  # widest exact DECIMAL; None = unbounded numeric
+    max_fractional_digits: int = 6  # sub-second digits a timestamp/time column keeps
+    time_zones: bool = True  # a timestamp column can keep the instant of a zoned value
 
 
 class Dialect:
@@ -68,6 +73,24 @@ class Dialect:
                 return sa.Time()
             case Kind.BINARY:
                 return sa.LargeBinary()
+
+    def loss(self, ct: ColumnType) -> str | None:
+        """What `column_type(ct)` cannot hold of `ct`, in words; None when the mapping is lossless.
+
+        Driven by `capabilities`, so a dialect states its limits once and the contract follows.
+        """
+        caps = self.capabilities
+        digits = caps.max_decimal_precision
+        if ct.kind is Kind.DECIMAL and digits is not None and (ct.precision or digits + 1) > digits:
+            return f"{ct.describe()} needs more than the {digits} digits a {self.name} DECIMAL keeps"
+        if ct.kind in (Kind.DATETIME, Kind.TIME) and (ct.precision or 0) > caps.max_fractional_digits:
+            return (
+                f"{ct.precision} fractional second digits, the {self.name} cache keeps "
+                f"{caps.max_fractional_digits}"
+            )
+        if ct.kind is Kind.DATETIME and ct.timezone and not caps.time_zones:
+            return f"time zone, the {self.name} cache has no zoned timestamp"
+        return None
 
     def type_family(self, type_: sa.types.TypeEngine[Any]) -> str:
         """A coarse family used to tell whether an existing cache column still fits."""
