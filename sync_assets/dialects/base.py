@@ -73,6 +73,8 @@ class Dialect:
                 return sa.Time()
             case Kind.BINARY:
                 return sa.LargeBinary()
+            case Kind.UUID:
+                return sa.Uuid(as_uuid=False)
 
     def loss(self, ct: ColumnType) -> str | None:
         """What `column_type(ct)` cannot hold of `ct`, in words; None when the mapping is lossless.

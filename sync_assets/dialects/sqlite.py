@@ -69,6 +69,8 @@ class SQLiteDialect(Dialect):
     def column_type(self, ct: ColumnType) -> sa.types.TypeEngine[Any]:
         if ct.kind is Kind.DECIMAL and (ct.precision is None or ct.precision > EXACT_NUMERIC_DIGITS):
             return sa.Text()
+        if ct.kind is Kind.UUID:
+            return sa.String(36)  # SQLAlchemy's Uuid would store 32 hex digits without dashes
         return super().column_type(ct)
 
     @contextmanager

@@ -17,6 +17,8 @@ from sync_assets.errors import UnsupportedType
 
 # polars' Decimal holds at most 38 digits; wider or unbounded numerics travel as exact text.
 POLARS_MAX_DECIMAL_PRECISION = 38
+# Batches carry microseconds, or nanoseconds for sources that have more fractional digits.
+MICROSECOND_DIGITS = 6
 
 
 class Kind(StrEnum):
@@ -29,26 +31,28 @@ class Kind(StrEnum):
     DATETIME = "datetime"
     TIME = "time"
     BINARY = "binary"
+    UUID = "uuid"  # carried as canonical 36-character text, so no driver can swap its bytes
 
 
 @dataclass(frozen=True)
 class ColumnType:
     kind: Kind
     bits: int | None = None  # INTEGER: 16, 32 or 64
-    precision: int | None = None  # DECIMAL digits; DATETIME/TIME fractional digits
+    precision: int | None = None  # DECIMAL digits (None = unbounded); DATETIME/TIME fractional digits
     scale: int | None = None  # DECIMAL
     length: int | None = None  # STRING/BINARY maximum length, None = unbounded
     timezone: bool = False  # DATETIME
 
     def describe(self) -> str:
         if self.kind is Kind.DECIMAL:
-            return f"decimal({self.precision},{self.scale})" if self.precision else "decimal"
+            return f"decimal({self.precision},{self.scale})" if self.precision else "unbounded decimal"
         if self.kind is Kind.INTEGER:
             return f"int{self.bits}"
         if self.kind is Kind.STRING and self.length:
             return f"string({self.length})"
-        if self.kind is Kind.DATETIME and self.timezone:
-            return "datetime with time zone"
+        if self.kind is Kind.DATETIME:
+            digits = f"({self.precision})" if self.precision is not None else ""
+            return f"datetime{digits} with time zone" if self.timezone else f"datetime{digits}"
         return self.kind.value
 
 
@@ -74,7 +78,7 @@ def from_sqlalchemy(type_: sa.types.TypeEngine[object], *, table: str, column: s
     if isinstance(t, sqltypes.Time):
         return ColumnType(Kind.TIME, precision=getattr(t, "precision", None))
     if isinstance(t, sqltypes.Uuid):
-        return ColumnType(Kind.STRING, length=36)
+        return ColumnType(Kind.UUID)
     if isinstance(t, sqltypes.JSON):
         return ColumnType(Kind.STRING)
     if isinstance(t, sqltypes.String):
@@ -131,8 +135,11 @@ def polars_dtype(ct: ColumnType) -> pl.DataType:
         case Kind.DATE:
             return pl.Date()
         case Kind.DATETIME:
-            return pl.Datetime("us", "UTC" if ct.timezone else None)
+            unit = "ns" if (ct.precision or 0) > MICROSECOND_DIGITS else "us"
+            return pl.Datetime(unit, "UTC" if ct.timezone else None)
         case Kind.TIME:
             return pl.Time()
         case Kind.BINARY:
             return pl.Binary()
+        case Kind.UUID:
+            return pl.String()
