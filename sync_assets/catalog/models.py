@@ -144,6 +144,10 @@ class TableSpec(_Strict):
     arrow_read: bool = Field(
         default=True, description="read through the driver's Arrow batches where it has them"
     )
+    allow_lossy: list[str] = Field(
+        default_factory=list,
+        description="cache columns (or '*') whose type the cache cannot hold exactly, accepted knowingly",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> TableSpec:
