@@ -51,6 +51,18 @@ class UnsupportedType(SyncError):
         self.column = column
 
 
+class LossyType(SyncError):
+    """The cache cannot hold a source column's values exactly, and the catalog did not allow it."""
+
+    def __init__(self, table: str, column: str, source_type: str, loss: str) -> None:
+        msg = (
+            f"table '{table}': column '{column}' ({source_type}) would lose data in the cache: {loss}; "
+            f"nothing was changed (list the column under `allow_lossy` to accept the loss)"
+        )
+        super().__init__(msg, table=table)
+        self.column = column
+
+
 class SchemaMismatch(SyncError):
     """The existing target table no longer matches what the source delivers; nothing was changed."""
 

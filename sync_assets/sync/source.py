@@ -139,3 +139,6 @@ def _check_columns(source: Source) -> None:
             raise ColumnNotFound(table.name, key, "primary key", names)
     if table.updated_at is not None and table.updated_at not in names:
         raise ColumnNotFound(table.name, table.updated_at, "updated_at (watermark)", names)
+    for lossy in table.allow_lossy:
+        if lossy != "*" and lossy not in names:
+            raise ColumnNotFound(table.name, lossy, "allow_lossy", names)

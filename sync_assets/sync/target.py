@@ -5,16 +5,23 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from sync_assets.dialects import Dialect
-from sync_assets.errors import SchemaMismatch
+from sync_assets.errors import LossyType, SchemaMismatch
 from sync_assets.sync.source import Source
 
 
 def target_table(source: Source, dialect: Dialect) -> sa.Table:
-    """The target's definition: mapped types, the primary key, an index on the watermark."""
+    """The target's definition: mapped types, the primary key, an index on the watermark.
+
+    Raises LossyType when the cache cannot hold a column exactly and `allow_lossy` does not name it.
+    """
     spec = source.table
+    accepted = set(spec.allow_lossy)
     columns = []
     for c in source.columns:
         assert c.type is not None
+        loss = dialect.loss(c.type)
+        if loss is not None and c.name not in accepted and "*" not in accepted:
+            raise LossyType(spec.name, c.name, c.type.describe(), loss)
         columns.append(
             sa.Column(
                 c.name,
