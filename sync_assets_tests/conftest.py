@@ -64,11 +64,21 @@ def make_sqlite_database(tmp_path: Path) -> Callable[[], sa.URL]:
 
 
 @pytest.fixture
+def make_duckdb_database(tmp_path: Path) -> Callable[[], sa.URL]:
+    def make() -> sa.URL:
+        return sa.make_url(f"duckdb:///{tmp_path / f'db_{next(_counter)}.duckdb'}")
+
+    return make
+
+
+@pytest.fixture
 def make_database(request: pytest.FixtureRequest) -> Callable[[str], sa.URL]:
-    """make_database("sqlite" | "postgresql") -> URL of an empty database (the server starts lazily)."""
+    """make_database("sqlite" | "postgresql" | "duckdb") -> URL of an empty database (servers start lazily)."""
 
     def make(kind: str) -> sa.URL:
-        fixture = "make_pg_database" if kind == "postgresql" else "make_sqlite_database"
+        fixture = {"postgresql": "make_pg_database", "duckdb": "make_duckdb_database"}.get(
+            kind, "make_sqlite_database"
+        )
         return request.getfixturevalue(fixture)()
 
     return make

@@ -22,6 +22,10 @@ PAIRS = [
     ("postgresql", "postgresql"),
     ("sqlite", "postgresql"),
     ("postgresql", "sqlite"),
+    ("duckdb", "duckdb"),
+    ("sqlite", "duckdb"),
+    ("postgresql", "duckdb"),
+    ("duckdb", "postgresql"),
 ]
 
 

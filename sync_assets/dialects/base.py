@@ -249,7 +249,11 @@ def _family(type_: sa.types.TypeEngine[Any]) -> str:
     return type(type_).__name__.lower()
 
 
-_MODULES = {"sqlite": "sync_assets.dialects.sqlite", "postgresql": "sync_assets.dialects.postgresql"}
+_MODULES = {
+    "sqlite": "sync_assets.dialects.sqlite",
+    "postgresql": "sync_assets.dialects.postgresql",
+    "duckdb": "sync_assets.dialects.duckdb",
+}
 _LOADED: dict[str, Dialect] = {}
 
 

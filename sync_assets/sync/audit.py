@@ -22,7 +22,8 @@ metadata = sa.MetaData()
 sync_log = sa.Table(
     SYNC_LOG_TABLE,
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    # The sequence is used only where there is no autoincrement type (DuckDB).
+    sa.Column("id", sa.Integer, sa.Sequence("sync_log_id_seq", optional=True), primary_key=True),
     sa.Column("table_name", sa.String(128), nullable=False),
     sa.Column("source", sa.String(63), comment="catalog connection the rows come from"),
     sa.Column("target_table", sa.String(128), nullable=False),

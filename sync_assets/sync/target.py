@@ -28,6 +28,7 @@ def target_table(source: Source, dialect: Dialect) -> sa.Table:
                 dialect.column_type(c.type),
                 primary_key=c.name in spec.primary_key,
                 nullable=c.name not in spec.primary_key,
+                autoincrement=False,  # keys come from the source, never from the cache
             )
         )
     table = sa.Table(spec.target, sa.MetaData(), *columns)

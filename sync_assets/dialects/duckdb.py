@@ -1,0 +1,294 @@
+"""DuckDB as cache and source: batches loaded from Arrow natively, ON CONFLICT upserts.
+
+duckdb-engine derives its SQLAlchemy dialect from PostgreSQL's, whose reflection queries
+(pg_collation, REGCLASS casts) DuckDB does not answer under SQLAlchemy 2.1, and whose
+autoincrement is SERIAL, which DuckDB lacks. `DuckDBReflectingDialect` answers reflection from
+DuckDB's own catalog functions and uses sequences; it is registered under the `duckdb` URL
+scheme when sync_assets.dialects is imported, so `duckdb:///path.duckdb` URLs get it.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import duckdb_engine
+import polars as pl
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import default
+from sqlalchemy.ext.compiler import compiles
+
+from sync_assets.dialects.base import Capabilities, Dialect, driver_error
+from sync_assets.errors import UnsupportedType
+from sync_assets.sync.reader import cast_batch
+from sync_assets.sync.types import ColumnType, Kind, from_sqlalchemy
+
+# A DuckDB file has one writing process at a time; a second one fails to open it at once
+# ("Could not set lock on file"). Waiting for it beats failing, like SQLite's busy timeout.
+LOCK_WAIT_SECONDS = 300
+ARROW_BATCH_ROWS = 100_000
+_BATCH_VIEW = "_sync_batch"
+
+
+class TIMESTAMP_NS(sa.DateTime):
+    """DuckDB's nanosecond timestamp."""
+
+    __visit_name__ = "TIMESTAMP_NS"
+    precision = 9
+
+
+@compiles(TIMESTAMP_NS)
+def _timestamp_ns(element: TIMESTAMP_NS, compiler: Any, **kw: Any) -> str:
+    return "TIMESTAMP_NS"
+
+
+_DECIMAL = re.compile(r"DECIMAL\((\d+),\s*(\d+)\)")
+_SIMPLE_TYPES: dict[str, Callable[[], sa.types.TypeEngine[Any]]] = {
+    "BOOLEAN": sa.Boolean,
+    "TINYINT": sa.SmallInteger,
+    "SMALLINT": sa.SmallInteger,
+    "UTINYINT": sa.SmallInteger,
+    "INTEGER": sa.Integer,
+    "USMALLINT": sa.Integer,
+    "BIGINT": sa.BigInteger,
+    "UINTEGER": sa.BigInteger,
+    "UBIGINT": lambda: sa.Numeric(20, 0),
+    "HUGEINT": lambda: sa.Numeric(38, 0),
+    "UHUGEINT": lambda: sa.Numeric(39, 0),
+    "FLOAT": sa.Float,
+    "DOUBLE": sa.Double,
+    "VARCHAR": sa.String,
+    "BLOB": sa.LargeBinary,
+    "DATE": sa.Date,
+    "TIME": sa.Time,
+    "TIMESTAMP": lambda: postgresql.TIMESTAMP(precision=6),
+    "TIMESTAMP_MS": lambda: postgresql.TIMESTAMP(precision=3),
+    "TIMESTAMP_S": lambda: postgresql.TIMESTAMP(precision=0),
+    "TIMESTAMP_NS": TIMESTAMP_NS,
+    "TIMESTAMP WITH TIME ZONE": lambda: postgresql.TIMESTAMP(timezone=True, precision=6),
+    "UUID": lambda: sa.Uuid(as_uuid=False),
+}
+
+
+def reflected_type(data_type: str) -> sa.types.TypeEngine[Any]:
+    """A DuckDB type name as duckdb_columns() spells it, as a SQLAlchemy type (NullType if unknown)."""
+    if match := _DECIMAL.fullmatch(data_type):
+        return sa.Numeric(int(match[1]), int(match[2]))
+    factory = _SIMPLE_TYPES.get(data_type)
+    return factory() if factory else sa.types.NullType()
+
+
+class _DDLCompiler(duckdb_engine.Dialect.ddl_compiler):  # type: ignore[name-defined,misc]
+    def get_column_specification(self, column: sa.Column[Any], **kw: Any) -> str:
+        """An autoincrement key takes its Sequence's nextval() where PostgreSQL would say SERIAL."""
+        sequence = column.default
+        if isinstance(sequence, sa.Sequence) and column is column.table._autoincrement_column:
+            kind = self.dialect.type_compiler_instance.process(column.type)
+            next_value = f"nextval('{self.preparer.format_sequence(sequence)}')"
+            spec = f"{self.preparer.format_column(column)} {kind} DEFAULT {next_value}"
+            return spec if column.nullable else f"{spec} NOT NULL"
+        return super().get_column_specification(column, **kw)
+
+
+class DuckDBReflectingDialect(duckdb_engine.Dialect):
+    """duckdb-engine with reflection from duckdb_columns()/duckdb_constraints()/duckdb_indexes()."""
+
+    name = "duckdb"
+    sequences_optional = False  # DuckDB has no SERIAL: autoincrement keys take their Sequence
+    ddl_compiler = _DDLCompiler
+    supports_statement_cache = False
+    supports_native_decimal = True  # DuckDB hands out Decimals; don't round them through float
+
+    # The PostgreSQL multi-table reflection queries fail on DuckDB: reflect one table at a time.
+    get_multi_columns = default.DefaultDialect.get_multi_columns
+    get_multi_pk_constraint = default.DefaultDialect.get_multi_pk_constraint
+    get_multi_indexes = default.DefaultDialect.get_multi_indexes
+    get_multi_foreign_keys = default.DefaultDialect.get_multi_foreign_keys
+    get_multi_unique_constraints = default.DefaultDialect.get_multi_unique_constraints
+    get_multi_check_constraints = default.DefaultDialect.get_multi_check_constraints
+    get_multi_table_comment = default.DefaultDialect.get_multi_table_comment
+    get_multi_table_options = default.DefaultDialect.get_multi_table_options
+
+    def _catalog(self, connection: sa.Connection, function: str, table: str, schema: str | None) -> Any:
+        statement = sa.text(
+            f"SELECT * FROM {function}() WHERE table_name = :table "
+            "AND (schema_name = :schema OR (:schema IS NULL AND schema_name IN ('main', 'temp')))"
+        )
+        return connection.execute(statement, {"table": table, "schema": schema}).mappings().all()
+
+    def has_table(
+        self, connection: sa.Connection, table_name: str, schema: str | None = None, **kw: Any
+    ) -> bool:
+        return bool(self._catalog(connection, "duckdb_tables", table_name, schema))
+
+    def get_columns(
+        self, connection: sa.Connection, table_name: str, schema: str | None = None, **kw: Any
+    ) -> list[dict[str, Any]]:
+        rows = self._catalog(connection, "duckdb_columns", table_name, schema)
+        if not rows:
+            raise sa.exc.NoSuchTableError(table_name)
+        return [
+            {
+                "name": row["column_name"],
+                "type": reflected_type(row["data_type"]),
+                "nullable": row["is_nullable"],
+                "default": row["column_default"],
+                "autoincrement": False,
+            }
+            for row in sorted(rows, key=lambda r: r["column_index"])
+        ]
+
+    def get_pk_constraint(
+        self, connection: sa.Connection, table_name: str, schema: str | None = None, **kw: Any
+    ) -> dict[str, Any]:
+        rows = self._catalog(connection, "duckdb_constraints", table_name, schema)
+        for row in rows:
+            if row["constraint_type"] == "PRIMARY KEY":
+                return {"constrained_columns": list(row["constraint_column_names"]), "name": None}
+        return {"constrained_columns": [], "name": None}
+
+    def get_indexes(
+        self, connection: sa.Connection, table_name: str, schema: str | None = None, **kw: Any
+    ) -> list[dict[str, Any]]:
+        rows = self._catalog(connection, "duckdb_indexes", table_name, schema)
+        return [
+            {
+                "name": row["index_name"],
+                "column_names": _index_columns(row["expressions"]),
+                "unique": bool(row["is_unique"]),
+            }
+            for row in rows
+        ]
+
+    def get_foreign_keys(self, *args: Any, **kw: Any) -> list[dict[str, Any]]:
+        return []
+
+    def get_unique_constraints(self, *args: Any, **kw: Any) -> list[dict[str, Any]]:
+        return []
+
+    def get_check_constraints(self, *args: Any, **kw: Any) -> list[dict[str, Any]]:
+        return []
+
+    def get_table_comment(self, *args: Any, **kw: Any) -> dict[str, Any]:
+        return {"text": None}
+
+    def get_table_options(self, *args: Any, **kw: Any) -> dict[str, Any]:
+        return {}
+
+
+def _index_columns(expressions: Any) -> list[str]:
+    """duckdb_indexes() lists an index's columns as expressions, e.g. ['"updated_at"']."""
+    items = expressions if isinstance(expressions, list) else str(expressions).strip("[]").split(",")
+    return [str(item).strip().strip("'").strip('"') for item in items]
+
+
+class DuckDBDialect(Dialect):
+    name = "duckdb"
+    capabilities = Capabilities(
+        max_identifier_length=255,
+        transactional_ddl=True,
+        temp_tables_per_session=True,
+        max_decimal_precision=38,  # https://duckdb.org/docs/stable/sql/data_types/numeric
+        max_fractional_digits=9,  # TIMESTAMP_NS; TIME keeps microseconds (see loss())
+    )
+
+    def engine_options(self, url: sa.URL, *, role: str) -> dict[str, Any]:
+        if role == "cache" and url.database and url.database != ":memory:":
+            Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        return {}
+
+    def prepare_engine(self, engine: sa.Engine, *, role: str) -> None:
+        @sa.event.listens_for(engine, "do_connect")
+        def _wait_for_file_lock(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+            deadline = time.monotonic() + LOCK_WAIT_SECONDS
+            pause = 0.05
+            while True:
+                try:
+                    return dialect.connect(*cargs, **cparams)
+                except duckdb.IOException:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(pause)
+                    pause = min(pause * 2, 1.0)
+
+    def source_type(self, type_: sa.types.TypeEngine[Any], *, table: str, column: str) -> ColumnType:
+        if isinstance(type_, sa.types.NullType):
+            raise UnsupportedType(table, column, "a nested or interval DuckDB type")
+        return from_sqlalchemy(type_, table=table, column=column)
+
+    def column_type(self, ct: ColumnType) -> sa.types.TypeEngine[Any]:
+        match ct.kind:
+            case Kind.DATETIME if (ct.precision or 0) > 6 and not ct.timezone:
+                return TIMESTAMP_NS()
+            case Kind.DATETIME:
+                return postgresql.TIMESTAMP(timezone=ct.timezone)
+            case Kind.DECIMAL if ct.precision is None or ct.precision > 38:
+                return sa.Numeric(38, min(ct.scale if ct.scale is not None else 10, 38))
+            case Kind.STRING:
+                return sa.String()  # VARCHAR: DuckDB ignores lengths
+            case Kind.BINARY:
+                return sa.LargeBinary()
+            case Kind.FLOAT:
+                return sa.Double()
+        return super().column_type(ct)
+
+    def loss(self, ct: ColumnType) -> str | None:
+        if ct.kind is Kind.TIME and (ct.precision or 0) > 6:
+            return f"{ct.precision} fractional second digits, a duckdb TIME keeps 6"
+        if ct.kind is Kind.DATETIME and ct.timezone and (ct.precision or 0) > 6:
+            return f"{ct.precision} fractional second digits, a duckdb TIMESTAMPTZ keeps 6"
+        return super().loss(ct)
+
+    def type_family(self, type_: sa.types.TypeEngine[Any]) -> str:
+        return "datetime" if isinstance(type_, TIMESTAMP_NS) else super().type_family(type_)
+
+    def is_transient(self, error: BaseException) -> bool:
+        """DuckDB has no error codes; its exception classes are the codes.
+
+        A write-write conflict between transactions and a file held by another process clear
+        up by themselves (https://duckdb.org/docs/stable/connect/concurrency).
+        """
+        orig = driver_error(error)
+        if isinstance(orig, duckdb.TransactionException | duckdb.IOException):
+            return True
+        return super().is_transient(error)
+
+    def bulk_load(self, conn: sa.Connection, staging: sa.Table, frame: pl.DataFrame) -> None:
+        """INSERT ... SELECT from the batch registered as an Arrow view: no rows through Python."""
+        if frame.is_empty():
+            return
+        raw = conn.connection.driver_connection
+        quote = conn.dialect.identifier_preparer.quote
+        raw.register(_BATCH_VIEW, frame.to_arrow())  # type: ignore[union-attr]
+        try:
+            columns = ", ".join(quote(name) for name in frame.columns)
+            raw.execute(  # type: ignore[union-attr]
+                f"INSERT INTO {quote(staging.name)} ({columns}) SELECT {columns} FROM {_BATCH_VIEW}"
+            )
+        finally:
+            raw.unregister(_BATCH_VIEW)  # type: ignore[union-attr]
+
+    def arrow_batches(
+        self, source: sa.Connection, statement: sa.Select[Any], *, schema: dict[str, pl.DataType], table: str
+    ) -> Iterator[pl.DataFrame]:
+        """DuckDB's own record-batch reader: columnar to Arrow, no Python objects per value."""
+        compiled = statement.compile(dialect=source.dialect)
+        positions = compiled.positiontup or []
+        params = [compiled.params[name] for name in positions]
+        # A cursor of its own: DuckDB refuses new work on a connection whose last result (the
+        # max-watermark query) was not read to its end.
+        with source.connection.driver_connection.duplicate() as cursor:  # type: ignore[union-attr]
+            reader = cursor.sql(compiled.string, params=params).to_arrow_reader(ARROW_BATCH_ROWS)
+            for batch in reader:
+                yield cast_batch(pl.from_arrow(batch), schema, table=table)  # type: ignore[arg-type]
+
+    def insert(self, table: sa.Table) -> Any:
+        return postgresql.insert(table)
+
+
+DIALECT = DuckDBDialect()
