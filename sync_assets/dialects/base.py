@@ -253,6 +253,7 @@ _MODULES = {
     "sqlite": "sync_assets.dialects.sqlite",
     "postgresql": "sync_assets.dialects.postgresql",
     "duckdb": "sync_assets.dialects.duckdb",
+    "mssql": "sync_assets.dialects.mssql",
 }
 _LOADED: dict[str, Dialect] = {}
 

@@ -1,0 +1,286 @@
+"""SQL Server as source and cache: #temp staging loaded with fast_executemany, one MERGE per upsert.
+
+pyodbc is imported only where a connection already exists, so this module (and compiling its
+SQL) works on machines without unixODBC.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterator, Sequence
+from typing import Any, Final
+
+import polars as pl
+import sqlalchemy as sa
+from sqlalchemy.dialects import mssql
+from sqlalchemy.sql import sqltypes
+
+from sync_assets.dialects import odbc
+from sync_assets.dialects.base import Capabilities, Dialect, driver_error, latest_per_key
+from sync_assets.dialects.merge import Merge
+from sync_assets.errors import SyncTransientError
+from sync_assets.sync.types import ColumnType, Kind, from_sqlalchemy
+
+# https://learn.microsoft.com/en-us/sql/sql-server/maximum-capacity-specifications-for-sql-server
+MAX_PARAMETERS: Final = 2100
+# SQLAlchemy's own limit for multi-row VALUES (dialects/mssql/base.py): "in fact you can have
+# 2099 parameters", the RPC call takes one of them.
+USABLE_PARAMETERS: Final = MAX_PARAMETERS - 1
+# A table value constructor takes at most 1000 rows (error 10738).
+MAX_VALUES_ROWS: Final = 1000
+# Temp table names are padded to 128 characters internally, so they may have only 116
+# (https://learn.microsoft.com/en-us/sql/t-sql/statements/create-table-transact-sql#temporary-tables).
+TEMP_NAME_LENGTH: Final = 116
+MAX_NVARCHAR: Final = 4000  # longer is NVARCHAR(max)
+MAX_VARBINARY: Final = 8000
+MAX_DIGITS: Final = 38
+# An unbounded source decimal has no declared scale: ten fractional digits, and Dialect.loss()
+# reports the mapping as lossy (values with more digits fail on insert or round).
+UNBOUNDED_DECIMAL_SCALE: Final = 10
+FRACTIONAL_DIGITS: Final = 7  # DATETIME2(7), DATETIMEOFFSET(7), TIME(7): 100 ns
+DATETIME_DIGITS: Final = 3  # the legacy DATETIME type (1/300 s)
+SYNC_LOCK: Final = "sync_assets.sync_log"
+
+# Retryable errors, by SQLSTATE and by SQL Server error number. The numbers are SqlClient's
+# baseline transient list (https://learn.microsoft.com/en-us/dotnet/api/
+# microsoft.data.sqlclient.sqlconfigurableretryfactory.baselinetransienterrors) plus 1205/1222
+# and the client timeout -2; SQLSTATEs per https://learn.microsoft.com/en-us/sql/odbc/reference/
+# appendixes/appendix-a-odbc-error-codes (08xxx connection, HYT00/HYT01 timeouts, 40001 deadlock).
+TRANSIENT_CLASSES: Final = ("08",)
+TRANSIENT_STATES: Final = frozenset({"HYT00", "HYT01", "40001"})
+TRANSIENT_NUMBERS: Final = frozenset(
+    {-2, 20, 64, 233, 997, 1204, 1205, 1222, 4060, 4221, 10053, 10054, 10060, 10928, 10929}
+    | {40143, 40197, 40501, 40540, 40613, 42108, 42109, 49918, 49919, 49920}
+)
+# pyodbc formats each diagnostic record as "[SQLSTATE] message (native number) (SQLFunction)",
+# later records as "; [SQLSTATE] message (native number)".
+_NATIVE_NUMBER = re.compile(r"\((-?\d+)\)(?= \(SQL\w*\)|;|$)")
+_SQLSTATE = re.compile(r"[0-9A-Z]{5}")
+
+
+class MSSQLDialect(Dialect):
+    name = "mssql"
+    capabilities = Capabilities(
+        max_identifier_length=128,
+        transactional_ddl=True,
+        temp_tables_per_session=True,
+        supports_merge=True,
+        max_parameters=MAX_PARAMETERS,
+        max_decimal_precision=MAX_DIGITS,
+        max_fractional_digits=FRACTIONAL_DIGITS,
+        time_zones=True,
+    )
+
+    def prepare_engine(self, engine: sa.Engine, *, role: str) -> None:
+        if role != "cache":
+            return
+
+        # Any error aborts the whole transaction server-side too, so a client timeout in the
+        # middle of the swap cannot leave a half-open transaction holding its locks
+        # (https://learn.microsoft.com/en-us/sql/t-sql/statements/set-xact-abort-transact-sql).
+        @sa.event.listens_for(engine, "connect")
+        def _connect(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute("SET XACT_ABORT ON")
+            finally:
+                cursor.close()
+
+    # -- types -----------------------------------------------------------------------------------
+    def text_expression(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        # sa.Text is VARCHAR(max) here, which would replace characters outside the code page.
+        return sa.cast(column, mssql.NVARCHAR())
+
+    def source_type(self, type_: sa.types.TypeEngine[Any], *, table: str, column: str) -> ColumnType:
+        """SQL Server types SQLAlchemy reflects as its own classes. Reflection reports no
+        fractional digits for DATETIME2/DATETIMEOFFSET/TIME, so they count as the maximum, 7."""
+        if isinstance(type_, mssql.TIMESTAMP):  # ROWVERSION: 8 bytes, not a point in time
+            return ColumnType(Kind.BINARY, length=8)
+        if isinstance(type_, mssql.MONEY):
+            return ColumnType(Kind.DECIMAL, precision=19, scale=4)
+        if isinstance(type_, mssql.SMALLMONEY):
+            return ColumnType(Kind.DECIMAL, precision=10, scale=4)
+        if isinstance(type_, mssql.TINYINT):  # 0..255 does not fit a signed byte
+            return ColumnType(Kind.INTEGER, bits=16)
+        if isinstance(type_, mssql.SMALLDATETIME):
+            return ColumnType(Kind.DATETIME, precision=0)
+        if isinstance(type_, mssql.DATETIMEOFFSET | mssql.DATETIME2):
+            digits = type_.precision if type_.precision is not None else FRACTIONAL_DIGITS
+            return ColumnType(
+                Kind.DATETIME, precision=digits, timezone=isinstance(type_, mssql.DATETIMEOFFSET)
+            )
+        if isinstance(type_, mssql.TIME):
+            digits = type_.precision if type_.precision is not None else FRACTIONAL_DIGITS
+            return ColumnType(Kind.TIME, precision=digits)
+        if isinstance(type_, sqltypes.DATETIME):
+            return ColumnType(Kind.DATETIME, precision=DATETIME_DIGITS)
+        return from_sqlalchemy(type_, table=table, column=column)
+
+    def column_type(self, ct: ColumnType) -> sa.types.TypeEngine[Any]:
+        match ct.kind:
+            case Kind.STRING:
+                # NVARCHAR(n) counts UTF-16 code units, and a character beyond the BMP (an
+                # emoji) takes two: n source characters need 2n.
+                if ct.length and ct.length * 2 <= MAX_NVARCHAR:
+                    return mssql.NVARCHAR(ct.length * 2)
+                return mssql.NVARCHAR()
+            case Kind.BINARY:
+                return mssql.VARBINARY(ct.length if ct.length and ct.length <= MAX_VARBINARY else None)
+            case Kind.DECIMAL:
+                return sa.DECIMAL(*decimal_digits(ct))
+            case Kind.FLOAT:
+                return mssql.FLOAT(53)
+            case Kind.BOOLEAN:
+                return mssql.BIT()
+            case Kind.DATETIME if ct.timezone:
+                return mssql.DATETIMEOFFSET(FRACTIONAL_DIGITS)
+            case Kind.DATETIME:
+                return mssql.DATETIME2(FRACTIONAL_DIGITS)
+            case Kind.TIME:
+                return mssql.TIME(FRACTIONAL_DIGITS)
+            case Kind.UUID:
+                return mssql.UNIQUEIDENTIFIER(as_uuid=False)
+        return super().column_type(ct)
+
+    # -- errors ----------------------------------------------------------------------------------
+    def is_transient(self, error: BaseException) -> bool:
+        diagnostics = odbc_diagnostics(driver_error(error))
+        if diagnostics is None:
+            return super().is_transient(error)
+        state, numbers = diagnostics
+        return (
+            state.startswith(TRANSIENT_CLASSES)
+            or state in TRANSIENT_STATES
+            or not numbers.isdisjoint(TRANSIENT_NUMBERS)
+            or super().is_transient(error)
+        )
+
+    def serialize_starts(self, conn: sa.Connection) -> None:
+        # An application lock owned by the transaction: starts take turns, readers of sync_log
+        # are not blocked (https://learn.microsoft.com/en-us/sql/relational-databases/
+        # system-stored-procedures/sp-getapplock-transact-sql).
+        conn.execute(applock_statement(), {"resource": SYNC_LOCK})
+        mode = conn.execute(applock_mode_query(), {"resource": SYNC_LOCK}).scalar()
+        if mode != "Exclusive":
+            msg = f"could not take the application lock {SYNC_LOCK} (holding: {mode})"
+            raise SyncTransientError(msg)
+
+    # -- staging ---------------------------------------------------------------------------------
+    def staging_table(self, target: sa.Table, *, suffix: str) -> sa.Table:
+        """A #temp table of this session. Its text columns take the database's collation: tempdb's
+        may differ, and the MERGE would fail comparing keys ("cannot resolve the collation conflict")."""
+        name = f"#_sync_stage_{target.name}"[: TEMP_NAME_LENGTH - len(suffix)] + suffix
+        columns = [sa.Column(c.name, database_collation(c.type), nullable=True) for c in target.columns]
+        return sa.Table(name, sa.MetaData(), *columns, info={"temporary": True})
+
+    def bulk_load(self, conn: sa.Connection, staging: sa.Table, frame: pl.DataFrame) -> None:
+        if frame.is_empty():
+            return
+        frame = frame.select([c.name for c in staging.columns if c.name in frame.columns])
+        types = {c.name: c.type for c in staging.columns}
+        raw = conn.connection.driver_connection
+        if type(raw).__module__ != "pyodbc":
+            # Other drivers (pymssql): multi-row VALUES within the parameter limit.
+            for statement in values_statements(staging, odbc.to_parameters(frame, types)):
+                conn.execute(statement)
+            return
+        statement = str(sa.insert(staging).compile(dialect=conn.dialect, column_keys=frame.columns))
+        cursor = raw.cursor()  # type: ignore[union-attr]
+        try:
+            odbc.executemany(cursor, statement, frame, types)
+        finally:
+            cursor.close()
+
+    # -- merging ---------------------------------------------------------------------------------
+    def replace_rows(self, conn: sa.Connection, target: sa.Table, staging: sa.Table) -> None:
+        """DELETE + INSERT ... SELECT in the caller's transaction: readers under row versioning
+        (RCSI/SNAPSHOT) see the old rows until the commit, locking readers wait for it."""
+        for statement in replace_statements(target, staging):
+            conn.execute(statement)
+
+    def upsert(
+        self,
+        conn: sa.Connection,
+        target: sa.Table,
+        staging: sa.Table,
+        *,
+        key: Sequence[str],
+        updated_at: str,
+    ) -> tuple[int, int]:
+        """One MERGE of the latest staged version per key; the counts come from one join before it."""
+        count, merge = upsert_statements(target, staging, key=key, updated_at=updated_at)
+        total, updated = conn.execute(count).one()
+        conn.execute(merge)
+        return total - updated, updated
+
+
+def decimal_digits(ct: ColumnType) -> tuple[int, int]:
+    """DECIMAL(p, s) for a decimal; wider than 38 digits keeps the scale, unbounded gets (38, 10)."""
+    if not ct.precision:
+        return MAX_DIGITS, UNBOUNDED_DECIMAL_SCALE
+    return min(ct.precision, MAX_DIGITS), min(ct.scale or 0, MAX_DIGITS)
+
+
+def database_collation(type_: sa.types.TypeEngine[Any]) -> sa.types.TypeEngine[Any]:
+    if not isinstance(type_, sqltypes.String):
+        return type_
+    typed = copy.copy(type_)
+    typed.collation = "DATABASE_DEFAULT"
+    return typed
+
+
+def odbc_diagnostics(error: BaseException) -> tuple[str, frozenset[int]] | None:
+    """SQLSTATE and SQL Server error numbers of a pyodbc error (`args` = (SQLSTATE, message))."""
+    args = getattr(error, "args", ())
+    if len(args) < 2 or not isinstance(args[0], str) or not _SQLSTATE.fullmatch(args[0]):
+        return None
+    message = args[1] if isinstance(args[1], str) else ""
+    return args[0], frozenset(int(n) for n in _NATIVE_NUMBER.findall(message))
+
+
+def applock_statement() -> sa.TextClause:
+    return sa.text(
+        "EXEC sp_getapplock @Resource = :resource, @LockMode = 'Exclusive', @LockOwner = 'Transaction'"
+    )
+
+
+def applock_mode_query() -> sa.TextClause:
+    return sa.text("SELECT APPLOCK_MODE('public', :resource, 'Transaction')")
+
+
+def values_per_statement(columns: int) -> int:
+    """Rows of a multi-row VALUES insert that stay within SQL Server's parameter limit."""
+    return max(1, min(MAX_VALUES_ROWS, USABLE_PARAMETERS // max(columns, 1)))
+
+
+def values_statements(staging: sa.Table, values: pl.DataFrame) -> Iterator[sa.Insert]:
+    for chunk in values.iter_slices(values_per_statement(values.width)):
+        yield sa.insert(staging).values(chunk.to_dicts())
+
+
+def replace_statements(target: sa.Table, staging: sa.Table) -> list[sa.Executable]:
+    """TABLOCKX takes the table at once instead of escalating from millions of row locks;
+    TABLOCK lets the insert be minimally logged and parallel."""
+    names = [c.name for c in target.columns]
+    return [
+        sa.delete(target).with_hint("WITH (TABLOCKX)"),
+        sa.insert(target)
+        .with_hint("WITH (TABLOCK)")
+        .from_select(names, sa.select(*[staging.c[n] for n in names])),
+    ]
+
+
+def upsert_statements(
+    target: sa.Table, staging: sa.Table, *, key: Sequence[str], updated_at: str
+) -> tuple[sa.Select[Any], Merge]:
+    """(staged keys, keys already in the target) and the MERGE, both over the deduplicated rows."""
+    latest = latest_per_key(staging, key=key, updated_at=updated_at)
+    on = sa.and_(*[latest.c[k] == target.c[k] for k in key])
+    count = sa.select(sa.func.count(), sa.func.count(target.c[key[0]])).select_from(
+        latest.outerjoin(target, on)
+    )
+    return count, Merge(target, latest, key=key)
+
+
+DIALECT = MSSQLDialect()

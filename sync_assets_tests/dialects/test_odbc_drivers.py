@@ -1,0 +1,198 @@
+"""odbc.py against real ODBC drivers: psqlODBC for loading, FreeTDS for error classification."""
+
+from __future__ import annotations
+
+import math
+import socket
+import uuid
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
+
+import polars as pl
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from sync_assets.dialects import get_dialect, odbc
+
+INSTALL_HINT = "apt-get install unixodbc odbc-postgresql"
+PSQLODBC = "PostgreSQL Unicode"
+MAX_DECIMAL = Decimal("9999999999999999999999999999.9999999999")
+
+
+def _pyodbc():
+    try:
+        import pyodbc
+    except ImportError:
+        pytest.skip(f"psqlODBC not installed: {INSTALL_HINT}")
+    return pyodbc
+
+
+def _odbc_value(value: str) -> str:
+    """An ODBC connection-string value; braced only when needed (psqlODBC reads "{5432}" as text)."""
+    if any(c in value for c in ";{}") or value != value.strip():
+        return "{" + value.replace("}", "}}") + "}"
+    return value
+
+
+def _connect_psqlodbc(url: sa.URL):
+    pyodbc = _pyodbc()
+    if PSQLODBC not in pyodbc.drivers():
+        pytest.skip(f"psqlODBC not installed: {INSTALL_HINT}")
+    # psqlODBC takes a unix socket directory as its Servername, like libpq's host.
+    server = url.query.get("host") or url.host or "localhost"
+    parts = {
+        "DRIVER": PSQLODBC,
+        "Servername": server if isinstance(server, str) else server[0],
+        "Port": str(url.port or 5432),
+        "Database": url.database or "postgres",
+        "UID": url.username or "",
+        "PWD": url.password or "",
+    }
+    return pyodbc.connect(";".join(f"{k}={_odbc_value(v)}" for k, v in parts.items()), autocommit=False)
+
+
+def _edge_table() -> sa.Table:
+    return sa.Table(
+        "edge",
+        sa.MetaData(),
+        sa.Column("id", sa.BigInteger, primary_key=True),
+        sa.Column("small", sa.SmallInteger),
+        sa.Column("text", sa.UnicodeText),
+        sa.Column("short", sa.Unicode(12)),
+        sa.Column("amount", sa.Numeric(38, 10)),
+        sa.Column("ratio", sa.Double),
+        sa.Column("flag", sa.Boolean),
+        sa.Column("day", sa.Date),
+        sa.Column("at", postgresql.TIMESTAMP(precision=6)),
+        sa.Column("at_ns", postgresql.TIMESTAMP(precision=6)),
+        sa.Column("zoned", postgresql.TIMESTAMP(timezone=True, precision=6)),
+        sa.Column("clock", postgresql.TIME(precision=6)),
+        sa.Column("blob", postgresql.BYTEA),
+        sa.Column("ident", sa.Uuid(as_uuid=False)),
+    )
+
+
+def _edge_frame() -> pl.DataFrame:
+    long_text = "x" * 200_000 + "🚀"
+    return pl.DataFrame(
+        {
+            "id": [1, 2, 3, 4, 5],
+            "small": [-32768, 32767, None, 0, 1],
+            "text": ["", None, "東京 🚀 Zürich 𝄞", long_text, 'O\'Brien "q", comma\n\ttab\\'],
+            "short": ["", None, "🚀🚀🚀", "abc", "naïve"],
+            "amount": [MAX_DECIMAL, -MAX_DECIMAL, Decimal("-0E-10"), None, Decimal("0.0000000001")],
+            "ratio": [-0.0, None, 1.7976931348623157e308, 5e-324, 0.1],
+            "flag": [True, False, None, True, False],
+            "day": [date(1900, 1, 1), date(9999, 12, 31), None, date(2026, 3, 1), date(1970, 1, 1)],
+            "at": [
+                datetime(1900, 1, 1),
+                datetime(9999, 12, 31, 23, 59, 59, 999999),
+                None,
+                datetime(2026, 3, 1, 8, 0, 0, 123456),
+                datetime(1970, 1, 1, 0, 0, 0, 1),
+            ],
+            "at_ns": [datetime(2026, 3, 1, 8, 0, 0, 123456), None, None, datetime(1900, 1, 1), None],
+            "zoned": [
+                datetime(1900, 1, 1, tzinfo=UTC),
+                datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+                None,
+                datetime(2026, 3, 1, 8, 0, 0, 654321, tzinfo=UTC),
+                datetime(1970, 1, 1, tzinfo=UTC),
+            ],
+            "clock": [time(0, 0), time(23, 59, 59, 999999), None, time(12, 0, 0, 1), time(8, 30)],
+            "blob": [b"", None, bytes(range(256)) * 400, b"\x00", b"\xff\x00\xfe"],
+            "ident": [str(uuid.UUID(int=i * 2**100 + i)) if i != 3 else None for i in range(1, 6)],
+        },
+        schema_overrides={
+            "small": pl.Int16,
+            "amount": pl.Decimal(38, 10),
+            "at": pl.Datetime("us"),
+            "at_ns": pl.Datetime("ns"),
+            "zoned": pl.Datetime("us", "UTC"),
+        },
+    ).with_columns(
+        # 789 ns more than the microsecond: only text keeps them, PostgreSQL keeps 6 digits.
+        pl.col("at_ns") + pl.duration(nanoseconds=789)
+    )
+
+
+def test_executemany_loads_edge_values_exactly_through_psqlodbc(make_pg_database):
+    url = make_pg_database()
+    table = _edge_table()
+    engine = sa.create_engine(url)
+    table.create(engine)
+    frame = _edge_frame()
+    connection = _connect_psqlodbc(url)
+    statement = str(sa.insert(table).compile(dialect=postgresql.dialect(paramstyle="qmark")))
+    cursor = connection.cursor()
+    try:
+        # Three rows per call: several fast_executemany calls, and rows with NULLs first.
+        loaded = odbc.executemany(
+            cursor, statement, frame, {c.name: c.type for c in table.columns}, max_rows=3
+        )
+        connection.commit()
+    finally:
+        cursor.close()
+        connection.close()
+    assert loaded == 5
+
+    with engine.connect() as conn:
+        stored = [tuple(r) for r in conn.execute(sa.select(table).order_by(table.c.id))]
+    engine.dispose()
+    expected = frame.with_columns(pl.col("at_ns").dt.truncate("1us").cast(pl.Datetime("us"))).rows()
+    assert stored == expected
+    assert math.copysign(1.0, stored[0][5]) == -1.0, "negative zero kept its sign"
+    assert stored[3][2] == "x" * 200_000 + "🚀" and stored[0][2] == "" and stored[1][2] is None
+    assert stored[0][12] == b"" and stored[1][12] is None
+
+
+def test_large_batch_is_split_within_the_byte_budget(make_pg_database):
+    url = make_pg_database()
+    table = sa.Table("wide", sa.MetaData(), sa.Column("id", sa.BigInteger), sa.Column("body", sa.UnicodeText))
+    engine = sa.create_engine(url)
+    table.create(engine)
+    frame = pl.DataFrame({"id": range(2_000), "body": [f"row {i} " + "é" * (i % 700) for i in range(2_000)]})
+    values = odbc.to_parameters(frame, {})
+    sizes = odbc.input_sizes(values, {})
+    assert sizes == [odbc.InputSize(odbc.SQL_BIGINT, 0), odbc.InputSize(odbc.SQL_WVARCHAR, 1407)]
+    assert odbc.rows_per_call(sizes, max_rows=10_000, max_bytes=1 << 20) == 365
+    connection = _connect_psqlodbc(url)
+    cursor = connection.cursor()
+    try:
+        odbc.executemany(cursor, "INSERT INTO wide (id, body) VALUES (?, ?)", frame, {}, max_bytes=1 << 20)
+        connection.commit()
+    finally:
+        cursor.close()
+        connection.close()
+    with engine.connect() as conn:
+        stored = conn.execute(sa.select(table).order_by(table.c.id)).all()
+    engine.dispose()
+    assert [tuple(r) for r in stored] == frame.rows()
+
+
+def test_connection_refused_through_freetds_is_transient():
+    """A real driver error (FreeTDS, nothing listening), classified by the mssql dialect."""
+    pyodbc = _pyodbc()
+    if "FreeTDS" not in pyodbc.drivers():
+        pytest.skip("FreeTDS not installed: apt-get install unixodbc tdsodbc")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = sa.URL.create(
+        "mssql+pyodbc",
+        username="sa",
+        password="secret",
+        host="127.0.0.1",
+        port=port,
+        database="master",
+        query={"driver": "FreeTDS", "TDS_Version": "7.4"},
+    )
+    engine = sa.create_engine(url)
+    with pytest.raises(sa.exc.DBAPIError) as caught:
+        engine.connect()
+    engine.dispose()
+    dialect = get_dialect("mssql")
+    assert caught.value.orig.args[0].startswith("08")
+    assert dialect.is_transient(caught.value)
+    assert dialect.is_transient(caught.value.orig)
