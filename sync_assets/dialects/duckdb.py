@@ -95,12 +95,22 @@ class _DDLCompiler(duckdb_engine.Dialect.ddl_compiler):  # type: ignore[name-def
         return super().get_column_specification(column, **kw)
 
 
+class _Preparer(duckdb_engine.DuckDBIdentifierPreparer):
+    """Quotes every DuckDB keyword that is not free to be a column name unquoted (e.g. `at`)."""
+
+    def __init__(self, dialect: Any, **kwargs: Any) -> None:
+        super().__init__(dialect, **kwargs)
+        query = "SELECT keyword_name FROM duckdb_keywords() WHERE keyword_category <> 'unreserved'"
+        self.reserved_words.update(name for (name,) in duckdb.execute(query).fetchall())
+
+
 class DuckDBReflectingDialect(duckdb_engine.Dialect):
     """duckdb-engine with reflection from duckdb_columns()/duckdb_constraints()/duckdb_indexes()."""
 
     name = "duckdb"
     sequences_optional = False  # DuckDB has no SERIAL: autoincrement keys take their Sequence
     ddl_compiler = _DDLCompiler
+    preparer = _Preparer
     supports_statement_cache = False
     supports_native_decimal = True  # DuckDB hands out Decimals; don't round them through float
 
