@@ -1,0 +1,475 @@
+"""The exact SQL sent to SQL Server, compiled without a server (sqlalchemy.dialects.mssql)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+import polars as pl
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.dialects import mssql, sqlite
+
+from sync_assets.catalog.models import TableSpec
+from sync_assets.dialects import get_dialect, odbc
+from sync_assets.dialects.merge import Merge
+from sync_assets.dialects.mssql import (
+    applock_mode_query,
+    applock_statement,
+    odbc_diagnostics,
+    replace_statements,
+    upsert_statements,
+    values_per_statement,
+    values_statements,
+)
+from sync_assets.errors import UnsupportedType
+from sync_assets.sync.source import Source, SourceColumn
+from sync_assets.sync.target import target_table
+from sync_assets.sync.types import ColumnType, Kind, needs_text_transport
+
+DIALECT = get_dialect("mssql")
+STAGE = "[#_sync_stage_Order_0123abcd]"
+
+
+def sql(statement: sa.ClauseElement) -> str:
+    return str(statement.compile(dialect=mssql.dialect())).strip()
+
+
+def reflected_orders() -> sa.Table:
+    """What SQLAlchemy reflects from a SQL Server table with reserved and mixed-case names."""
+    return sa.Table(
+        "Orders",
+        sa.MetaData(),
+        sa.Column("OrderID", mssql.BIGINT),
+        sa.Column("select", mssql.NVARCHAR(40)),
+        sa.Column("Amount", mssql.MONEY),
+        sa.Column("Ratio", mssql.DECIMAL(38, 10)),
+        sa.Column("Note", mssql.NTEXT),
+        sa.Column("Key", mssql.UNIQUEIDENTIFIER),
+        sa.Column("Payload", mssql.VARBINARY(None)),
+        sa.Column("Flag", mssql.BIT),
+        sa.Column("ZonedAt", mssql.DATETIMEOFFSET),
+        sa.Column("UpdatedAt", mssql.DATETIME2),
+        schema="dbo",
+    )
+
+
+def orders_source() -> Source:
+    """The Source `describe()` builds for the reflected table (types mapped, UUID read as text)."""
+    spec = TableSpec(
+        name="orders",
+        source="src",
+        source_table="Orders",
+        source_schema="dbo",
+        target_table="Order",
+        primary_key=["OrderID"],
+        updated_at="UpdatedAt",
+    )
+    columns = []
+    for col in reflected_orders().columns:
+        ct = DIALECT.source_type(col.type, table="orders", column=col.name)
+        expression = DIALECT.text_expression(col) if needs_text_transport(col.type, ct) else col
+        columns.append(SourceColumn(col.name, col.name, ct, expression))
+    return Source(spec, columns)
+
+
+def small_target() -> sa.Table:
+    return sa.Table(
+        "Order",
+        sa.MetaData(),
+        sa.Column("OrderID", mssql.BIGINT, primary_key=True),
+        sa.Column("select", mssql.NVARCHAR(80)),
+        sa.Column("UpdatedAt", mssql.DATETIME2(7)),
+    )
+
+
+def test_watermark_where_of_the_source_select():
+    statement = orders_source().select(low=datetime(2026, 3, 1, 8), high=datetime(2026, 3, 2, 8))
+    assert sql(statement) == (
+        "SELECT dbo.[Orders].[OrderID] AS [OrderID], dbo.[Orders].[select] AS [select], "
+        "dbo.[Orders].[Amount] AS [Amount], dbo.[Orders].[Ratio] AS [Ratio], dbo.[Orders].[Note] AS [Note], "
+        "CAST(dbo.[Orders].[Key] AS NVARCHAR(max)) AS [Key], dbo.[Orders].[Payload] AS [Payload], "
+        "dbo.[Orders].[Flag] AS [Flag], dbo.[Orders].[ZonedAt] AS [ZonedAt], "
+        "dbo.[Orders].[UpdatedAt] AS [UpdatedAt] \n"
+        "FROM dbo.[Orders] \n"
+        "WHERE dbo.[Orders].[UpdatedAt] >= :UpdatedAt_1 AND dbo.[Orders].[UpdatedAt] <= :UpdatedAt_2"
+    )
+    assert statement.compile(dialect=mssql.dialect()).params == {
+        "UpdatedAt_1": datetime(2026, 3, 1, 8),
+        "UpdatedAt_2": datetime(2026, 3, 2, 8),
+    }
+
+
+def test_target_ddl_types_and_quoting():
+    target = target_table(orders_source(), DIALECT)
+    assert sql(sa.schema.CreateTable(target)) == (
+        "CREATE TABLE [Order] (\n"
+        "\t[OrderID] BIGINT NOT NULL, \n"
+        "\t[select] NVARCHAR(80) NULL, \n"
+        "\t[Amount] DECIMAL(19, 4) NULL, \n"
+        "\t[Ratio] DECIMAL(38, 10) NULL, \n"
+        "\t[Note] NVARCHAR(max) NULL, \n"
+        "\t[Key] UNIQUEIDENTIFIER NULL, \n"
+        "\t[Payload] VARBINARY(max) NULL, \n"
+        "\t[Flag] BIT NULL, \n"
+        "\t[ZonedAt] DATETIMEOFFSET(7) NULL, \n"
+        "\t[UpdatedAt] DATETIME2(7) NULL, \n"
+        "\tPRIMARY KEY ([OrderID])\n"
+        ")"
+    )
+    (index,) = target.indexes
+    assert sql(sa.schema.CreateIndex(index)) == "CREATE INDEX [ix_Order_UpdatedAt] ON [Order] ([UpdatedAt])"
+
+
+def test_staging_is_a_session_temp_table_in_the_database_collation():
+    staging = DIALECT.staging_table(target_table(orders_source(), DIALECT), suffix="_0123abcd")
+    assert sql(sa.schema.CreateTable(staging)) == (
+        f"CREATE TABLE {STAGE} (\n"
+        "\t[OrderID] BIGINT NULL, \n"
+        "\t[select] NVARCHAR(80) COLLATE DATABASE_DEFAULT NULL, \n"
+        "\t[Amount] DECIMAL(19, 4) NULL, \n"
+        "\t[Ratio] DECIMAL(38, 10) NULL, \n"
+        "\t[Note] NVARCHAR(max) COLLATE DATABASE_DEFAULT NULL, \n"
+        "\t[Key] UNIQUEIDENTIFIER NULL, \n"
+        "\t[Payload] VARBINARY(max) NULL, \n"
+        "\t[Flag] BIT NULL, \n"
+        "\t[ZonedAt] DATETIMEOFFSET(7) NULL, \n"
+        "\t[UpdatedAt] DATETIME2(7) NULL\n"
+        ")"
+    )
+    assert sql(sa.schema.DropTable(staging)) == f"DROP TABLE {STAGE}"
+
+
+def test_staging_name_fits_the_116_characters_of_a_temp_table():
+    target = sa.Table("t" * 128, sa.MetaData(), sa.Column("id", sa.Integer))
+    name = DIALECT.staging_table(target, suffix="_0123abcd").name
+    assert len(name) == 116 and name.startswith("#_sync_stage_ttt") and name.endswith("_0123abcd")
+
+
+LATEST = (
+    "(SELECT ranked.[OrderID] AS [OrderID], ranked.[select] AS [select], ranked.[UpdatedAt] AS [UpdatedAt] \n"
+    f"FROM (SELECT {STAGE}.[OrderID] AS [OrderID], {STAGE}.[select] AS [select], "
+    f"{STAGE}.[UpdatedAt] AS [UpdatedAt], row_number() OVER (PARTITION BY {STAGE}.[OrderID] "
+    f"ORDER BY {STAGE}.[UpdatedAt] DESC) AS _sync_rank \n"
+    f"FROM {STAGE}) AS ranked \n"
+    "WHERE ranked._sync_rank = :sync_rank_1) AS latest"
+)
+
+
+def test_upsert_is_one_merge_of_the_latest_row_per_key():
+    target = small_target()
+    staging = DIALECT.staging_table(target, suffix="_0123abcd")
+    count, merge = upsert_statements(target, staging, key=["OrderID"], updated_at="UpdatedAt")
+    assert sql(merge) == (
+        "MERGE INTO [Order] WITH (HOLDLOCK)\n"
+        f"USING {LATEST}\n"
+        "ON [Order].[OrderID] = latest.[OrderID]\n"
+        "WHEN MATCHED THEN UPDATE SET [select] = latest.[select], [UpdatedAt] = latest.[UpdatedAt]\n"
+        "WHEN NOT MATCHED BY TARGET THEN INSERT ([OrderID], [select], [UpdatedAt]) "
+        "VALUES (latest.[OrderID], latest.[select], latest.[UpdatedAt]);"
+    )
+    assert merge.compile(dialect=mssql.dialect()).params == {"sync_rank_1": 1}
+    assert sql(count) == (
+        "SELECT count(*) AS count_1, count([Order].[OrderID]) AS count_2 \n"
+        f"FROM {LATEST} LEFT OUTER JOIN [Order] ON latest.[OrderID] = [Order].[OrderID]"
+    )
+
+
+def test_merge_with_a_composite_key_and_no_other_column_only_inserts():
+    target = sa.Table(
+        "Link",
+        sa.MetaData(),
+        sa.Column("A", sa.Integer, primary_key=True),
+        sa.Column("b", sa.Integer, primary_key=True),
+    )
+    source = sa.select(target.c.A, target.c.b).subquery("latest")
+    assert sql(Merge(target, source, key=["A", "b"])) == (
+        "MERGE INTO [Link] WITH (HOLDLOCK)\n"
+        "USING (SELECT [Link].[A] AS [A], [Link].b AS b \nFROM [Link]) AS latest\n"
+        "ON [Link].[A] = latest.[A] AND [Link].b = latest.b\n"
+        "WHEN NOT MATCHED BY TARGET THEN INSERT ([A], b) VALUES (latest.[A], latest.b);"
+    )
+
+
+def test_merge_is_refused_where_no_dialect_compiles_it():
+    target = small_target()
+    merge = Merge(target, sa.select(target).subquery("latest"), key=["OrderID"])
+    with pytest.raises(sa.exc.CompileError, match="no MERGE statement for the sqlite dialect"):
+        merge.compile(dialect=sqlite.dialect())
+
+
+def test_mass_reload_replaces_all_rows_in_the_callers_transaction():
+    target = small_target()
+    delete, insert = replace_statements(target, DIALECT.staging_table(target, suffix="_0123abcd"))
+    assert sql(delete) == "DELETE FROM [Order] WITH (TABLOCKX)"
+    assert sql(insert) == (
+        "INSERT INTO [Order] WITH (TABLOCK) ([OrderID], [select], [UpdatedAt]) "
+        f"SELECT {STAGE}.[OrderID], {STAGE}.[select], {STAGE}.[UpdatedAt] \n"
+        f"FROM {STAGE}"
+    )
+
+
+def test_starts_take_turns_through_an_application_lock():
+    assert sql(applock_statement()) == (
+        "EXEC sp_getapplock @Resource = :resource, @LockMode = 'Exclusive', @LockOwner = 'Transaction'"
+    )
+    assert sql(applock_mode_query()) == "SELECT APPLOCK_MODE('public', :resource, 'Transaction')"
+
+
+@pytest.mark.parametrize(
+    ("columns", "rows"), [(1, 1000), (2, 1000), (3, 699), (7, 299), (100, 20), (2100, 1), (5000, 1)]
+)
+def test_multi_row_values_stay_within_2100_parameters(columns, rows):
+    assert values_per_statement(columns) == rows
+    assert rows * columns < DIALECT.capabilities.max_parameters or rows == 1
+
+
+def test_values_fallback_chunks_statements_by_parameter_count():
+    staging = sa.Table("#s", sa.MetaData(), *[sa.Column(f"c{i}", sa.Integer) for i in range(7)])
+    frame = pl.DataFrame({f"c{i}": range(700) for i in range(7)})
+    statements = list(values_statements(staging, frame))
+    assert [len(s.compile(dialect=mssql.dialect()).params) for s in statements] == [2093, 2093, 714]
+    first = sql(statements[0])
+    assert first.startswith("INSERT INTO [#s] (c0, c1, c2, c3, c4, c5, c6) VALUES (:c0_m0, :c1_m0,")
+    assert first.count("), (") == 298
+
+
+def test_bulk_load_input_sizes_follow_the_cache_types():
+    target = target_table(orders_source(), DIALECT)
+    types = {c.name: c.type for c in target.columns}
+    frame = pl.DataFrame(
+        {
+            "OrderID": [1, None],
+            "select": ["🚀 zürich", None],
+            "Amount": [Decimal("-922337203685477.5808"), None],
+            "Ratio": [Decimal("0.0000000001"), None],
+            "Note": ["", None],
+            "Key": ["6f9619ff-8b86-d011-b42d-00c04fc964ff", None],
+            "Payload": [b"\x00\xff", None],
+            "Flag": [True, None],
+            "ZonedAt": [datetime(2026, 3, 1, 8, 0, 0, 123456), None],
+            "UpdatedAt": [datetime(2026, 3, 1, 8, 0, 0, 123456), None],
+        },
+        schema_overrides={
+            "Amount": pl.Decimal(19, 4),
+            "Ratio": pl.Decimal(38, 10),
+            "ZonedAt": pl.Datetime("us", "UTC"),
+            "UpdatedAt": pl.Datetime("ns"),
+        },
+    )
+    # 100 ns digit 7, the 8th and 9th dropped: DATETIME2(7) keeps 7.
+    frame = frame.with_columns(pl.col("UpdatedAt") + pl.duration(nanoseconds=789))
+    values = odbc.to_parameters(frame, types)
+    assert values.row(0) == (
+        1,
+        "🚀 zürich",
+        Decimal("-922337203685477.5808"),
+        Decimal("0.0000000001"),
+        "",
+        "6f9619ff-8b86-d011-b42d-00c04fc964ff",
+        b"\x00\xff",
+        True,
+        "2026-03-01T08:00:00.1234560+00:00",
+        "2026-03-01T08:00:00.1234567",
+    )
+    assert values.row(1) == (None,) * 10
+    assert odbc.input_sizes(values, types) == [
+        (odbc.SQL_BIGINT, 0, 0),
+        (odbc.SQL_WVARCHAR, 12, 0),
+        (odbc.SQL_DECIMAL, 19, 4),
+        (odbc.SQL_DECIMAL, 38, 10),
+        (odbc.SQL_WVARCHAR, 1, 0),
+        (odbc.SQL_WVARCHAR, 36, 0),
+        (odbc.SQL_VARBINARY, 2, 0),
+        (odbc.SQL_BIT, 0, 0),
+        (odbc.SQL_WVARCHAR, 33, 0),
+        (odbc.SQL_WVARCHAR, 27, 0),
+    ]
+
+
+def test_microsecond_timestamps_bind_as_datetime2_7():
+    types = {"at": mssql.DATETIME2(7), "clock": mssql.TIME(7)}
+    frame = pl.DataFrame(
+        {
+            "at": [datetime(1900, 1, 1), datetime(9999, 12, 31, 23, 59, 59, 999999)],
+            "clock": [datetime(2026, 1, 1, 23, 59, 59, 999999).time(), None],
+        }
+    )
+    values = odbc.to_parameters(frame, types)
+    assert values.rows() == [
+        (datetime(1900, 1, 1), "23:59:59.9999990"),
+        (datetime(9999, 12, 31, 23, 59, 59, 999999), None),
+    ]
+    assert odbc.input_sizes(values, types) == [(odbc.SQL_TYPE_TIMESTAMP, 27, 7), (odbc.SQL_WVARCHAR, 16, 0)]
+
+
+@pytest.mark.parametrize(
+    ("reflected", "expected"),
+    [
+        (sa.DATETIME(), ColumnType(Kind.DATETIME, precision=3)),
+        (mssql.DATETIME2(), ColumnType(Kind.DATETIME, precision=7)),
+        (mssql.DATETIME2(3), ColumnType(Kind.DATETIME, precision=3)),
+        (mssql.SMALLDATETIME(), ColumnType(Kind.DATETIME, precision=0)),
+        (mssql.DATETIMEOFFSET(), ColumnType(Kind.DATETIME, precision=7, timezone=True)),
+        (mssql.TIME(), ColumnType(Kind.TIME, precision=7)),
+        (mssql.UNIQUEIDENTIFIER(), ColumnType(Kind.UUID)),
+        (mssql.MONEY(), ColumnType(Kind.DECIMAL, precision=19, scale=4)),
+        (mssql.SMALLMONEY(), ColumnType(Kind.DECIMAL, precision=10, scale=4)),
+        (mssql.TINYINT(), ColumnType(Kind.INTEGER, bits=16)),
+        (mssql.BIT(), ColumnType(Kind.BOOLEAN)),
+        (mssql.NVARCHAR(40), ColumnType(Kind.STRING, length=40)),
+        (mssql.NVARCHAR(), ColumnType(Kind.STRING)),
+        (mssql.NTEXT(), ColumnType(Kind.STRING)),
+        (mssql.XML(), ColumnType(Kind.STRING)),
+        (mssql.VARBINARY(None), ColumnType(Kind.BINARY)),
+        (mssql.IMAGE(), ColumnType(Kind.BINARY)),
+        (mssql.ROWVERSION(), ColumnType(Kind.BINARY, length=8)),
+        (mssql.TIMESTAMP(), ColumnType(Kind.BINARY, length=8)),
+        (mssql.DECIMAL(38, 10), ColumnType(Kind.DECIMAL, precision=38, scale=10)),
+        (mssql.REAL(), ColumnType(Kind.FLOAT)),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, sa.types.TypeEngine) else "",
+)
+def test_source_types(reflected, expected):
+    assert DIALECT.source_type(reflected, table="t", column="c") == expected
+
+
+@pytest.mark.parametrize(
+    "reflected", [mssql.SQL_VARIANT(), sa.types.NULLTYPE], ids=["sql_variant", "geography"]
+)
+def test_source_types_that_cannot_be_mapped_are_refused(reflected):
+    with pytest.raises(UnsupportedType, match="column 'c' has type"):
+        DIALECT.source_type(reflected, table="t", column="c")
+
+
+@pytest.mark.parametrize(
+    ("ct", "ddl", "loss"),
+    [
+        (ColumnType(Kind.STRING, length=10), "NVARCHAR(20)", None),
+        (ColumnType(Kind.STRING, length=2001), "NVARCHAR(max)", None),
+        (ColumnType(Kind.BINARY, length=8), "VARBINARY(8)", None),
+        (ColumnType(Kind.DECIMAL, precision=18, scale=2), "DECIMAL(18, 2)", None),
+        (
+            ColumnType(Kind.DECIMAL),
+            "DECIMAL(38, 10)",
+            "unbounded decimal needs more than the 38 digits a mssql DECIMAL keeps",
+        ),
+        (
+            ColumnType(Kind.DECIMAL, precision=50, scale=20),
+            "DECIMAL(38, 20)",
+            "decimal(50,20) needs more than the 38 digits a mssql DECIMAL keeps",
+        ),
+        (
+            ColumnType(Kind.DATETIME, precision=9),
+            "DATETIME2(7)",
+            "9 fractional second digits, the mssql cache keeps 7",
+        ),
+        (ColumnType(Kind.DATETIME, precision=7, timezone=True), "DATETIMEOFFSET(7)", None),
+        (ColumnType(Kind.TIME, precision=7), "TIME(7)", None),
+        (ColumnType(Kind.UUID), "UNIQUEIDENTIFIER", None),
+        (ColumnType(Kind.FLOAT), "FLOAT(53)", None),
+        (ColumnType(Kind.INTEGER, bits=16), "SMALLINT", None),
+        (ColumnType(Kind.BOOLEAN), "BIT", None),
+    ],
+    ids=lambda v: v.describe() if isinstance(v, ColumnType) else "",
+)
+def test_cache_types_and_what_they_lose(ct, ddl, loss):
+    assert str(DIALECT.column_type(ct).compile(dialect=mssql.dialect())) == ddl
+    assert DIALECT.loss(ct) == loss
+
+
+def _pyodbc_error(cls_name: str, state: str, message: str) -> Exception:
+    pyodbc = pytest.importorskip("pyodbc")
+    return getattr(pyodbc, cls_name)(state, message)
+
+
+@pytest.mark.parametrize(
+    ("cls_name", "state", "message", "transient"),
+    [
+        (
+            "OperationalError",
+            "08S01",
+            "[08S01] [Microsoft][ODBC Driver 18 for SQL Server]TCP Provider: Error code 0x2746 (10054) (SQLExecDirectW)",
+            True,
+        ),
+        (
+            "OperationalError",
+            "HYT00",
+            "[HYT00] [Microsoft][ODBC Driver 18 for SQL Server]Query timeout expired (0) (SQLExecDirectW)",
+            True,
+        ),
+        (
+            "OperationalError",
+            "HYT01",
+            "[HYT01] [Microsoft][ODBC Driver 18 for SQL Server]Connection timeout expired (0) (SQLDriverConnect)",
+            True,
+        ),
+        (
+            "DatabaseError",
+            "40001",
+            "[40001] [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]Transaction (Process ID 52) was deadlocked on lock resources with another process and has been chosen as the deadlock victim. Rerun the transaction. (1205) (SQLExecDirectW)",
+            True,
+        ),
+        (
+            "DatabaseError",
+            "HY000",
+            "[HY000] [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]Lock request time out period exceeded. (1222) (SQLExecDirectW)",
+            True,
+        ),
+        (
+            "DatabaseError",
+            "42000",
+            "[42000] [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]Database 'sales' on server 'x' is not currently available. (40613) (SQLDriverConnect); [42000] [Microsoft][ODBC Driver 18 for SQL Server]Login failed (18456)",
+            True,
+        ),
+        (
+            "DatabaseError",
+            "42000",
+            "[42000] [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]The service is currently busy. (40501) (SQLExecDirectW)",
+            True,
+        ),
+        (
+            "ProgrammingError",
+            "42S02",
+            "[42S02] [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]Invalid object name 'dbo.Orders'. (208) (SQLExecDirectW)",
+            False,
+        ),
+        (
+            "IntegrityError",
+            "23000",
+            "[23000] [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]Violation of PRIMARY KEY constraint 'PK_x'. Cannot insert duplicate key in object 'dbo.x'. The duplicate key value is (1205). (2627) (SQLExecDirectW)",
+            False,
+        ),
+        (
+            "ProgrammingError",
+            "42000",
+            "[42000] [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]deadlocked, timeout, connection lost (deadlock) (102) (SQLExecDirectW)",
+            False,
+        ),
+    ],
+    ids=[
+        "socket-reset",
+        "query-timeout",
+        "connect-timeout",
+        "deadlock",
+        "lock-timeout",
+        "azure-unavailable",
+        "azure-busy",
+        "missing-table",
+        "duplicate-key",
+        "wording-is-ignored",
+    ],
+)
+def test_transient_errors_by_sqlstate_and_error_number(cls_name, state, message, transient):
+    error = _pyodbc_error(cls_name, state, message)
+    assert DIALECT.is_transient(error) is transient
+    wrapped = sa.exc.DBAPIError.instance("SELECT 1", None, error, Exception)
+    assert DIALECT.is_transient(wrapped) is transient
+
+
+def test_native_numbers_come_only_from_the_diagnostic_suffix():
+    error = Exception(
+        "42000", "[42000] [x][SQL Server]value (1205) is odd (245) (SQLExecDirectW); [01000] [x]note (3621)"
+    )
+    assert odbc_diagnostics(error) == ("42000", frozenset({245, 3621}))
+    assert odbc_diagnostics(Exception("plain message")) is None
