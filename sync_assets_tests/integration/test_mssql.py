@@ -1,0 +1,133 @@
+"""SQL Server as cache (source SQLite) and as source (cache SQLite): mass, daily, a failed sync.
+
+Runs against the server of SYNC_TEST_MSSQL_URL, e.g.
+mssql+pyodbc://sa:${PW}@localhost:1433/sync_test?driver=ODBC+Driver+18+for+SQL+Server&TrustServerCertificate=yes
+Each test uses its own table names and drops them afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from sync_assets_tests.helpers import (
+    BASE_TIME,
+    create_source,
+    failure_message,
+    make_harness,
+    materialization,
+    order_row,
+    read_rows,
+    staging_tables,
+    sync_log_rows,
+    upsert_source,
+)
+
+pytestmark = pytest.mark.skipif(
+    not os.environ.get("SYNC_TEST_MSSQL_URL"),
+    reason="SYNC_TEST_MSSQL_URL not set: SQL Server integration tests skipped",
+)
+
+
+@pytest.fixture
+def mssql_table() -> Iterator[Callable[[], tuple[sa.URL, str]]]:
+    """(server URL, a fresh table name); the tables and their sync_log rows go afterwards."""
+    url = sa.make_url(os.environ["SYNC_TEST_MSSQL_URL"])
+    names: list[str] = []
+
+    def make() -> tuple[sa.URL, str]:
+        names.append(f"orders_{uuid.uuid4().hex[:8]}")
+        return url, names[-1]
+
+    yield make
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        metadata = sa.MetaData()
+        metadata.reflect(conn, only=lambda name, _: name in names or name == "sync_log")
+        for name in names:
+            if name in metadata.tables:
+                metadata.tables[name].drop(conn)
+        if "sync_log" in metadata.tables:
+            log = metadata.tables["sync_log"]
+            conn.execute(sa.delete(log).where(log.c.table_name.in_(names)))
+    engine.dispose()
+
+
+def _tables(name: str) -> list[dict[str, object]]:
+    return [{"name": name, "source_table": name, "primary_key": ["id"], "updated_at": "updated_at"}]
+
+
+def _changes(source_url: sa.URL, table: sa.Table) -> None:
+    """40 updates after the watermark and 30 new rows."""
+    later = BASE_TIME + timedelta(days=1)
+    changed = [order_row(i, updated_at=later + timedelta(seconds=i), version=1) for i in range(100, 2500, 60)]
+    added = [order_row(i, updated_at=later + timedelta(minutes=5, seconds=i)) for i in range(2501, 2531)]
+    upsert_source(source_url, table, changed + added)
+
+
+def test_mssql_cache_mass_daily_and_a_failed_sync(tmp_path, monkeypatch, make_sqlite_database, mssql_table):
+    source_url = make_sqlite_database()
+    cache_url, name = mssql_table()
+    table = create_source(source_url, [order_row(i) for i in range(1, 2501)], name=name, primary_key=False)
+    harness = make_harness(
+        tmp_path,
+        monkeypatch,
+        source_url=source_url,
+        cache_url=cache_url,
+        tables=_tables(name),
+        defaults={"batch_size": 700},
+    )
+
+    result = harness.sync(name, "mass")
+    assert result.success
+    assert read_rows(cache_url, name) == read_rows(source_url, name)
+    assert materialization(result)["dagster/row_count"] == 2500
+
+    _changes(source_url, table)
+    result = harness.sync(name, "daily")
+    assert result.success
+    assert read_rows(cache_url, name) == read_rows(source_url, name)
+    meta = materialization(result)
+    assert (meta["sync_assets/mode"], meta["sync_assets/rows_inserted"]) == ("incremental", 30)
+    assert meta["dagster/row_count"] == 2530
+
+    # A duplicate key in the source: the full reload is rolled back, the cache keeps its rows.
+    before = read_rows(cache_url, name)
+    engine = sa.create_engine(source_url)
+    with engine.begin() as conn:
+        conn.execute(table.insert(), [order_row(7, version=9)])
+    engine.dispose()
+    result = harness.sync(name, "mass")
+    assert not result.success
+    assert "duplicate primary key" in failure_message(result)
+    assert read_rows(cache_url, name) == before
+    assert [r["status"] for r in sync_log_rows(cache_url, name)] == ["succeeded", "succeeded", "failed"]
+    assert not [t for t in staging_tables(cache_url) if name in t]
+
+
+def test_mssql_source_mass_and_daily(tmp_path, monkeypatch, make_sqlite_database, mssql_table):
+    source_url, name = mssql_table()
+    cache_url = make_sqlite_database()
+    table = create_source(source_url, [order_row(i) for i in range(1, 2501)], name=name)
+    harness = make_harness(
+        tmp_path,
+        monkeypatch,
+        source_url=source_url,
+        cache_url=cache_url,
+        tables=_tables(name),
+        defaults={"batch_size": 700},
+    )
+
+    assert harness.sync(name, "mass").success
+    assert read_rows(cache_url, name) == read_rows(source_url, name)
+
+    _changes(source_url, table)
+    result = harness.sync(name, "daily")
+    assert result.success
+    assert read_rows(cache_url, name) == read_rows(source_url, name)
+    assert materialization(result)["dagster/row_count"] == 2530
