@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The demo keeps Dagster's history and the demo databases here unless DAGSTER_HOME is set.
 DEMO_HOME := $(or $(DAGSTER_HOME),$(CURDIR)/.dagster)
 
-.PHONY: install demo demo-run test lint clean
+.PHONY: install demo demo-run odbc test lint clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,24 @@ demo-run: install $(DEMO_HOME)/dagster.yaml
 demo: demo-run
 	DAGSTER_HOME=$(DEMO_HOME) $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
-test: install
+# ODBC drivers for the pyodbc tests (psqlODBC loads rows, FreeTDS yields real driver errors).
+# Installed only as root with apt-get; otherwise those tests skip, and this says so.
+ODBC_PACKAGES := unixodbc odbc-postgresql tdsodbc
+ODBC_DRIVERS = $(shell odbcinst -q -d 2>/dev/null)
+
+odbc:
+ifeq ($(and $(findstring PostgreSQL Unicode,$(ODBC_DRIVERS)),$(findstring FreeTDS,$(ODBC_DRIVERS))),)
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(ODBC_PACKAGES) && \
+		{ odbcinst -q -d | grep -q FreeTDS || odbcinst -i -d -f /usr/share/tdsodbc/odbcinst.ini; }; \
+	else \
+		echo "ODBC drivers missing: the ODBC tests will be skipped (install: sudo apt-get install $(ODBC_PACKAGES))"; \
+	fi
+else
+	@true
+endif
+
+test: install odbc
 	$(BIN)/python -m pytest
 
 lint: install
