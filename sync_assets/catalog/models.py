@@ -18,6 +18,7 @@ from pydantic import (
 
 from sync_assets.catalog import placeholders
 from sync_assets.catalog.durations import Duration
+from sync_assets.catalog.jde import JdeOptions
 from sync_assets.catalog.operations import (
     Alerts,
     Freshness,
@@ -148,6 +149,9 @@ class TableSpec(_Strict):
         default_factory=list,
         description="cache columns (or '*') whose type the cache cannot hold exactly, accepted knowingly",
     )
+    jde: JdeOptions | None = Field(
+        default=None, description="JDE Julian dates, HHMMSS times, implied decimals and padded text"
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> TableSpec:
@@ -178,7 +182,21 @@ class TableSpec(_Strict):
         if len(set(targets)) != len(targets):
             msg = "`columns` renames two source columns to the same name"
             raise ValueError(msg)
+        if self.jde is not None:
+            self._check_jde(self.jde)
         return self
+
+    def _check_jde(self, jde: JdeOptions) -> None:
+        if clash := sorted(set(jde.times) & set(self.columns.values())):
+            msg = f"`jde.times` column '{clash[0]}' is also the target of a `columns` rename"
+            raise ValueError(msg)
+        renamed = {self.columns.get(n, n): n for n in jde.implied_decimals}
+        if self.updated_at in renamed:
+            msg = f"`updated_at` column '{self.updated_at}' is an implied decimal; a watermark must be a time"
+            raise ValueError(msg)
+        if key := sorted(set(jde.times) & set(self.primary_key)):
+            msg = f"`primary_key` column '{key[0]}' is computed by `jde.times`; use source columns"
+            raise ValueError(msg)
 
     @property
     def target(self) -> str:

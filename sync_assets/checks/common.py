@@ -187,10 +187,7 @@ class SettledRange:
 
     def source_select(self, source: Source) -> sa.Select[Any]:
         """The source's settled rows, every column under its cache name."""
-        statement = source.select(low=self.low)
-        if self.column is not None and self.high is not None:
-            statement = statement.where(source.comparable(self.column) < self.high)
-        return statement
+        return source.select(low=self.low, below=self.high)
 
     def cache_where(self, target: sa.Table) -> list[sa.ColumnElement[bool]]:
         """The same range on the cache table."""
@@ -216,7 +213,7 @@ def settled_range(
         return SettledRange()
     column_type = source.column(table.updated_at).type
     # A query source has no declared types: its watermark takes the type of a value it holds.
-    like = None if column_type else source_conn.execute(source.max_watermark()).scalar()
+    like = None if column_type else source.read_max_watermark(source_conn)
     newest = watermark.decode(last.watermark_to, column_type, like=like)
     cutoff = watermark.lower_bound(newest, table.lookback_for(UpdateType.HOURLY, catalog.defaults))
     low = None

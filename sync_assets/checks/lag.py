@@ -42,9 +42,7 @@ def lag_checks(catalog: Catalog, table: TableSpec, asset_key: dg.AssetKey) -> li
             if absent is not None:
                 return absent
             source_conn, source_dialect = opened.require_source()
-            source_max = source_conn.execute(
-                describe(source_conn, table, source_dialect).max_watermark()
-            ).scalar()
+            source_max = describe(source_conn, table, source_dialect).read_max_watermark(source_conn)
             cache_max = opened.cache.execute(sa.select(sa.func.max(target.c[updated_at]))).scalar()
         return _judge(table, max_lag, source_max=source_max, cache_max=cache_max)
 

@@ -151,7 +151,9 @@ class _DeepComparison:
         self.verify = verify
         self.key = sides.source.table.primary_key
         self.names = sides.source.names
+        self.read_names = sides.source.read_names
         self.schema = sides.source.schema()  # None for a query source until its first segment
+        self.cache_schema = sides.source.cache_schema()  # the same, after any `jde` transform
         self.differences: list[_Difference] = []
         self.segments = self.source_rows = self.cache_rows = 0
 
@@ -159,32 +161,43 @@ class _DeepComparison:
         settled = self.settled.source_select(self.source).subquery("settled")
         source_key = [settled.c[k] for k in self.key]
         cache_key = [self.target.c[k] for k in self.key]
+        # Keys as the source holds them page the source; as the cache holds them (after a `jde`
+        # transform, which keeps their order) they bound the cache side.
         after: tuple[Any, ...] | None = None
+        after_cached: tuple[Any, ...] | None = None
         while True:
-            statement = sa.select(*[settled.c[n] for n in self.names])
+            statement = sa.select(*[settled.c[n] for n in self.read_names])
             if after is not None:
                 statement = statement.where(_beyond(source_key, after))
             rows = self.source_conn.execute(
                 statement.order_by(*source_key).limit(self.verify.segment_rows)
             ).all()
             last = len(rows) < self.verify.segment_rows
+            source = self._source_frame(rows)
             upto = None if last else tuple(rows[-1]._mapping[k] for k in self.key)
-            self._compare_segment(rows, cache_key, after, upto)
+            upto_cached = None if last else source.select(self.key).row(-1)
+            self._compare_segment(source, cache_key, after_cached, upto_cached)
             if upto is None:
                 return
-            after = upto
+            after, after_cached = upto, upto_cached
+
+    def _source_frame(self, rows: list[sa.Row[Any]]) -> pl.DataFrame:
+        """Source rows as the cache should hold them."""
+        frame = to_frame(rows, self.read_names, self.schema, table=self.source.table.name)
+        self.schema = self.schema or dict(frame.schema)
+        frame = self.source.transformed(frame).select(self.names)
+        self.cache_schema = self.cache_schema or dict(frame.schema)
+        return frame
 
     def _compare_segment(
         self,
-        rows: list[sa.Row[Any]],
+        source: pl.DataFrame,
         cache_key: list[sa.ColumnElement[Any]],
         after: tuple[Any, ...] | None,
         upto: tuple[Any, ...] | None,
     ) -> None:
         """One key range: (after, upto], unbounded at the end so extra cache rows are found too."""
         self.segments += 1
-        source = to_frame(rows, self.names, self.schema, table=self.source.table.name)
-        self.schema = self.schema or dict(source.schema)
         where = self.settled.cache_where(self.target)
         if after is not None:
             where.append(_beyond(cache_key, after))
@@ -197,7 +210,7 @@ class _DeepComparison:
             .order_by(*cache_key)
             .limit(limit + 1)
         ).all()
-        self.source_rows += len(rows)
+        self.source_rows += source.height
         cache = self._cache_frame(cache_rows)
         if cache is None or cache.height > limit:
             # Too many rows to hold, or values that do not fit the source's types: report the
@@ -206,20 +219,21 @@ class _DeepComparison:
                 sa.select(sa.func.count()).select_from(self.target).where(*where)
             ).scalar_one()
             self.cache_rows += count
-            firsts = [tuple(side[0]._mapping[k] for k in self.key) for side in (rows, cache_rows) if side]
+            firsts = [tuple(row._mapping[k] for k in self.key) for row in cache_rows[:1]]
+            firsts += [source.select(self.key).row(0)] if source.height else []
             first = _smallest(firsts) if firsts else after
             # The last segment is open-ended: None stands for "to the end".
-            self.differences.append(_Difference(_shown(first), _shown(upto), len(rows), count))
+            self.differences.append(_Difference(_shown(first), _shown(upto), source.height, count))
             return
         self.cache_rows += cache.height
         self._bisect(self._hashed(source), self._hashed(cache))
 
     def _cache_frame(self, rows: list[sa.Row[Any]]) -> pl.DataFrame | None:
         """Cache rows in the source's polars types, or None when they do not fit them."""
-        assert self.schema is not None
+        assert self.cache_schema is not None
         try:
             frame = pl.DataFrame(rows, schema=self.names, orient="row", infer_schema_length=None)
-            return frame.select(pl.col(name).cast(dtype) for name, dtype in self.schema.items())
+            return frame.select(pl.col(name).cast(dtype) for name, dtype in self.cache_schema.items())
         except (pl.exceptions.PolarsError, TypeError, ValueError, OverflowError):
             return None
 

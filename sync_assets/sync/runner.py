@@ -201,6 +201,7 @@ class _Sync:
             )
         with cache.begin():
             staging.drop(cache)
+            cache_dialect.after_commit(cache, target)
             row_count = cache.execute(sa.select(sa.func.count()).select_from(target)).scalar_one()
         return SyncResult(
             table=self.table.name,
@@ -290,7 +291,7 @@ class _Sync:
             )
             return self._planned(_Plan(FULL))
         assert table.updated_at is not None
-        high = source_conn.execute(source.max_watermark()).scalar()
+        high = source.read_max_watermark(source_conn)
         previous = watermark.decode(last, source.column(table.updated_at).type, like=high)
         low = None
         if previous is not None:
@@ -304,6 +305,13 @@ class _Sync:
         return plan
 
     def _batches(self, source_conn: sa.Connection, source: Source, plan: _Plan) -> Generator[pl.DataFrame]:
+        """Source batches in cache types: the table's `jde` transforms run here, whatever the read path."""
+        batches = self._read(source_conn, source, plan)
+        if source.transform is None:
+            return batches
+        return _transformed(source, batches)
+
+    def _read(self, source_conn: sa.Connection, source: Source, plan: _Plan) -> Generator[pl.DataFrame]:
         if plan.mode == INCREMENTAL and plan.high is None:
             return (frame for frame in ())  # a generator, so the caller can close() it
         schema = source.schema()
@@ -419,6 +427,8 @@ class _Sync:
         """Whether the databases can copy the rows themselves (same kind on both ends)."""
         if not self.table.direct_copy or self.table.query is not None or self.table.source_schema is not None:
             return False
+        if source.transform is not None:
+            return False  # the database cannot apply the `jde` transforms
         kinds = {c.name: c.type.kind for c in source.columns if c.type is not None}
         return dialect.can_copy(source_conn, cache, target, kinds)
 
@@ -453,6 +463,16 @@ class _Sync:
             self.log(
                 f"{self.table.name}: could not record the failure in sync_log: {type(audit_err).__name__}"
             )
+
+
+def _transformed(source: Source, batches: Iterator[pl.DataFrame]) -> Generator[pl.DataFrame]:
+    try:
+        for frame in batches:
+            yield source.transformed(frame)
+    finally:
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
 
 
 def _error_class(err: BaseException) -> type[SyncError]:

@@ -8,26 +8,45 @@ from typing import Any
 import polars as pl
 import sqlalchemy as sa
 
+from sync_assets.catalog.jde import JdeOptions
 from sync_assets.catalog.models import TableSpec
 from sync_assets.dialects import Dialect
 from sync_assets.errors import ColumnNotFound, SyncError
-from sync_assets.sync.types import ColumnType, needs_text_transport, polars_dtype
+from sync_assets.sync import jde
+from sync_assets.sync.types import ColumnType, Kind, polars_dtype
 
 
 @dataclass(frozen=True)
 class SourceColumn:
-    """One column: its name in the source, in the cache, and its type (None until known)."""
+    """One column: its name in the source, in the cache, and its type (None until known).
+
+    `type` is what the cache holds; `read_type` what the source delivers, where a `jde` transform
+    changes it. A `computed` column (a JDE date + time) is not read: its `expression` is the
+    watermark in source terms (CYYDDD * 1000000 + HHMMSS), for comparisons only.
+    """
 
     source_name: str
     name: str
     type: ColumnType | None
     expression: sa.ColumnElement[Any]
+    read_type: ColumnType | None = None
+    computed: bool = False
+
+
+@dataclass(frozen=True)
+class JdeWatermark:
+    """A watermark stored the JDE way: a CYYDDD date column and, optionally, an HHMMSS time column."""
+
+    day: sa.ColumnElement[Any]
+    hhmmss: sa.ColumnElement[Any] | None
 
 
 @dataclass(frozen=True)
 class Source:
     table: TableSpec
     columns: list[SourceColumn]
+    transform: jde.Transform | None = None  # applied to every batch after it is read
+    jde_watermark: JdeWatermark | None = None
 
     @property
     def names(self) -> list[str]:
@@ -37,15 +56,41 @@ class Source:
         return next(c for c in self.columns if c.name == name)
 
     def schema(self) -> dict[str, pl.DataType] | None:
-        """The polars schema of batches; None while a query source's types are still unknown."""
+        """The polars schema of batches as read (before any `jde` transform); None while a query
+        source's types are still unknown."""
+        read = [c for c in self.columns if not c.computed]
+        if any((c.read_type or c.type) is None for c in read):
+            return None
+        if self.transform is not None and any(
+            c.read_type is None for c in read if c.name in self.transform.changes
+        ):
+            return None  # a query source: only its transformed types were settled
+        return {c.name: polars_dtype(c.read_type or c.type) for c in read}  # type: ignore[arg-type]
+
+    def cache_schema(self) -> dict[str, pl.DataType] | None:
+        """The polars schema of batches once transformed: what the cache holds."""
         if any(c.type is None for c in self.columns):
             return None
         return {c.name: polars_dtype(c.type) for c in self.columns if c.type is not None}
 
+    @property
+    def read_names(self) -> list[str]:
+        """The columns the SELECT returns (computed ones are added by the transform)."""
+        return [c.name for c in self.columns if not c.computed]
+
+    def transformed(self, frame: pl.DataFrame) -> pl.DataFrame:
+        return frame if self.transform is None else self.transform.apply(frame)
+
     def select(
-        self, *, low: Any = None, high: Any = None, types: dict[str, sa.types.TypeEngine[Any]] | None = None
+        self,
+        *,
+        low: Any = None,
+        high: Any = None,
+        below: Any = None,
+        types: dict[str, sa.types.TypeEngine[Any]] | None = None,
     ) -> sa.Select[Any]:
-        """All columns under their cache names; with bounds, only rows low <= watermark <= high.
+        """All columns under their cache names; with bounds, only rows low <= watermark <= high
+        (and watermark < below).
 
         `types` casts each column to its cache type in the source query itself, for copies
         between two databases of the same kind that must agree on every column's wire format.
@@ -54,22 +99,53 @@ class Source:
             *[
                 (sa.cast(c.expression, types[c.name]) if types else c.expression).label(c.name)
                 for c in self.columns
+                if not c.computed
             ]
         )
-        if self.table.updated_at is not None:
+        return statement.where(*self.watermark_range(low=low, high=high, below=below))
+
+    def watermark_range(
+        self, *, low: Any = None, high: Any = None, below: Any = None
+    ) -> list[sa.ColumnElement[bool]]:
+        """low <= watermark <= high, watermark < below, in the source's own terms (bounds are
+        cache values: a JDE watermark's are converted to CYYDDD/HHMMSS, its date range leading)."""
+        if self.table.updated_at is None:
+            return []
+        bounds = [(">=", low), ("<=", high), ("<", below)]
+        mark = self.jde_watermark
+        if mark is None:
             watermark = self.comparable(self.table.updated_at)
-            if low is not None:
-                statement = statement.where(watermark >= low)
-            if high is not None:
-                statement = statement.where(watermark <= high)
-        return statement
+            ops = {">=": watermark.__ge__, "<=": watermark.__le__, "<": watermark.__lt__}
+            return [ops[op](value) for op, value in bounds if value is not None]
+        where = [
+            jde.watermark_bound(mark.day, mark.hhmmss, op, value) for op, value in bounds if value is not None
+        ]  # type: ignore[arg-type]
+        if where and low is None:
+            where.insert(0, jde.has_date(mark.day))  # 0 = no date: a NULL watermark in the cache
+        return where
 
     def max_watermark(self) -> sa.Select[Any]:
-        """The upper bound of an incremental, read before extraction (uses the watermark index)."""
+        """The upper bound of an incremental, read before extraction (uses the watermark index);
+        a JDE watermark's select returns (CYYDDD, HHMMSS): use `read_max_watermark`."""
         if self.table.updated_at is None:
             msg = f"table '{self.table.name}' has no watermark column"
             raise SyncError(msg, table=self.table.name)
+        if self.jde_watermark is not None:
+            mark = self.jde_watermark
+            return jde.max_watermark(_from_clause(mark.day), mark.day, mark.hhmmss)
         return sa.select(sa.func.max(self.comparable(self.table.updated_at)))
+
+    def read_max_watermark(self, conn: sa.Connection) -> Any:
+        """The source's newest watermark, as the cache holds it."""
+        if self.jde_watermark is None:
+            return conn.execute(self.max_watermark()).scalar()
+        row = conn.execute(self.max_watermark()).first()
+        if row is None:
+            return None
+        day = int(row[0]) if row[0] is not None else None
+        if self.jde_watermark.hhmmss is None:
+            return jde.from_julian(day)
+        return jde.from_jde(day, int(row[1]) if row[1] is not None else None)
 
     def comparable(self, name: str) -> sa.ColumnElement[Any]:
         """The source column itself, for comparisons: not the text cast it may be read through."""
@@ -78,9 +154,12 @@ class Source:
 
     def with_types(self, types: dict[str, ColumnType]) -> Source:
         columns = [
-            SourceColumn(c.source_name, c.name, c.type or types[c.name], c.expression) for c in self.columns
+            SourceColumn(
+                c.source_name, c.name, c.type or types[c.name], c.expression, c.read_type, c.computed
+            )
+            for c in self.columns
         ]
-        return Source(self.table, columns)
+        return Source(self.table, columns, self.transform, self.jde_watermark)
 
 
 def describe(conn: sa.Connection, table: TableSpec, dialect: Dialect) -> Source:
@@ -89,26 +168,31 @@ def describe(conn: sa.Connection, table: TableSpec, dialect: Dialect) -> Source:
         from_clause, typed = _reflect(conn, table, dialect)
     else:
         from_clause, typed = _query(conn, table), False
-    columns: list[SourceColumn] = []
-    for col in from_clause.columns:
-        source_name = str(col.name)
-        name = table.columns.get(source_name, source_name)
-        ct = dialect.source_type(col.type, table=table.name, column=source_name) if typed else None
-        expression: sa.ColumnElement[Any] = col
-        if ct is not None and needs_text_transport(col.type, ct):
-            expression = sa.cast(col, sa.Text)
-        columns.append(SourceColumn(source_name, name, ct, expression))
-    source = Source(table, columns)
+    source = Source(table, source_columns(table, from_clause, dialect, typed=typed))
+    if table.jde is not None:
+        source = _with_jde(source)
     _check_columns(source)
     return source
+
+
+def source_columns(
+    table: TableSpec, from_clause: sa.FromClause, dialect: Dialect, *, typed: bool
+) -> list[SourceColumn]:
+    """The columns of a reflected table (`typed`) or a query: named, renamed and read as the dialect says."""
+    columns: list[SourceColumn] = []
+    for col in from_clause.columns:
+        source_name = dialect.source_column_name(col.name)
+        name = table.columns.get(source_name, source_name)
+        ct = dialect.source_type(col.type, table=table.name, column=source_name) if typed else None
+        expression = col if ct is None else dialect.source_expression(col, ct)
+        columns.append(SourceColumn(source_name, name, ct, expression))
+    return columns
 
 
 def _reflect(conn: sa.Connection, table: TableSpec, dialect: Dialect) -> tuple[sa.Table, bool]:
     assert table.source_table is not None
     try:
-        reflected = sa.Table(
-            table.source_table, sa.MetaData(), schema=table.source_schema, autoload_with=conn
-        )
+        reflected = dialect.reflect_table(conn, table.source_table, schema=table.source_schema)
     except sa.exc.NoSuchTableError:
         where = f"{table.source_schema}.{table.source_table}" if table.source_schema else table.source_table
         msg = f"table '{table.name}': source table {where} does not exist (or is not visible to this user)"
@@ -142,3 +226,96 @@ def _check_columns(source: Source) -> None:
     for lossy in table.allow_lossy:
         if lossy != "*" and lossy not in names:
             raise ColumnNotFound(table.name, lossy, "allow_lossy", names)
+
+
+def _from_clause(column: sa.ColumnElement[Any]) -> sa.FromClause:
+    table = getattr(column, "table", None)
+    assert table is not None, "a JDE watermark column belongs to the source table"
+    return table
+
+
+def _with_jde(source: Source) -> Source:
+    """The source under the table's `jde:` options: transformed cache types, new date + time
+    columns, the batch transform and the watermark in source terms."""
+    table = source.table
+    options = table.jde
+    assert options is not None
+    by_source = {c.source_name: c for c in source.columns}
+
+    def find(name: str, role: str, *, numeric: bool = True) -> SourceColumn:
+        column = by_source.get(name)
+        if column is None:
+            known = ", ".join(sorted(by_source))
+            msg = f"table '{table.name}': jde {role} column '{name}' is not in the source (columns: {known})"
+            raise SyncError(msg, table=table.name)
+        kind = column.type.kind if column.type is not None else None
+        wanted = (Kind.INTEGER, Kind.DECIMAL, Kind.FLOAT) if numeric else (Kind.STRING,)
+        if kind is not None and kind not in wanted:
+            what = "a number" if numeric else "text"
+            msg = f"table '{table.name}': jde {role} column '{name}' is {column.type.describe()}, not {what}"  # type: ignore[union-attr]
+            raise SyncError(msg, table=table.name)
+        return column
+
+    retyped: dict[str, ColumnType] = {}
+    for name in options.julian_dates:
+        retyped[find(name, "julian_dates").name] = ColumnType(Kind.DATE)
+    decimals = []
+    for name, places in options.implied_decimals.items():
+        column = find(name, "implied_decimals")
+        ct = column.type
+        digits = ct.precision if ct is not None and ct.kind is Kind.DECIMAL and ct.precision else None
+        precision = max(digits, places + 1) if digits else jde.JDE_MAX_DIGITS
+        decimals.append(jde.Decimals(column.name, places, precision))
+        retyped[column.name] = ColumnType(Kind.DECIMAL, precision=precision, scale=places)
+    if isinstance(options.trim, list):
+        trimmed = [find(n, "trim", numeric=False).name for n in options.trim]
+    elif options.trim:
+        trimmed = [c.name for c in source.columns if c.type is not None and c.type.kind is Kind.STRING]
+    else:
+        trimmed = []
+    columns = [
+        SourceColumn(
+            c.source_name,
+            c.name,
+            retyped.get(c.name, c.type),
+            c.expression,
+            read_type=c.type if c.name in retyped or c.name in trimmed else None,
+        )
+        for c in source.columns
+    ]
+    timestamps = []
+    for name, (day_name, time_name) in options.times.items():
+        day, hhmmss = find(day_name, f"times.{name}"), find(time_name, f"times.{name}")
+        if name in source.names:
+            msg = f"table '{table.name}': jde times column '{name}' is already a source column"
+            raise SyncError(msg, table=table.name)
+        comparable = _bare(day.expression) * 1_000_000 + sa.func.coalesce(_bare(hhmmss.expression), 0)
+        columns.append(
+            SourceColumn(name, name, ColumnType(Kind.DATETIME, precision=0), comparable, computed=True)
+        )
+        timestamps.append(jde.Timestamp(name, day.name, hhmmss.name))
+    transform = jde.Transform(
+        table.name,
+        julian_dates=tuple(c.name for c in source.columns if c.source_name in options.julian_dates),
+        timestamps=tuple(timestamps),
+        decimals=tuple(decimals),
+        trim=tuple(trimmed),
+    )
+    return Source(table, columns, transform, _jde_watermark(source, options))
+
+
+def _jde_watermark(source: Source, options: JdeOptions) -> JdeWatermark | None:
+    updated_at = source.table.updated_at
+    by_source = {c.source_name: c for c in source.columns}
+    if updated_at in options.times:
+        day_name, time_name = options.times[updated_at]
+        return JdeWatermark(_bare(by_source[day_name].expression), _bare(by_source[time_name].expression))
+    julian = {by_source[n].name: by_source[n] for n in options.julian_dates}
+    if updated_at in julian:
+        return JdeWatermark(_bare(julian[updated_at].expression), None)
+    return None
+
+
+def _bare(element: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    """The source column itself, not the text cast it may be read through."""
+    return element.clause if isinstance(element, sa.Cast) else element  # type: ignore[return-value]
