@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import polars as pl
 import sqlalchemy as sa
 
-from sync_assets.sync.types import ColumnType, Kind, from_sqlalchemy
+from sync_assets.sync.types import ColumnType, Kind, from_sqlalchemy, needs_text_transport
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,25 @@ class Dialect:
 
     def prepare_engine(self, engine: sa.Engine, *, role: str) -> None:
         """Hook for connection events (pragmas, session settings)."""
+
+    # -- source tables ---------------------------------------------------------------------------
+    def reflect_table(self, conn: sa.Connection, name: str, *, schema: str | None) -> sa.Table:
+        """The source table the catalog names; modules add what SQLAlchemy's reflection misses."""
+        return sa.Table(name, sa.MetaData(), schema=schema, autoload_with=conn)
+
+    def source_column_name(self, reflected: str) -> str:
+        """The name catalogs use for a reflected column (and the cache keeps, unless renamed)."""
+        return str(reflected)
+
+    def source_expression(self, column: sa.ColumnElement[Any], ct: ColumnType) -> sa.ColumnElement[Any]:
+        """What the source SELECT reads for `column`: exact text where the driver would not be exact."""
+        if needs_text_transport(column.type, ct):
+            return self.text_expression(column)
+        return column
+
+    def text_expression(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        """`column` as exact text. A `Cast` (or subclass), so comparisons can unwrap the raw column."""
+        return sa.cast(column, sa.Text)
 
     # -- types -----------------------------------------------------------------------------------
     def source_type(self, type_: sa.types.TypeEngine[Any], *, table: str, column: str) -> ColumnType:
@@ -159,6 +178,9 @@ class Dialect:
         conn.execute(sa.delete(target))
         return fill(target)
 
+    def after_commit(self, conn: sa.Connection, target: sa.Table) -> None:
+        """Clean-up readers need not wait for (e.g. dropping the table a swap replaced), after the commit."""
+
     def can_copy(
         self, source: sa.Connection, cache: sa.Connection, target: sa.Table, source_kinds: dict[str, Any]
     ) -> bool:
@@ -253,6 +275,8 @@ _MODULES = {
     "sqlite": "sync_assets.dialects.sqlite",
     "postgresql": "sync_assets.dialects.postgresql",
     "duckdb": "sync_assets.dialects.duckdb",
+    "oracle": "sync_assets.dialects.oracle",
+    "sybase": "sync_assets.dialects.sybase",
     "mssql": "sync_assets.dialects.mssql",
 }
 _LOADED: dict[str, Dialect] = {}
