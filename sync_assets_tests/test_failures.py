@@ -95,3 +95,21 @@ def test_failure_in_the_swap_rolls_back(tmp_path, monkeypatch, make_database, ca
     log = sync_log_rows(cache_url, "orders")
     assert log[-1]["status"] == "failed" and log[-1]["error"].startswith("swap phase: table 'orders'")
     assert not staging_tables(cache_url)
+
+
+def test_swapped_out_table_left_by_a_crash_is_dropped_by_the_next_mass(tmp_path, monkeypatch, make_database):
+    """The SQLite swap renames the old table and drops it after the commit; a process killed in
+    between leaves `<table>__sync_old` behind, which the next mass sync removes."""
+    source_url, cache_url = make_database("sqlite"), make_database("sqlite")
+    create_source(source_url, [order_row(i) for i in range(1, 301)])
+    harness = make_harness(tmp_path, monkeypatch, source_url=source_url, cache_url=cache_url, tables=[ORDERS])
+    assert harness.sync("orders", "mass").success
+    engine = sa.create_engine(cache_url)
+    assert "orders__sync_old" not in sa.inspect(engine).get_table_names()
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE orders__sync_old AS SELECT * FROM orders"))
+
+    assert harness.sync("orders", "mass").success
+    assert "orders__sync_old" not in sa.inspect(engine).get_table_names()
+    assert read_rows(cache_url, "orders") == read_rows(source_url, "orders")
+    engine.dispose()

@@ -157,14 +157,17 @@ class SQLiteDialect(Dialect):
         return result.rowcount
 
     def reload(self, conn: sa.Connection, target: sa.Table, fill: Callable[[sa.Table], int]) -> int:
-        """Fill a fresh table, index it once, then drop the old one and rename, in one transaction.
+        """Fill a fresh table, index it once, then swap it in by renaming, in one transaction.
 
         Deleting a million rows and maintaining the watermark index row by row cost several times
-        the copy itself. Readers (WAL) see the old table until the commit. A table that views,
-        triggers or extra indexes refer to takes the plain DELETE + INSERT path.
+        the copy itself. Readers (WAL) see the old table until the commit. The old table is only
+        renamed here and dropped after the commit (`after_commit`), so readers get the new rows
+        without waiting for its pages to be freed; a leftover from a crash is dropped next time.
+        A table that views, triggers or extra indexes refer to takes the plain DELETE + INSERT path.
         """
         if not self._swappable(conn, target):
             return super().reload(conn, target, fill)
+        conn.execute(sa.schema.DropTable(_retired(target), if_exists=True))
         fresh = sa.Table(
             f"{target.name}__sync_new",
             sa.MetaData(),
@@ -175,14 +178,20 @@ class SQLiteDialect(Dialect):
         )
         fresh.create(conn)
         rows = fill(fresh)
-        conn.execute(sa.schema.DropTable(target))
+        # Index names are global in SQLite: the old table's go first, so the fresh ones can take them.
+        for index in target.indexes:
+            conn.execute(sa.schema.DropIndex(index, if_exists=True))
+        quote = conn.dialect.identifier_preparer.quote
+        conn.exec_driver_sql(f"ALTER TABLE {quote(target.name)} RENAME TO {quote(_retired(target).name)}")
         for index in target.indexes:
             sa.Index(index.name, *[fresh.c[c.name] for c in index.columns], unique=bool(index.unique)).create(
                 conn
             )
-        quote = conn.dialect.identifier_preparer.quote
         conn.exec_driver_sql(f"ALTER TABLE {quote(fresh.name)} RENAME TO {quote(target.name)}")
         return rows
+
+    def after_commit(self, conn: sa.Connection, target: sa.Table) -> None:
+        conn.execute(sa.schema.DropTable(_retired(target), if_exists=True))
 
     def _swappable(self, conn: sa.Connection, target: sa.Table) -> bool:
         """Only a table that is nothing but rows, its key and the indexes sync_assets made."""
@@ -192,6 +201,11 @@ class SQLiteDialect(Dialect):
 
     def insert(self, table: sa.Table) -> Any:
         return sqlite.insert(table)
+
+
+def _retired(target: sa.Table) -> sa.Table:
+    """The name a swapped-out table keeps until it is dropped after the commit."""
+    return sa.Table(f"{target.name}__sync_old", sa.MetaData())
 
 
 def to_sqlite_values(frame: pl.DataFrame) -> pl.DataFrame:
