@@ -30,7 +30,7 @@ def _poison(url: sa.URL, row_id: int) -> None:
     engine.dispose()
 
 
-@pytest.mark.parametrize("cache_kind", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("cache_kind", ["sqlite", "postgresql", "duckdb"])
 @pytest.mark.parametrize("partition", ["mass", "daily"])
 def test_bad_value_mid_load_leaves_cache_unchanged(
     tmp_path, monkeypatch, make_database, cache_kind, partition
@@ -72,7 +72,7 @@ def test_bad_value_mid_load_leaves_cache_unchanged(
     assert read_rows(cache_url, "orders") == read_rows(source_url, "orders")
 
 
-@pytest.mark.parametrize("cache_kind", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("cache_kind", ["sqlite", "postgresql", "duckdb"])
 def test_failure_in_the_swap_rolls_back(tmp_path, monkeypatch, make_database, cache_kind):
     """A key that is not unique in the source fails the final INSERT: nothing is half-replaced."""
     source_url, cache_url = make_database("postgresql"), make_database(cache_kind)

@@ -23,7 +23,7 @@ ORDERS = {"name": "orders", "source_table": "orders", "primary_key": ["id"], "up
 BIG = 200_000
 
 
-@pytest.mark.parametrize("cache_kind", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("cache_kind", ["sqlite", "postgresql", "duckdb"])
 def test_sigkill_mid_mass_sync_then_recovery(tmp_path, monkeypatch, make_database, cache_kind):
     source_url, cache_url = make_database("sqlite"), make_database(cache_kind)
     create_source(source_url, [order_row(i) for i in range(1, 501)])

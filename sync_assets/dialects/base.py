@@ -132,6 +132,14 @@ class Dialect:
         """
         return isinstance(error, sa.exc.DBAPIError) and error.connection_invalidated
 
+    def is_duplicate_key(self, conn: sa.Connection, error: BaseException) -> bool:
+        """A unique or primary key violation (the source held the same key twice), whether it
+        came through SQLAlchemy or straight from the driver (COPY, executemany on a raw cursor)."""
+        integrity = getattr(conn.dialect.loaded_dbapi, "IntegrityError", None)
+        return isinstance(error, sa.exc.IntegrityError) or (
+            integrity is not None and isinstance(driver_error(error), integrity)
+        )
+
     def serialize_starts(self, conn: sa.Connection) -> None:
         """Make concurrent sync starts take turns (counting a source's running syncs is racy otherwise).
 

@@ -268,6 +268,9 @@ class DuckDBDialect(Dialect):
             return True
         return super().is_transient(error)
 
+    def is_duplicate_key(self, conn: sa.Connection, error: BaseException) -> bool:
+        return isinstance(driver_error(error), duckdb.ConstraintException)
+
     def bulk_load(self, conn: sa.Connection, staging: sa.Table, frame: pl.DataFrame) -> None:
         """INSERT ... SELECT from the batch registered as an Arrow view: no rows through Python."""
         if frame.is_empty():

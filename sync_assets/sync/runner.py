@@ -376,7 +376,9 @@ class _Sync:
             if plan.mode == FULL:
                 try:
                     new_mark = replace()
-                except (sa.exc.IntegrityError, cache.dialect.loaded_dbapi.IntegrityError) as err:
+                except Exception as err:
+                    if not dialect.is_duplicate_key(cache, err):
+                        raise
                     key = ", ".join(table.primary_key)
                     msg = (
                         f"table '{table.name}': the source holds duplicate primary key values ({key}), "
