@@ -158,7 +158,13 @@ class Dialect:
         raise NotImplementedError
 
     def arrow_batches(
-        self, source: sa.Connection, statement: sa.Select[Any], *, schema: dict[str, pl.DataType], table: str
+        self,
+        source: sa.Connection,
+        statement: sa.Select[Any],
+        *,
+        schema: dict[str, pl.DataType],
+        table: str,
+        batch_size: int,
     ) -> Iterator[pl.DataFrame] | None:
         """Batches from the driver's own Arrow reader, cast to `schema`; None where there is none."""
         return None

@@ -31,7 +31,6 @@ from sync_assets.sync.types import ColumnType, Kind, from_sqlalchemy
 # A DuckDB file has one writing process at a time; a second one fails to open it at once
 # ("Could not set lock on file"). Waiting for it beats failing, like SQLite's busy timeout.
 LOCK_WAIT_SECONDS = 300
-ARROW_BATCH_ROWS = 100_000
 _BATCH_VIEW = "_sync_batch"
 
 
@@ -287,7 +286,13 @@ class DuckDBDialect(Dialect):
             raw.unregister(_BATCH_VIEW)  # type: ignore[union-attr]
 
     def arrow_batches(
-        self, source: sa.Connection, statement: sa.Select[Any], *, schema: dict[str, pl.DataType], table: str
+        self,
+        source: sa.Connection,
+        statement: sa.Select[Any],
+        *,
+        schema: dict[str, pl.DataType],
+        table: str,
+        batch_size: int,
     ) -> Iterator[pl.DataFrame]:
         """DuckDB's own record-batch reader: columnar to Arrow, no Python objects per value."""
         compiled = statement.compile(dialect=source.dialect)
@@ -296,7 +301,7 @@ class DuckDBDialect(Dialect):
         # A cursor of its own: DuckDB refuses new work on a connection whose last result (the
         # max-watermark query) was not read to its end.
         with source.connection.driver_connection.duplicate() as cursor:  # type: ignore[union-attr]
-            reader = cursor.sql(compiled.string, params=params).to_arrow_reader(ARROW_BATCH_ROWS)
+            reader = cursor.sql(compiled.string, params=params).to_arrow_reader(batch_size)
             for batch in reader:
                 yield cast_batch(pl.from_arrow(batch), schema, table=table)  # type: ignore[arg-type]
 

@@ -30,9 +30,6 @@ INT64_DIGITS = 18
 # TIMESTAMP without (n) keeps 6 fractional digits, at most 9 (same page, "TIMESTAMP Data Type").
 DEFAULT_FRACTIONAL_DIGITS = 6
 MAX_FRACTIONAL_DIGITS = 9
-# Rows per Arrow batch: `arrow_batches` is not told the catalog's batch size; oracledb's own
-# default (arraysize 100) would make thousands of tiny frames.
-ARROW_BATCH_ROWS = 50_000
 TIMESTAMP_FORMAT = "YYYY-MM-DD HH24:MI:SS.FF6"
 
 # Retryable errors. ORA codes (https://docs.oracle.com/en/error-help/db/): deadlock (00060),
@@ -189,7 +186,13 @@ class OracleDialect(Dialect):
 
     # -- reading ---------------------------------------------------------------------------------
     def arrow_batches(
-        self, source: sa.Connection, statement: sa.Select[Any], *, schema: dict[str, pl.DataType], table: str
+        self,
+        source: sa.Connection,
+        statement: sa.Select[Any],
+        *,
+        schema: dict[str, pl.DataType],
+        table: str,
+        batch_size: int,
     ) -> Iterator[pl.DataFrame] | None:
         """oracledb's `fetch_df_batches`, asked for the batch schema's own Arrow types.
 
@@ -203,7 +206,7 @@ class OracleDialect(Dialect):
         compiled = timestamp_bounds(statement).compile(dialect=source.dialect)
         parameters = compiled.construct_params(escape_names=True)
         raw = source.connection.driver_connection
-        return _frames(raw, compiled.string, parameters, requested, schema, table)
+        return _frames(raw, compiled.string, parameters, requested, schema, table, batch_size)
 
 
 def _frames(
@@ -213,9 +216,10 @@ def _frames(
     requested: pa.Schema,
     schema: dict[str, pl.DataType],
     table: str,
+    batch_size: int,
 ) -> Iterator[pl.DataFrame]:
     batches = raw.fetch_df_batches(
-        sql, parameters, size=ARROW_BATCH_ROWS, fetch_decimals=True, requested_schema=requested
+        sql, parameters, size=batch_size, fetch_decimals=True, requested_schema=requested
     )
     for batch in batches:
         frame = pl.from_arrow(pa.table(batch))

@@ -89,10 +89,17 @@ class PostgreSQLDialect(Dialect):
             copy.write(buffer.getbuffer())
 
     def arrow_batches(
-        self, source: sa.Connection, statement: sa.Select[Any], *, schema: dict[str, pl.DataType], table: str
+        self,
+        source: sa.Connection,
+        statement: sa.Select[Any],
+        *,
+        schema: dict[str, pl.DataType],
+        table: str,
+        batch_size: int,
     ) -> Iterator[pl.DataFrame]:
         """ADBC's record-batch stream: binary protocol to Arrow in C, memory flat per batch.
 
+        ADBC sizes its batches in bytes (its default hint, 16 MiB), not by `batch_size` rows.
         ADBC takes no SQLAlchemy parameters, so the bounds are rendered as literals; numeric
         arrives as an opaque text extension type and is cast to exact decimals here, vectorised.
         """

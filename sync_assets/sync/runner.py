@@ -318,7 +318,11 @@ class _Sync:
         if schema is not None and self.table.arrow_read:
             statement = source.select(low=plan.low, high=plan.high)
             fast = self.source_dialect.arrow_batches(
-                source_conn, statement, schema=schema, table=self.table.name
+                source_conn,
+                statement,
+                schema=schema,
+                table=self.table.name,
+                batch_size=self.catalog.batch_size(self.table),
             )
             if fast is not None:
                 return fast  # type: ignore[return-value]
