@@ -41,8 +41,9 @@ def edge_table(kind: str) -> sa.Table:
         sa.Column("label", sa.UnicodeText),
         sa.Column("updated_at", sa.DateTime, nullable=False),
     ]
-    if kind != "sqlite":  # SQLite has no zoned timestamp to read from
+    if kind != "sqlite":  # SQLite has no zoned timestamp or UUID type to read from
         columns.append(sa.Column("zoned", sa.DateTime(timezone=True)))
+        columns.append(sa.Column("ref", sa.Uuid(as_uuid=False)))
     return sa.Table("edge", sa.MetaData(), *columns)
 
 
@@ -61,6 +62,7 @@ def edge_rows(kind: str) -> list[dict[str, Any]]:
             stamp=datetime(9999, 12, 31, 23, 59, 59, 999999),
             label="𝄞🚀 four bytes",
             zoned=datetime(2026, 3, 29, 3, 30, 0, 123456, tzinfo=berlin),
+            ref="0a1b2c3d-4e5f-4071-8293-a4b5c6d7e8f9",  # byte order matters: must come back as written
         ),
         # minima, negative, negative zero
         dict(
@@ -73,6 +75,7 @@ def edge_rows(kind: str) -> list[dict[str, Any]]:
             stamp=datetime(1900, 1, 1, 0, 0, 0, 1),
             label="",
             zoned=datetime(1900, 1, 1, 0, 0, 0, tzinfo=UTC),
+            ref="ffffffff-0000-4000-8000-000000000001",
         ),
         # smallest steps
         dict(
@@ -85,16 +88,27 @@ def edge_rows(kind: str) -> list[dict[str, Any]]:
             stamp=datetime(2026, 5, 1, 0, 0, 0, 1),
             label=LONG_TEXT,
             zoned=datetime(2026, 5, 1, 0, 0, 0, 1, tzinfo=UTC),
+            ref="00000000-0000-0000-0000-000000000000",
         ),
         # every nullable column NULL ('' vs NULL: row 2 holds '')
         dict(
-            id=4, d38=None, int38=None, money=None, ratio=None, day=None, stamp=None, label=None, zoned=None
+            id=4,
+            d38=None,
+            int38=None,
+            money=None,
+            ratio=None,
+            day=None,
+            stamp=None,
+            label=None,
+            zoned=None,
+            ref=None,
         ),
     ]
     for i, row in enumerate(rows):
         row["updated_at"] = base + timedelta(seconds=i, microseconds=i)
         if kind == "sqlite":
             row.pop("zoned")
+            row.pop("ref")
     return rows
 
 
@@ -130,6 +144,8 @@ def canonical(name: str, value: Any) -> Any:
         return date.fromisoformat(value)
     if name in ("stamp", "updated_at", "zoned") and isinstance(value, str):
         value = datetime.fromisoformat(value)
+    if name == "ref":
+        return str(value).lower()  # drivers hand out uuid.UUID or text
     if name == "zoned":
         return value.astimezone(UTC)
     return value
