@@ -40,6 +40,10 @@ MAX_DIGITS: Final = 38
 UNBOUNDED_DECIMAL_SCALE: Final = 10
 FRACTIONAL_DIGITS: Final = 7  # DATETIME2(7), DATETIMEOFFSET(7), TIME(7): 100 ns
 DATETIME_DIGITS: Final = 3  # the legacy DATETIME type (1/300 s)
+# What a source read delivers: pyodbc hands DATETIME2/DATETIMEOFFSET/TIME values to Python as
+# datetime/time objects, which stop at microseconds. Claiming 7 digits would also make batches
+# carry nanoseconds, whose range ends in 2262 and so refuses the 9999-12-31 sentinel ERPs use.
+READ_DIGITS: Final = 6
 SYNC_LOCK: Final = "sync_assets.sync_log"
 
 # Retryable errors, by SQLSTATE and by SQL Server error number. The numbers are SqlClient's
@@ -106,13 +110,11 @@ class MSSQLDialect(Dialect):
         if isinstance(type_, mssql.SMALLDATETIME):
             return ColumnType(Kind.DATETIME, precision=0)
         if isinstance(type_, mssql.DATETIMEOFFSET | mssql.DATETIME2):
-            digits = type_.precision if type_.precision is not None else FRACTIONAL_DIGITS
             return ColumnType(
-                Kind.DATETIME, precision=digits, timezone=isinstance(type_, mssql.DATETIMEOFFSET)
+                Kind.DATETIME, precision=_read_digits(type_), timezone=isinstance(type_, mssql.DATETIMEOFFSET)
             )
         if isinstance(type_, mssql.TIME):
-            digits = type_.precision if type_.precision is not None else FRACTIONAL_DIGITS
-            return ColumnType(Kind.TIME, precision=digits)
+            return ColumnType(Kind.TIME, precision=_read_digits(type_))
         if isinstance(type_, sqltypes.DATETIME):
             return ColumnType(Kind.DATETIME, precision=DATETIME_DIGITS)
         return from_sqlalchemy(type_, table=table, column=column)
@@ -228,6 +230,12 @@ def database_collation(type_: sa.types.TypeEngine[Any]) -> sa.types.TypeEngine[A
     typed = copy.copy(type_)
     typed.collation = "DATABASE_DEFAULT"
     return typed
+
+
+def _read_digits(type_: Any) -> int:
+    """Fractional digits a source column delivers: its own, at most what pyodbc reads."""
+    declared = type_.precision if type_.precision is not None else FRACTIONAL_DIGITS
+    return min(declared, READ_DIGITS)
 
 
 def odbc_diagnostics(error: BaseException) -> tuple[str, frozenset[int]] | None:

@@ -194,6 +194,16 @@ def markdown() -> str:
         "table lists it under `allow_lossy` (then the cache keeps what it can: timestamps are",
         "truncated to the cache's fractional digits, decimals must fit the cache's DECIMAL).",
         "",
+        "Driver limits the table reflects:",
+        "",
+        "- SQL Server `DATETIME2(7)`, `DATETIMEOFFSET(7)` and `TIME(7)` are read through pyodbc, which",
+        "  stops at microseconds: the seventh digit (100 ns) is not read.",
+        "- Timestamps with more than 6 fractional digits travel as nanoseconds, which cover",
+        "  1677-09-21 to 2262-04-11 (as DuckDB's `TIMESTAMP_NS` does); a value outside fails the sync",
+        "  naming the column.",
+        "- SQLite keeps 15 significant digits of a NUMERIC (wider decimals are cached as exact text)",
+        "  and stores an integral float as an integer, so a negative zero loses its sign there.",
+        "",
     ]
     header = ["source type", "neutral type", "batch dtype", *[f"{c} cache" for c in CACHES]]
     for source in SOURCES:
