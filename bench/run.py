@@ -12,7 +12,10 @@ work order table (bench/sql), and measures per round, in turn:
   E1  SQLite -> SQLite: ATTACH + INSERT ... SELECT in one sqlite3 process
   S3  sync_assets mass, SQLite -> SQLite
   P1  dlt (sql_database, pyarrow backend, parquet loader: its fastest setup), when installed
-      (`pip install -e '.[bench]'`); Sling is not run: its CLI did not accept a unix-socket URL
+      (`pip install -e '.[bench]'`)
+  A2  the A1 pipe over TCP, through socat (the embedded server listens on a unix socket only)
+  P2  Sling full-refresh PG->PG over that same TCP hop (its CLI takes no unix-socket URL), when
+      the sling binary (`[bench]`) and socat are installed; its ratio is to A2, so the hop is fair
 
 Each figure is a median of the rounds: the whole process's wall time, the sync's own duration
 (from sync_log), peak RSS of the process tree, and the ratio to the bulk-copy baseline of the
@@ -22,6 +25,7 @@ same run (A1 for PostgreSQL, E1 for SQLite). Performance belongs here, never in 
 from __future__ import annotations
 
 import argparse
+import glob
 import importlib.util
 import os
 import shlex
@@ -88,6 +92,28 @@ class Bench:
         self.admin = sa.create_engine(url.set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT")
         self.home = folder / "dagster_home"
         self.home.mkdir()
+        self.tcp_port: int | None = None
+        self.socat: subprocess.Popen[bytes] | None = None
+
+    def start_tcp(self) -> bool:
+        """A loopback TCP port forwarded to the server's socket, for clients that need a host."""
+        if shutil.which("socat") is None:
+            return False
+        import socket as sockets
+
+        with sockets.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.tcp_port = probe.getsockname()[1]
+        (unix,) = [f for f in glob.glob(f"{self.socket}/.s.PGSQL.*") if not f.endswith(".lock")]
+        self.socat = subprocess.Popen(
+            ["socat", f"TCP-LISTEN:{self.tcp_port},bind=127.0.0.1,fork,reuseaddr", f"UNIX-CONNECT:{unix}"]
+        )
+        time.sleep(0.3)
+        return True
+
+    def stop(self) -> None:
+        if self.socat is not None:
+            self.socat.terminate()
 
     def psql(self, database: str, *args: str) -> list[str]:
         return [
@@ -108,7 +134,7 @@ class Bench:
 
     def setup(self) -> None:
         with self.admin.connect() as conn:
-            for db in ("src", "copy_target", "cache", "dlt_cache"):
+            for db in ("src", "copy_target", "cache", "dlt_cache", "sling_cache"):
                 conn.execute(sa.text(f"CREATE DATABASE {db}"))
             # Trust authentication ignores it, but dlt refuses credentials without a password.
             conn.execute(sa.text("ALTER USER postgres PASSWORD 'bench'"))
@@ -191,6 +217,24 @@ class Bench:
             """)
         return measure([sys.executable, "-c", script], {**os.environ, "RUNTIME__LOG_LEVEL": "WARNING"})
 
+    def psql_tcp(self, database: str, *args: str) -> list[str]:
+        command = self.psql(database, *args)
+        command[2:3] = ["127.0.0.1", "-p", str(self.tcp_port)]
+        return command
+
+    def sling(self, binary: str) -> tuple[float, float]:
+        url = f"postgresql://postgres:bench@127.0.0.1:{self.tcp_port}/{{}}?sslmode=disable"
+        env = {
+            **os.environ,
+            "SLING_SRC": url.format("src"),
+            "SLING_TGT": url.format("sling_cache"),
+            "SLING_HOME_DIR": str(self.folder / "sling"),
+            "SLING_DISABLE_TELEMETRY": "true",
+        }
+        command = [binary, "run", "--src-conn", "SLING_SRC", "--src-stream", "public.work_orders"]
+        command += ["--tgt-conn", "SLING_TGT", "--tgt-object", "public.work_orders", "--mode", "full-refresh"]
+        return measure(command, env)
+
     def vacuum(self) -> None:
         for db in ("cache", "copy_target"):
             subprocess.run(self.psql(db, "-c", "VACUUM"), check=True, stdout=subprocess.DEVNULL)
@@ -243,6 +287,20 @@ def run(rows: int, runs: int, folder: Path) -> None:
         )
     else:
         print("dlt is not installed: peer rows skipped (pip install -e '.[bench]')")
+    sling = _sling_binary()
+    has_tcp = sling is not None and bench.start_tcp()
+    if has_tcp:
+        scenarios["A2 copy binary pipe over TCP (socat)"] = Scenario(
+            "A2 copy binary pipe over TCP (socat)", None
+        )
+        scenarios["P2 Sling full-refresh PG->PG (TCP)"] = Scenario(
+            "P2 Sling full-refresh PG->PG (TCP)", "A2 copy binary pipe over TCP (socat)"
+        )
+    else:
+        print(
+            "Sling or socat is not installed: Sling rows skipped "
+            "(pip install -e '.[bench]'; apt-get install socat)"
+        )
     copy_out = shlex.join(bench.psql("src", "-c", "COPY work_orders TO STDOUT (FORMAT binary)"))
     copy_in = shlex.join(bench.psql("copy_target", "-c", "COPY work_orders FROM STDIN (FORMAT binary)"))
     attach = [
@@ -276,7 +334,33 @@ def run(rows: int, runs: int, folder: Path) -> None:
         if has_dlt:
             bench.vacuum()
             record(scenarios["P1 dlt replace PG->PG"], *bench.dlt(), rows=rows)
+        if has_tcp and sling is not None:
+            subprocess.run(bench.psql("copy_target", "-c", "TRUNCATE work_orders"), check=True)
+            copy_out_tcp = shlex.join(
+                bench.psql_tcp("src", "-c", "COPY work_orders TO STDOUT (FORMAT binary)")
+            )
+            copy_in_tcp = shlex.join(
+                bench.psql_tcp("copy_target", "-c", "COPY work_orders FROM STDIN (FORMAT binary)")
+            )
+            record(
+                scenarios["A2 copy binary pipe over TCP (socat)"],
+                *measure(f"{copy_out_tcp} | {copy_in_tcp}"),
+                rows=rows,
+            )
+            bench.vacuum()
+            record(scenarios["P2 Sling full-refresh PG->PG (TCP)"], *bench.sling(sling), rows=rows)
+    bench.stop()
     report(scenarios)
+
+
+def _sling_binary() -> str | None:
+    """The CLI from the sling-<platform> wheel, or a `sling` on PATH."""
+    spec = importlib.util.find_spec("sling_linux_amd64")
+    if spec is not None and spec.origin is not None:
+        candidate = Path(spec.origin).parent / "bin" / "sling-linux-amd64"
+        if candidate.exists():
+            return str(candidate)
+    return shutil.which("sling")
 
 
 def record(s: Scenario, wall: float, rss: float, *, own: float | None = None, rows: int) -> None:
