@@ -6,6 +6,7 @@ import os
 import signal
 import time
 
+import psutil
 import pytest
 
 from sync_assets_tests.helpers import (
@@ -52,8 +53,12 @@ def test_sigkill_mid_mass_sync_then_recovery(tmp_path, monkeypatch, make_databas
                 break
         assert time.monotonic() < deadline, "the sync never reported progress"
     assert staged == 3, "the CLI ended before the sync was under way"
+    steps = psutil.Process(process.pid).children(recursive=True)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=30)
+    # The step processes die with the group; wait for them too, as a DuckDB file stays locked
+    # until its writer is gone.
+    psutil.wait_procs(steps, timeout=30)
 
     assert read_rows(cache_url, "orders") == before, "a killed sync leaves the target unchanged"
     log = sync_log_rows(cache_url, "orders")

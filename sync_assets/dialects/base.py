@@ -193,7 +193,8 @@ class Dialect:
         return fill(target)
 
     def after_commit(self, conn: sa.Connection, target: sa.Table) -> None:
-        """Clean-up readers need not wait for (e.g. dropping the table a swap replaced), after the commit."""
+        """Clean-up readers need not wait for (e.g. dropping the table a swap replaced), run after
+        the commit outside any transaction."""
 
     def can_copy(
         self, source: sa.Connection, cache: sa.Connection, target: sa.Table, source_kinds: dict[str, Any]

@@ -201,8 +201,8 @@ class _Sync:
             )
         with cache.begin():
             staging.drop(cache)
-            cache_dialect.after_commit(cache, target)
             row_count = cache.execute(sa.select(sa.func.count()).select_from(target)).scalar_one()
+        cache_dialect.after_commit(cache, target)
         return SyncResult(
             table=self.table.name,
             update_type=self.update_type,
