@@ -90,7 +90,7 @@ def test_failure_in_the_swap_rolls_back(tmp_path, monkeypatch, make_database, ca
     result = harness.sync("orders", "mass")
     assert not result.success
     message = failure_message(result)
-    assert "table 'orders': the source holds duplicate primary key values (id)" in message
+    assert "table 'orders': the source holds duplicate (or NULL) primary key values (id)" in message
     assert read_rows(cache_url, "orders") == before
     log = sync_log_rows(cache_url, "orders")
     assert log[-1]["status"] == "failed" and log[-1]["error"].startswith("swap phase: table 'orders'")
@@ -113,3 +113,18 @@ def test_swapped_out_table_left_by_a_crash_is_dropped_by_the_next_mass(tmp_path,
     assert "orders__sync_old" not in sa.inspect(engine).get_table_names()
     assert read_rows(cache_url, "orders") == read_rows(source_url, "orders")
     engine.dispose()
+
+
+@pytest.mark.parametrize("cache_kind", ["sqlite", "postgresql", "duckdb"])
+def test_null_key_in_the_source_fails_the_load_instead_of_getting_a_made_up_key(
+    tmp_path, monkeypatch, make_database, cache_kind
+):
+    """A source without a key constraint can hold a NULL key; a SQLite rowid key would silently
+    invent one, so integer keys are declared BIGINT there and the NULL is refused."""
+    source_url, cache_url = make_database("sqlite"), make_database(cache_kind)
+    create_source(source_url, [order_row(1), {**order_row(2), "id": None}], primary_key=False)
+    harness = make_harness(tmp_path, monkeypatch, source_url=source_url, cache_url=cache_url, tables=[ORDERS])
+    result = harness.sync("orders", "mass")
+    assert not result.success
+    assert "the source holds duplicate (or NULL) primary key values (id)" in failure_message(result)
+    assert [r["status"] for r in sync_log_rows(cache_url, "orders")] == ["failed"]

@@ -119,6 +119,9 @@ def test_transform_refuses_values_jde_never_writes():
         ({"t": [126000]}, "column 't': source value 126000 is not an HHMMSS time"),
         ({"t": [240000]}, "column 't': source value 240000 is not an HHMMSS time"),
         ({"q": [100000]}, "column 'q': source value 100000 is not an integer"),  # 6 digits > precision 5
+        # Not whole numbers at all: refused, never turned into NULL dates or midnight.
+        ({"d": ["12603X"]}, "column 'd': source value '12603X' is not a CYYDDD date"),
+        ({"t": [120000.5]}, "column 't': source value 120000.5 is not an HHMMSS time"),
     ]
     for change, message in cases:
         bad = good.head(1).with_columns(pl.Series(k, v) for k, v in change.items())
@@ -430,3 +433,12 @@ def test_unknown_jde_column_names_table_and_columns(tmp_path, monkeypatch, make_
         "table 'work_orders': jde times.updated_at column 'WATDAYX' is not in the source "
         "(columns: WADOCO, WALITM, WAMCU, WATDAY, WATRDJ, WAUORG, WAUPMJ)"
     ) in failure_message(result)
+
+
+def test_date_only_watermark_below_a_time_of_day_keeps_that_day():
+    day = sa.column("IMUPMJ")
+    below = jde.watermark_bound(day, None, "<", datetime(2026, 1, 30, 12, 0))
+    compiled = below.compile(dialect=sqlite.dialect())
+    assert str(compiled) == '"IMUPMJ" <= ?' and compiled.params == {"wm_below_day": 126030}
+    at_midnight = jde.watermark_bound(day, None, "<", datetime(2026, 1, 30)).compile(dialect=sqlite.dialect())
+    assert str(at_midnight) == '"IMUPMJ" < ?' and at_midnight.params == {"wm_below_day": 126030}

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import decimal
 import math
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from itertools import product
 from typing import Any
 
+import polars as pl
 import pytest
 import sqlalchemy as sa
 
@@ -314,10 +315,50 @@ def test_unbounded_numeric_into_duckdb_fails_naming_the_column(tmp_path, monkeyp
         (
             "duckdb",
             ColumnType(Kind.DATETIME, precision=9, timezone=True),
-            "9 fractional second digits, a duckdb TIMESTAMPTZ keeps 6",
+            "9 fractional second digits, the duckdb cache keeps 6",
         ),
-        ("duckdb", ColumnType(Kind.TIME, precision=9), "9 fractional second digits, a duckdb TIME keeps 6"),
+        (
+            "duckdb",
+            ColumnType(Kind.TIME, precision=9),
+            "9 fractional second digits, the duckdb cache keeps 6",
+        ),
     ],
 )
 def test_each_cache_states_what_it_cannot_hold(cache, column_type, loss):
     assert get_dialect(cache).loss(column_type) == loss
+
+
+def test_allowed_lossy_timestamps_are_truncated_never_rounded_up():
+    """DuckDB rounds nanoseconds into a TIMESTAMPTZ or TIME (23:59:59.999999999 became 24:00:00);
+    the batch is truncated to the cache's digits first, so every cache keeps the same value."""
+    from sync_assets.catalog.models import TableSpec
+    from sync_assets.sync.source import Source, SourceColumn
+    from sync_assets.sync.target import lossy_truncations
+
+    spec = TableSpec(name="t", source="s", source_table="t", primary_key=["id"], allow_lossy=["*"])
+    columns = [
+        SourceColumn("id", "id", ColumnType(Kind.INTEGER, bits=64), sa.column("id")),
+        SourceColumn("at", "at", ColumnType(Kind.DATETIME, precision=9, timezone=True), sa.column("at")),
+        SourceColumn("clock", "clock", ColumnType(Kind.TIME, precision=9), sa.column("clock")),
+        SourceColumn("local", "local", ColumnType(Kind.DATETIME, precision=9), sa.column("local")),
+    ]
+    last = datetime(2026, 5, 1, 23, 59, 59)
+    last_ns = int(last.replace(tzinfo=UTC).timestamp()) * 10**9
+    frame = pl.DataFrame(
+        {
+            "id": [1],
+            "at": pl.Series([last_ns + 999_999_999]).cast(pl.Datetime("ns", "UTC")),
+            "clock": pl.Series([86_399_999_999_999]).cast(pl.Time),
+            "local": pl.Series([last_ns + 123_456_789]).cast(pl.Datetime("ns")),
+        }
+    )
+    duckdb_cut = frame.with_columns(lossy_truncations(Source(spec, columns), get_dialect("duckdb")))
+    assert duckdb_cut.row(0) == (
+        1,
+        datetime(2026, 5, 1, 23, 59, 59, 999999, tzinfo=UTC),
+        time(23, 59, 59, 999999),
+        frame["local"][0],  # TIMESTAMP_NS keeps all 9 digits
+    )
+    mssql_cut = frame.with_columns(lossy_truncations(Source(spec, columns), get_dialect("mssql")))
+    assert mssql_cut["local"].cast(pl.Int64)[0] % 100 == 0  # 7 digits: whole 100 ns
+    assert mssql_cut["local"].cast(pl.Int64)[0] % 1_000_000_000 == 123_456_700

@@ -104,14 +104,22 @@ class Dialect:
         digits = caps.max_decimal_precision
         if ct.kind is Kind.DECIMAL and digits is not None and (ct.precision or digits + 1) > digits:
             return f"{ct.describe()} needs more than the {digits} digits a {self.name} DECIMAL keeps"
-        if ct.kind in (Kind.DATETIME, Kind.TIME) and (ct.precision or 0) > caps.max_fractional_digits:
+        if ct.kind in (Kind.DATETIME, Kind.TIME) and (ct.precision or 0) > self.fractional_digits(ct):
             return (
                 f"{ct.precision} fractional second digits, the {self.name} cache keeps "
-                f"{caps.max_fractional_digits}"
+                f"{self.fractional_digits(ct)}"
             )
         if ct.kind is Kind.DATETIME and ct.timezone and not caps.time_zones:
             return f"time zone, the {self.name} cache has no zoned timestamp"
         return None
+
+    def key_column_type(self, ct: ColumnType) -> sa.types.TypeEngine[Any]:
+        """The DDL type of a column the cache indexes (primary key, watermark)."""
+        return self.column_type(ct)
+
+    def fractional_digits(self, ct: ColumnType) -> int:
+        """Sub-second digits the cache column made for `ct` keeps."""
+        return self.capabilities.max_fractional_digits
 
     def type_family(self, type_: sa.types.TypeEngine[Any]) -> str:
         """A coarse family used to tell whether an existing cache column still fits."""
@@ -271,6 +279,8 @@ def _family(type_: sa.types.TypeEngine[Any]) -> str:
     from sqlalchemy.sql import sqltypes
 
     for cls, family in (
+        # Canonical text either way: a cache made when UUIDs were cached as VARCHAR(36) still fits.
+        (sqltypes.Uuid, "string"),
         (sqltypes.Boolean, "boolean"),
         (sqltypes.Integer, "integer"),
         (sqltypes.Float, "float"),

@@ -246,12 +246,11 @@ class DuckDBDialect(Dialect):
                 return sa.Double()
         return super().column_type(ct)
 
-    def loss(self, ct: ColumnType) -> str | None:
-        if ct.kind is Kind.TIME and (ct.precision or 0) > 6:
-            return f"{ct.precision} fractional second digits, a duckdb TIME keeps 6"
-        if ct.kind is Kind.DATETIME and ct.timezone and (ct.precision or 0) > 6:
-            return f"{ct.precision} fractional second digits, a duckdb TIMESTAMPTZ keeps 6"
-        return super().loss(ct)
+    def fractional_digits(self, ct: ColumnType) -> int:
+        # TIMESTAMP_NS exists only without a time zone; TIME and TIMESTAMPTZ keep microseconds.
+        if ct.kind is Kind.TIME or (ct.kind is Kind.DATETIME and ct.timezone):
+            return 6
+        return super().fractional_digits(ct)
 
     def type_family(self, type_: sa.types.TypeEngine[Any]) -> str:
         return "datetime" if isinstance(type_, TIMESTAMP_NS) else super().type_family(type_)

@@ -39,6 +39,7 @@ MAX_DIGITS: Final = 38
 # reports the mapping as lossy (values with more digits fail on insert or round).
 UNBOUNDED_DECIMAL_SCALE: Final = 10
 FRACTIONAL_DIGITS: Final = 7  # DATETIME2(7), DATETIMEOFFSET(7), TIME(7): 100 ns
+MAX_KEY_BYTES: Final = 900  # clustered index key
 DATETIME_DIGITS: Final = 3  # the legacy DATETIME type (1/300 s)
 # What a source read delivers: pyodbc hands DATETIME2/DATETIMEOFFSET/TIME values to Python as
 # datetime/time objects, which stop at microseconds. Claiming 7 digits would also make batches
@@ -144,6 +145,16 @@ class MSSQLDialect(Dialect):
             case Kind.UUID:
                 return mssql.UNIQUEIDENTIFIER(as_uuid=False)
         return super().column_type(ct)
+
+    def key_column_type(self, ct: ColumnType) -> sa.types.TypeEngine[Any]:
+        """NVARCHAR(max) and VARBINARY(max) cannot be indexed; an index key holds 900 bytes
+        (https://learn.microsoft.com/en-us/sql/sql-server/maximum-capacity-specifications-for-sql-server).
+        A longer value then fails the load, naming the table."""
+        if ct.kind is Kind.STRING and (ct.length is None or ct.length * 2 > MAX_KEY_BYTES // 2):
+            return mssql.NVARCHAR(MAX_KEY_BYTES // 2)
+        if ct.kind is Kind.BINARY and (ct.length is None or ct.length > MAX_KEY_BYTES):
+            return mssql.VARBINARY(MAX_KEY_BYTES)
+        return self.column_type(ct)
 
     # -- errors ----------------------------------------------------------------------------------
     def is_transient(self, error: BaseException) -> bool:

@@ -7,7 +7,7 @@ imported by SQLAlchemy when an engine is made, so this module imports without it
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import polars as pl
@@ -272,7 +272,11 @@ def timestamp_bounds(statement: sa.Select[Any]) -> sa.Select[Any]:
             and isinstance(element.value, datetime)
             and isinstance(element.type, oracle.TIMESTAMP)
         ):
-            text = element.value.isoformat(sep=" ", timespec="microseconds")
+            value = element.value
+            if value.tzinfo is not None:
+                # Zoned watermarks are compared as sys_extract_utc(col): a UTC wall-clock time.
+                value = value.astimezone(UTC).replace(tzinfo=None)
+            text = value.isoformat(sep=" ", timespec="microseconds")
             return sa.func.to_timestamp(
                 sa.bindparam(element.key, text, type_=sa.String()),
                 sa.literal(TIMESTAMP_FORMAT),

@@ -75,10 +75,9 @@ class SQLiteDialect(Dialect):
         if ct.kind is Kind.UUID:
             return sa.String(36)  # SQLAlchemy's Uuid would store 32 hex digits without dashes
         if ct.kind is Kind.INTEGER:
-            # Every SQLite integer is 64-bit; declared INTEGER, a one-column integer key becomes
-            # the rowid itself (https://www.sqlite.org/lang_createtable.html#rowid), so a load
-            # appends to one b-tree instead of also maintaining a separate key index.
-            return sa.Integer()
+            # Every SQLite integer is 64-bit. Declared INTEGER, a one-column key would become the
+            # rowid, and SQLite would then invent a key for a NULL instead of refusing the row.
+            return sa.BigInteger()
         return super().column_type(ct)
 
     @contextmanager

@@ -156,9 +156,10 @@ def succeed(conn: sa.Connection, attempt: int, outcome: Outcome) -> None:
 
 
 def fail(conn: sa.Connection, attempt: int, *, error: str, mode: str | None, rows_read: int) -> None:
+    """Close a running attempt as failed; an attempt that already committed stays succeeded."""
     conn.execute(
         sa.update(sync_log)
-        .where(sync_log.c.id == attempt)
+        .where(sync_log.c.id == attempt, sync_log.c.status == RUNNING)
         .values(
             status=FAILED, finished_at=now(), error=error[:ERROR_MAX_CHARS], mode=mode, rows_read=rows_read
         )

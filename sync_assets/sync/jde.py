@@ -9,6 +9,7 @@ read path; the source query itself is left alone so its indexes keep working.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -67,8 +68,11 @@ def watermark_bound(
     name = {">=": "wm_low", "<=": "wm_high", "<": "wm_below"}[op]
     if hhmmss is None:
         whole_day = value.date() if isinstance(value, datetime) else value
-        if op == ">=" and isinstance(value, datetime) and value.time() != time(0):
-            whole_day += timedelta(days=1)  # a later time of that day: from the next whole day
+        if isinstance(value, datetime) and value.time() != time(0):
+            if op == ">=":
+                whole_day += timedelta(days=1)  # a later time of that day: from the next whole day
+            elif op == "<":
+                op = "<="  # that day's midnight lies before the bound
         return _compare(day, op, sa.bindparam(f"{name}_day", to_julian(whole_day)))
     moment = value if isinstance(value, datetime) else datetime(value.year, value.month, value.day)
     if moment.microsecond:  # JDE times are whole seconds: a lower bound rounds up, upper ones down
@@ -141,9 +145,9 @@ class Transform:
     def apply(self, frame: pl.DataFrame) -> pl.DataFrame:
         """The batch in cache types; raises DataError naming the column of a value JDE never writes."""
         for name in {*self.julian_dates, *(t.day for t in self.timestamps)}:
-            self._refuse(frame, name, bad_julian(whole(pl.col(name), frame.schema[name])), "a CYYDDD date")
+            self._refuse(frame, name, _not_whole_or(bad_julian, frame, name), "a CYYDDD date")
         for name in {t.hhmmss for t in self.timestamps}:
-            self._refuse(frame, name, bad_hhmmss(whole(pl.col(name), frame.schema[name])), "an HHMMSS time")
+            self._refuse(frame, name, _not_whole_or(bad_hhmmss, frame, name), "an HHMMSS time")
         new = [
             jde_timestamp(
                 whole(pl.col(t.day), frame.schema[t.day]), whole(pl.col(t.hhmmss), frame.schema[t.hhmmss])
@@ -173,6 +177,12 @@ class Transform:
                 f"({found.len()} such values in this batch)"
             )
             raise DataError(msg, table=self.table)
+
+
+def _not_whole_or(bad: Callable[[pl.Expr], pl.Expr], frame: pl.DataFrame, name: str) -> pl.Expr:
+    """A value that is not a whole number (e.g. '12603X', 120000.5), or a whole one `bad` refuses."""
+    number = whole(pl.col(name), frame.schema[name])
+    return (pl.col(name).is_not_null() & number.is_null()) | bad(number)
 
 
 def whole(expression: pl.Expr, dtype: pl.DataType) -> pl.Expr:

@@ -25,7 +25,7 @@ from sync_assets.sync import audit, watermark
 from sync_assets.sync.reader import read_batches
 from sync_assets.sync.redact import redact
 from sync_assets.sync.source import Source, describe
-from sync_assets.sync.target import check_existing, target_table
+from sync_assets.sync.target import check_existing, lossy_truncations, target_table
 from sync_assets.sync.types import from_polars
 
 FULL, INCREMENTAL = "full", "incremental"
@@ -199,10 +199,17 @@ class _Sync:
             outcome = self._commit(
                 cache, cache_dialect, attempt, plan, target, staging, exists, replace, loaded_max
             )
+        self.phase = "cleanup"
+        try:
+            with cache.begin():
+                staging.drop(cache)
+            cache_dialect.after_commit(cache, target)
+        except sa.exc.SQLAlchemyError as err:
+            # The rows are committed and sync_log says so; leftovers go at the next sync.
+            text = redact(describe_error(err, phase=None), self.secrets)
+            self.log(f"{self.table.name}: clean-up after the commit failed: {text}")
         with cache.begin():
-            staging.drop(cache)
             row_count = cache.execute(sa.select(sa.func.count()).select_from(target)).scalar_one()
-        cache_dialect.after_commit(cache, target)
         return SyncResult(
             table=self.table.name,
             update_type=self.update_type,
@@ -259,6 +266,8 @@ class _Sync:
     ) -> tuple[sa.Table, sa.Table, bool, Any, Callable[[], Any]]:
         """The general path: source rows as polars batches, bulk-loaded into staging."""
         batches = self._batches(source_conn, source, plan)
+        if source.schema() is not None and (cuts := lossy_truncations(source, dialect)):
+            batches = _cut(batches, cuts)
         try:
             self.phase = "read"
             first = next(batches, None)
@@ -385,7 +394,8 @@ class _Sync:
                         raise
                     key = ", ".join(table.primary_key)
                     msg = (
-                        f"table '{table.name}': the source holds duplicate primary key values ({key}), "
+                        f"table '{table.name}': the source holds duplicate (or NULL) primary key values "
+                        f"({key}), "
                         f"so the full load was rolled back: {describe_error(err, phase=None)}"
                     )
                     raise DataError(msg, table=table.name) from None
@@ -469,6 +479,16 @@ class _Sync:
             self.log(
                 f"{self.table.name}: could not record the failure in sync_log: {type(audit_err).__name__}"
             )
+
+
+def _cut(batches: Iterator[pl.DataFrame], cuts: list[pl.Expr]) -> Generator[pl.DataFrame]:
+    try:
+        for frame in batches:
+            yield frame.with_columns(cuts)
+    finally:
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
 
 
 def _transformed(source: Source, batches: Iterator[pl.DataFrame]) -> Generator[pl.DataFrame]:

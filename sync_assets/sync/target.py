@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import polars as pl
 import sqlalchemy as sa
 
 from sync_assets.dialects import Dialect
 from sync_assets.errors import LossyType, SchemaMismatch
 from sync_assets.sync.source import Source
+from sync_assets.sync.types import Kind
 
 
 def target_table(source: Source, dialect: Dialect) -> sa.Table:
@@ -16,6 +18,7 @@ def target_table(source: Source, dialect: Dialect) -> sa.Table:
     """
     spec = source.table
     accepted = set(spec.allow_lossy)
+    indexed = {*spec.primary_key, *([spec.updated_at] if spec.updated_at else [])}
     columns = []
     for c in source.columns:
         assert c.type is not None
@@ -25,7 +28,7 @@ def target_table(source: Source, dialect: Dialect) -> sa.Table:
         columns.append(
             sa.Column(
                 c.name,
-                dialect.column_type(c.type),
+                dialect.key_column_type(c.type) if c.name in indexed else dialect.column_type(c.type),
                 primary_key=c.name in spec.primary_key,
                 nullable=c.name not in spec.primary_key,
                 autoincrement=False,  # keys come from the source, never from the cache
@@ -70,3 +73,25 @@ def check_existing(conn: sa.Connection, wanted: sa.Table, dialect: Dialect, *, t
         )
         raise SchemaMismatch(msg, table=table)
     return True
+
+
+def lossy_truncations(source: Source, dialect: Dialect) -> list[pl.Expr]:
+    """Timestamps and times `allow_lossy` accepts, cut to the cache's fractional digits in the batch.
+
+    Left to the databases, DuckDB and SQL Server would round instead, even into the next second
+    (23:59:59.999999999 became 24:00:00); truncating here gives every cache the same values.
+    """
+    cuts = []
+    for c in source.columns:
+        if c.type is None or c.type.kind not in (Kind.DATETIME, Kind.TIME):
+            continue
+        digits = dialect.fractional_digits(c.type)
+        if (c.type.precision or 0) <= digits:
+            continue
+        step = 10 ** (9 - digits)  # nanoseconds
+        column = pl.col(c.name)
+        if c.type.kind is Kind.TIME:
+            cuts.append((column.cast(pl.Int64) // step * step).cast(pl.Time).alias(c.name))
+        else:
+            cuts.append(column.dt.truncate(f"{step}ns").alias(c.name))
+    return cuts

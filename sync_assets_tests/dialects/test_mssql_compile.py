@@ -474,3 +474,32 @@ def test_native_numbers_come_only_from_the_diagnostic_suffix():
     )
     assert odbc_diagnostics(error) == ("42000", frozenset({245, 3621}))
     assert odbc_diagnostics(Exception("plain message")) is None
+
+
+@pytest.mark.parametrize(
+    ("ct", "ddl"),
+    [
+        (ColumnType(Kind.STRING), "NVARCHAR(450)"),  # NVARCHAR(max) cannot be a key
+        (ColumnType(Kind.STRING, length=225), "NVARCHAR(450)"),
+        (ColumnType(Kind.STRING, length=226), "NVARCHAR(450)"),
+        (ColumnType(Kind.STRING, length=12), "NVARCHAR(24)"),
+        (ColumnType(Kind.BINARY), "VARBINARY(900)"),
+        (ColumnType(Kind.INTEGER, bits=64), "BIGINT"),
+    ],
+)
+def test_key_and_watermark_columns_fit_an_index_key(ct, ddl):
+    assert str(DIALECT.key_column_type(ct).compile(dialect=mssql.dialect())) == ddl
+
+
+def test_a_text_key_is_created_indexable():
+    spec = TableSpec(
+        name="codes", source="src", source_table="codes", primary_key=["code"], updated_at="changed"
+    )
+    columns = [
+        SourceColumn("code", "code", ColumnType(Kind.STRING), sa.column("code")),
+        SourceColumn("label", "label", ColumnType(Kind.STRING), sa.column("label")),
+        SourceColumn("changed", "changed", ColumnType(Kind.DATETIME, precision=6), sa.column("changed")),
+    ]
+    target = target_table(Source(spec, columns), DIALECT)
+    ddl = sql(sa.schema.CreateTable(target))
+    assert "code NVARCHAR(450) NOT NULL" in ddl and "label NVARCHAR(max) NULL" in ddl

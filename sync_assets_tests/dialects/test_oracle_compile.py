@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import oracledb
@@ -128,6 +128,11 @@ def test_zoned_watermark_is_compared_and_maximised_in_utc():
     assert sql(built.select(low=datetime(2026, 3, 1))).endswith(
         "WHERE sys_extract_utc(proddta.f4801.seen_at) >= :sys_extract_utc_1"
     )
+    # The stored watermark of a zoned column is aware: the Arrow path binds it as UTC wall time.
+    berlin = timezone(timedelta(hours=2))
+    statement = built.select(low=datetime(2026, 3, 1, 10, 0, 0, 5, tzinfo=berlin))
+    params = timestamp_bounds(statement).compile(dialect=ORACLE).construct_params(escape_names=True)
+    assert "2026-03-01 08:00:00.000005" in params.values()
 
 
 def test_upper_case_table_and_schema_names_compile_as_case_insensitive_names():
