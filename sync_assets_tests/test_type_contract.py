@@ -333,7 +333,7 @@ def test_allowed_lossy_timestamps_are_truncated_never_rounded_up():
     the batch is truncated to the cache's digits first, so every cache keeps the same value."""
     from sync_assets.catalog.models import TableSpec
     from sync_assets.sync.source import Source, SourceColumn
-    from sync_assets.sync.target import lossy_truncations
+    from sync_assets.sync.target import cache_value_fixes
 
     spec = TableSpec(name="t", source="s", source_table="t", primary_key=["id"], allow_lossy=["*"])
     columns = [
@@ -352,13 +352,26 @@ def test_allowed_lossy_timestamps_are_truncated_never_rounded_up():
             "local": pl.Series([last_ns + 123_456_789]).cast(pl.Datetime("ns")),
         }
     )
-    duckdb_cut = frame.with_columns(lossy_truncations(Source(spec, columns), get_dialect("duckdb")))
+    duckdb_cut = frame.with_columns(cache_value_fixes(Source(spec, columns), get_dialect("duckdb")))
     assert duckdb_cut.row(0) == (
         1,
         datetime(2026, 5, 1, 23, 59, 59, 999999, tzinfo=UTC),
         time(23, 59, 59, 999999),
         frame["local"][0],  # TIMESTAMP_NS keeps all 9 digits
     )
-    mssql_cut = frame.with_columns(lossy_truncations(Source(spec, columns), get_dialect("mssql")))
+    mssql_cut = frame.with_columns(cache_value_fixes(Source(spec, columns), get_dialect("mssql")))
     assert mssql_cut["local"].cast(pl.Int64)[0] % 100 == 0  # 7 digits: whole 100 ns
     assert mssql_cut["local"].cast(pl.Int64)[0] % 1_000_000_000 == 123_456_700
+
+
+def test_uuids_reach_the_cache_in_canonical_lower_case():
+    """SQL Server hands out UNIQUEIDENTIFIER text in upper case; a text cache gets the canonical form."""
+    from sync_assets.catalog.models import TableSpec
+    from sync_assets.sync.source import Source, SourceColumn
+    from sync_assets.sync.target import cache_value_fixes
+
+    spec = TableSpec(name="t", source="s", source_table="t", primary_key=["ref"])
+    columns = [SourceColumn("ref", "ref", ColumnType(Kind.UUID), sa.column("ref"))]
+    frame = pl.DataFrame({"ref": ["0A1B2C3D-4E5F-4071-8293-A4B5C6D7E8F9", None]})
+    fixed = frame.with_columns(cache_value_fixes(Source(spec, columns), get_dialect("sqlite")))
+    assert fixed["ref"].to_list() == ["0a1b2c3d-4e5f-4071-8293-a4b5c6d7e8f9", None]

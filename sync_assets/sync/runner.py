@@ -25,7 +25,7 @@ from sync_assets.sync import audit, watermark
 from sync_assets.sync.reader import read_batches
 from sync_assets.sync.redact import redact
 from sync_assets.sync.source import Source, describe
-from sync_assets.sync.target import check_existing, lossy_truncations, target_table
+from sync_assets.sync.target import cache_value_fixes, check_existing, target_table
 from sync_assets.sync.types import from_polars
 
 FULL, INCREMENTAL = "full", "incremental"
@@ -266,8 +266,8 @@ class _Sync:
     ) -> tuple[sa.Table, sa.Table, bool, Any, Callable[[], Any]]:
         """The general path: source rows as polars batches, bulk-loaded into staging."""
         batches = self._batches(source_conn, source, plan)
-        if source.schema() is not None and (cuts := lossy_truncations(source, dialect)):
-            batches = _cut(batches, cuts)
+        if source.schema() is not None and (fixes := cache_value_fixes(source, dialect)):
+            batches = _fixed(batches, fixes)
         try:
             self.phase = "read"
             first = next(batches, None)
@@ -481,10 +481,10 @@ class _Sync:
             )
 
 
-def _cut(batches: Iterator[pl.DataFrame], cuts: list[pl.Expr]) -> Generator[pl.DataFrame]:
+def _fixed(batches: Iterator[pl.DataFrame], fixes: list[pl.Expr]) -> Generator[pl.DataFrame]:
     try:
         for frame in batches:
-            yield frame.with_columns(cuts)
+            yield frame.with_columns(fixes)
     finally:
         close = getattr(batches, "close", None)
         if close is not None:

@@ -75,14 +75,18 @@ def check_existing(conn: sa.Connection, wanted: sa.Table, dialect: Dialect, *, t
     return True
 
 
-def lossy_truncations(source: Source, dialect: Dialect) -> list[pl.Expr]:
-    """Timestamps and times `allow_lossy` accepts, cut to the cache's fractional digits in the batch.
+def cache_value_fixes(source: Source, dialect: Dialect) -> list[pl.Expr]:
+    """Expressions that bring a batch to the values the cache stores: timestamps and times that
+    `allow_lossy` accepts, cut to the cache's fractional digits; UUIDs in canonical lower case.
 
     Left to the databases, DuckDB and SQL Server would round instead, even into the next second
     (23:59:59.999999999 became 24:00:00); truncating here gives every cache the same values.
     """
     cuts = []
     for c in source.columns:
+        if c.type is not None and c.type.kind is Kind.UUID:
+            # Canonical text is lower case (RFC 9562); SQL Server hands out upper case.
+            cuts.append(pl.col(c.name).str.to_lowercase())
         if c.type is None or c.type.kind not in (Kind.DATETIME, Kind.TIME):
             continue
         digits = dialect.fractional_digits(c.type)
