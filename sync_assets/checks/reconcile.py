@@ -27,6 +27,7 @@ from sync_assets.checks.common import (
 )
 from sync_assets.sync.reader import to_frame
 from sync_assets.sync.source import Source, describe
+from sync_assets.sync.target import canonical_uuids
 
 RECONCILIATION = "reconciliation"
 DEEP_RECONCILIATION = "deep_reconciliation"
@@ -185,7 +186,7 @@ class _DeepComparison:
         """Source rows as the cache should hold them."""
         frame = to_frame(rows, self.read_names, self.schema, table=self.source.table.name)
         self.schema = self.schema or dict(frame.schema)
-        frame = self.source.transformed(frame).select(self.names)
+        frame = self.source.transformed(frame).with_columns(canonical_uuids(self.source)).select(self.names)
         self.cache_schema = self.cache_schema or dict(frame.schema)
         return frame
 

@@ -82,11 +82,8 @@ def cache_value_fixes(source: Source, dialect: Dialect) -> list[pl.Expr]:
     Left to the databases, DuckDB and SQL Server would round instead, even into the next second
     (23:59:59.999999999 became 24:00:00); truncating here gives every cache the same values.
     """
-    cuts = []
+    cuts = canonical_uuids(source)
     for c in source.columns:
-        if c.type is not None and c.type.kind is Kind.UUID:
-            # Canonical text is lower case (RFC 9562); SQL Server hands out upper case.
-            cuts.append(pl.col(c.name).str.to_lowercase())
         if c.type is None or c.type.kind not in (Kind.DATETIME, Kind.TIME):
             continue
         digits = dialect.fractional_digits(c.type)
@@ -99,3 +96,8 @@ def cache_value_fixes(source: Source, dialect: Dialect) -> list[pl.Expr]:
         else:
             cuts.append(column.dt.truncate(f"{step}ns").alias(c.name))
     return cuts
+
+
+def canonical_uuids(source: Source) -> list[pl.Expr]:
+    """UUID text in its canonical lower case (RFC 9562); SQL Server hands out upper case."""
+    return [pl.col(c.name).str.to_lowercase() for c in source.columns if c.type and c.type.kind is Kind.UUID]
