@@ -128,3 +128,29 @@ def test_null_key_in_the_source_fails_the_load_instead_of_getting_a_made_up_key(
     assert not result.success
     assert "the source holds duplicate (or NULL) primary key values (id)" in failure_message(result)
     assert [r["status"] for r in sync_log_rows(cache_url, "orders")] == ["failed"]
+
+
+def test_a_failure_after_the_commit_never_turns_a_succeeded_attempt_into_a_failed_one(make_database):
+    """Clean-up runs after the commit; if it fails, sync_log must still say what happened to the data."""
+    from sync_assets.sync import audit
+
+    engine = sa.create_engine(make_database("sqlite"))
+    audit.ensure_table(engine)
+    with engine.begin() as conn:
+        attempt = audit.start(
+            conn,
+            table="orders",
+            target="orders",
+            source="src",
+            update_type="mass",
+            run_id="r",
+            retention_days=9,
+        )
+        assert attempt is not None
+        outcome = audit.Outcome("full", 3, 3, 3, 0, None, "2026-01-01 00:00:00")
+        audit.succeed(conn, attempt, outcome)
+    with engine.begin() as conn:
+        audit.fail(conn, attempt, error="cleanup phase: database is locked", mode="full", rows_read=3)
+    (row,) = sync_log_rows(engine.url, "orders")
+    assert row["status"] == "succeeded" and row["error"] is None
+    engine.dispose()

@@ -375,3 +375,12 @@ def test_uuids_reach_the_cache_in_canonical_lower_case():
     frame = pl.DataFrame({"ref": ["0A1B2C3D-4E5F-4071-8293-A4B5C6D7E8F9", None]})
     fixed = frame.with_columns(cache_value_fixes(Source(spec, columns), get_dialect("sqlite")))
     assert fixed["ref"].to_list() == ["0a1b2c3d-4e5f-4071-8293-a4b5c6d7e8f9", None]
+
+
+@pytest.mark.parametrize("cache", ["sqlite", "postgresql", "duckdb", "mssql"])
+def test_a_uuid_column_cached_as_text_still_fits(cache):
+    """Caches made before UUIDs had their own kind hold them as VARCHAR(36): no drift error."""
+    dialect = get_dialect(cache)
+    assert dialect.type_family(sa.String(36)) == dialect.type_family(
+        dialect.column_type(ColumnType(Kind.UUID))
+    )
