@@ -58,7 +58,12 @@ class Scenario:
 
 
 def measure(command: list[str] | str, env: dict[str, str] | None = None) -> tuple[float, float]:
-    """Run a command (a shell pipeline if a string); return wall seconds and peak RSS (MiB) of its tree."""
+    """Run a command (a shell pipeline if a string); return wall seconds and peak RSS (MiB) of its tree.
+
+    Dirty pages of the previous scenario are flushed first (untimed), so no scenario pays for the
+    kernel writing back another one's output.
+    """
+    os.sync()
     start = time.perf_counter()
     shell = isinstance(command, str)
     process = subprocess.Popen(
