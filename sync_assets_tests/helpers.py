@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterable, Sequence
@@ -223,3 +224,10 @@ def failure_message(result: dg.ExecuteInProcessResult) -> str:
     failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     assert failures, "expected the step to fail"
     return "\n".join(str(e.step_failure_data.error) for e in failures)  # type: ignore[union-attr]
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (for now): a server to start, or a refused connection."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -18,14 +17,10 @@ import pytest
 from dagster import DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient
 
+from sync_assets_tests.helpers import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 ASSET_NODES = "{ assetNodes { assetKey { path } partitionKeys groupName } }"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -33,7 +28,7 @@ def dagster_dev(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
     shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SYNC_ASSETS")}
     env["DAGSTER_HOME"] = str(home)
     log = (tmp_path / "dagster_dev.log").open("w")

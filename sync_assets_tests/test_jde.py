@@ -267,6 +267,17 @@ def _source_table(metadata: sa.MetaData) -> sa.Table:
 FIRST_DAY = 126032  # 2026-02-01
 
 
+def _create_f4801(url: sa.URL, rows: list[dict[str, Any]]) -> sa.Table:
+    """The JDE work order table in a source database, holding `rows`."""
+    engine = sa.create_engine(url)
+    table = _source_table(sa.MetaData())
+    table.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(table.insert(), rows)
+    engine.dispose()
+    return table
+
+
 def _row(
     i: int, *, day: int | None = None, hhmmss: int | None = None, qty: int | None = None
 ) -> dict[str, Any]:
@@ -323,13 +334,8 @@ def _cache_rows(url: sa.URL) -> list[tuple[Any, ...]]:
 @pytest.mark.parametrize("cache_kind", ["sqlite", "postgresql"])
 def test_jde_table_mass_then_daily(tmp_path, monkeypatch, make_database, cache_kind):
     source_url, cache_url = make_database("sqlite"), make_database(cache_kind)
-    engine = sa.create_engine(source_url)
-    metadata = sa.MetaData()
-    table = _source_table(metadata)
-    metadata.create_all(engine)
     rows = {i: _row(i) for i in range(1, 241)}
-    with engine.begin() as conn:
-        conn.execute(table.insert(), list(rows.values()))
+    table = _create_f4801(source_url, list(rows.values()))
     harness = make_harness(
         tmp_path,
         monkeypatch,
@@ -381,6 +387,7 @@ def test_jde_table_mass_then_daily(tmp_path, monkeypatch, make_database, cache_k
         15: _row(15, day=126034, hhmmss=121300, qty=4),  # late commit before the lookback: missed
         241: _row(241, day=126035, hhmmss=500),  # new, the next day at 00:05
     }
+    engine = sa.create_engine(source_url)
     with engine.begin() as conn:
         conn.execute(sa.delete(table).where(table.c.WADOCO.in_(list(changes))))
         conn.execute(table.insert(), list(changes.values()))
@@ -405,13 +412,7 @@ def test_jde_table_mass_then_daily(tmp_path, monkeypatch, make_database, cache_k
 
 def test_unknown_jde_column_names_table_and_columns(tmp_path, monkeypatch, make_database):
     source_url, cache_url = make_database("sqlite"), make_database("sqlite")
-    engine = sa.create_engine(source_url)
-    metadata = sa.MetaData()
-    table = _source_table(metadata)
-    metadata.create_all(engine)
-    with engine.begin() as conn:
-        conn.execute(table.insert(), [_row(1)])
-    engine.dispose()
+    _create_f4801(source_url, [_row(1)])
     harness = make_harness(
         tmp_path,
         monkeypatch,

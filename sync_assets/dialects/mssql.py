@@ -7,7 +7,6 @@ SQL) works on machines without unixODBC.
 from __future__ import annotations
 
 import copy
-import re
 from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
@@ -47,21 +46,16 @@ DATETIME_DIGITS: Final = 3  # the legacy DATETIME type (1/300 s)
 READ_DIGITS: Final = 6
 SYNC_LOCK: Final = "sync_assets.sync_log"
 
-# Retryable errors, by SQLSTATE and by SQL Server error number. The numbers are SqlClient's
+# Retryable SQL Server error numbers (the retryable SQLSTATEs are ODBC's, in odbc.py): SqlClient's
 # baseline transient list (https://learn.microsoft.com/en-us/dotnet/api/
 # microsoft.data.sqlclient.sqlconfigurableretryfactory.baselinetransienterrors) plus 1205/1222
-# and the client timeout -2; SQLSTATEs per https://learn.microsoft.com/en-us/sql/odbc/reference/
-# appendixes/appendix-a-odbc-error-codes (08xxx connection, HYT00/HYT01 timeouts, 40001 deadlock).
-TRANSIENT_CLASSES: Final = ("08",)
-TRANSIENT_STATES: Final = frozenset({"HYT00", "HYT01", "40001"})
+# and the client timeout -2.
 TRANSIENT_NUMBERS: Final = frozenset(
     {-2, 20, 64, 233, 997, 1204, 1205, 1222, 4060, 4221, 10053, 10054, 10060, 10928, 10929}
     | {40143, 40197, 40501, 40540, 40613, 42108, 42109, 49918, 49919, 49920}
 )
 # pyodbc formats each diagnostic record as "[SQLSTATE] message (native number) (SQLFunction)",
 # later records as "; [SQLSTATE] message (native number)".
-_NATIVE_NUMBER = re.compile(r"\((-?\d+)\)(?= \(SQL\w*\)|;|$)")
-_SQLSTATE = re.compile(r"[0-9A-Z]{5}")
 
 
 class MSSQLDialect(Dialect):
@@ -158,15 +152,8 @@ class MSSQLDialect(Dialect):
 
     # -- errors ----------------------------------------------------------------------------------
     def is_transient(self, error: BaseException) -> bool:
-        diagnostics = odbc_diagnostics(driver_error(error))
-        if diagnostics is None:
-            return super().is_transient(error)
-        state, numbers = diagnostics
-        return (
-            state.startswith(TRANSIENT_CLASSES)
-            or state in TRANSIENT_STATES
-            or not numbers.isdisjoint(TRANSIENT_NUMBERS)
-            or super().is_transient(error)
+        return bool(odbc.is_transient_error(driver_error(error), TRANSIENT_NUMBERS)) or super().is_transient(
+            error
         )
 
     def serialize_starts(self, conn: sa.Connection) -> None:
@@ -247,15 +234,6 @@ def _read_digits(type_: Any) -> int:
     """Fractional digits a source column delivers: its own, at most what pyodbc reads."""
     declared = type_.precision if type_.precision is not None else FRACTIONAL_DIGITS
     return min(declared, READ_DIGITS)
-
-
-def odbc_diagnostics(error: BaseException) -> tuple[str, frozenset[int]] | None:
-    """SQLSTATE and SQL Server error numbers of a pyodbc error (`args` = (SQLSTATE, message))."""
-    args = getattr(error, "args", ())
-    if len(args) < 2 or not isinstance(args[0], str) or not _SQLSTATE.fullmatch(args[0]):
-        return None
-    message = args[1] if isinstance(args[1], str) else ""
-    return args[0], frozenset(int(n) for n in _NATIVE_NUMBER.findall(message))
 
 
 def applock_statement() -> sa.TextClause:

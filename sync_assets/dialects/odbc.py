@@ -10,6 +10,7 @@ works without unixODBC.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, NamedTuple
 
@@ -155,3 +156,37 @@ def executemany(
         cursor.setinputsizes([tuple(size) for size in sizes])
         cursor.executemany(statement, chunk.rows())
     return values.height
+
+
+# Retryable SQLSTATEs (https://learn.microsoft.com/en-us/sql/odbc/reference/appendixes/
+# appendix-a-odbc-error-codes): class 08 connection errors, HYT00/HYT01 timeouts, 40001
+# serialization failure or deadlock victim.
+TRANSIENT_STATE_CLASSES: Final = ("08",)
+TRANSIENT_STATES: Final = frozenset({"HYT00", "HYT01", "40001"})
+# pyodbc carries the driver's native error number only in its message: "... (1205) (SQLExecDirectW)".
+_NATIVE_NUMBER = re.compile(r"\((-?\d+)\)(?=\s*\(SQL\w*\)|;|$)")
+_SQLSTATE = re.compile(r"[0-9A-Z]{5}")
+
+
+def odbc_diagnostics(error: BaseException) -> tuple[str, frozenset[int]] | None:
+    """SQLSTATE and native error numbers (SQL Server, ASE, FreeTDS) of a pyodbc error, whose `args`
+    are (SQLSTATE, message); None for any other error."""
+    args = getattr(error, "args", ())
+    if len(args) < 2 or not isinstance(args[0], str) or not _SQLSTATE.fullmatch(args[0]):
+        return None
+    message = args[1] if isinstance(args[1], str) else ""
+    return args[0], frozenset(int(n) for n in _NATIVE_NUMBER.findall(message))
+
+
+def is_transient_error(error: BaseException, transient_numbers: frozenset[int]) -> bool | None:
+    """Whether a pyodbc error clears up by itself, by SQLSTATE or by one of the vendor's
+    `transient_numbers`; None when `error` is not a pyodbc error."""
+    diagnostics = odbc_diagnostics(error)
+    if diagnostics is None:
+        return None
+    state, numbers = diagnostics
+    return (
+        state.startswith(TRANSIENT_STATE_CLASSES)
+        or state in TRANSIENT_STATES
+        or not numbers.isdisjoint(transient_numbers)
+    )

@@ -11,26 +11,21 @@ driver reads the TDS stream as rows are fetched, so memory stays one batch.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.sql import sqltypes
 
+from sync_assets.dialects import odbc
 from sync_assets.dialects.base import Capabilities, Dialect, driver_error
 from sync_assets.sync.types import ColumnType, Kind, from_sqlalchemy
 
 LOGIN_TIMEOUT_SECONDS = 30
-# Retryable SQLSTATEs: class 08 (connection), 40001 (deadlock victim / serialization),
-# HYT00/HYT01 (timeouts) (https://learn.microsoft.com/en-us/sql/odbc/reference/appendixes/appendix-a-odbc-error-codes).
-TRANSIENT_STATE_CLASSES = ("08",)
-TRANSIENT_STATES = frozenset({"40001", "HYT00", "HYT01"})
-# ASE message numbers (https://help.sap.com/docs/SAP_ASE, "Troubleshooting: Error Messages"):
+# Retryable ASE message numbers; the retryable SQLSTATEs are ODBC's, in odbc.py
+# (https://help.sap.com/docs/SAP_ASE, "Troubleshooting: Error Messages"):
 # 1204 out of locks, 1205 deadlock victim, 12205 lock wait timeout. FreeTDS client errors
 # (include/sybdb.h): 20003 SYBETIME, 20004 SYBEREAD, 20006 SYBEWRIT, 20009 SYBECONN, 20017 SYBESEOF.
 TRANSIENT_ERRORS = frozenset({1204, 1205, 12205, 20003, 20004, 20006, 20009, 20017})
-# pyodbc carries the native error number only in its message: "... (1205) (SQLExecDirectW)".
-_NATIVE_ERROR = re.compile(r"\((\d+)\)\s*(?:\(SQL\w+\)|;|$)")
 
 
 class BIGDATETIME(sqltypes.DateTime):
@@ -109,16 +104,8 @@ class SybaseDialect(Dialect):
         return exact if exact is not None else from_sqlalchemy(type_, table=table, column=column)
 
     def is_transient(self, error: BaseException) -> bool:
-        args = getattr(driver_error(error), "args", ())
-        if len(args) < 2 or not isinstance(args[0], str) or not isinstance(args[1], str):
-            return super().is_transient(error)
-        state, message = args[0], args[1]
-        numbers = {int(n) for n in _NATIVE_ERROR.findall(message)}
-        return (
-            state.startswith(TRANSIENT_STATE_CLASSES)
-            or state in TRANSIENT_STATES
-            or bool(numbers & TRANSIENT_ERRORS)
-            or super().is_transient(error)
+        return bool(odbc.is_transient_error(driver_error(error), TRANSIENT_ERRORS)) or super().is_transient(
+            error
         )
 
 

@@ -16,12 +16,12 @@ from sync_assets.dialects.merge import Merge
 from sync_assets.dialects.mssql import (
     applock_mode_query,
     applock_statement,
-    odbc_diagnostics,
     replace_statements,
     upsert_statements,
     values_per_statement,
     values_statements,
 )
+from sync_assets.dialects.odbc import odbc_diagnostics
 from sync_assets.errors import UnsupportedType
 from sync_assets.sync.source import Source, SourceColumn
 from sync_assets.sync.target import target_table

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import socket
 import uuid
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
@@ -14,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from sync_assets.dialects import get_dialect, odbc
+from sync_assets_tests.helpers import free_port
 
 INSTALL_HINT = "apt-get install unixodbc odbc-postgresql"
 PSQLODBC = "PostgreSQL Unicode"
@@ -176,9 +176,7 @@ def test_connection_refused_through_freetds_is_transient():
     pyodbc = _pyodbc()
     if "FreeTDS" not in pyodbc.drivers():
         pytest.skip("FreeTDS not installed: apt-get install unixodbc tdsodbc")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     url = sa.URL.create(
         "mssql+pyodbc",
         username="sa",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -27,6 +26,7 @@ from sync_assets.dialects.oracle import (
 from sync_assets.errors import ColumnNotFound, UnsupportedType
 from sync_assets.sync.source import Source, _check_columns, source_columns
 from sync_assets.sync.types import ColumnType, Kind, polars_dtype
+from sync_assets_tests.helpers import free_port
 
 DIALECT = get_dialect("oracle")
 ORACLE = oracle.dialect()
@@ -285,9 +285,7 @@ def test_permanent_oracle_errors(message, code):
 
 
 def test_a_refused_connection_from_the_real_driver_is_transient():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     with pytest.raises(oracledb.Error) as caught:
         oracledb.connect(user="u", password="p", dsn=f"127.0.0.1:{port}/free", tcp_connect_timeout=5)
     assert caught.value.args[0].full_code == "DPY-6005"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from datetime import datetime
 
 import pytest
@@ -25,6 +24,7 @@ from sync_assets.dialects.sybase import (
 from sync_assets.errors import UnsupportedType
 from sync_assets.sync.source import Source, _check_columns, source_columns
 from sync_assets.sync.types import ColumnType, Kind
+from sync_assets_tests.helpers import free_port
 
 DIALECT = get_dialect("sybase")
 ASE = sa.create_engine("sybase+pyodbc://sync@cms_dsn/cms?driver=FreeTDS").dialect  # pyodbc: qmark binds
@@ -227,9 +227,7 @@ def test_a_closed_port_through_pyodbc_and_freetds_is_transient():
     pyodbc = pytest.importorskip("pyodbc", reason="pyodbc is not installed")
     if "FreeTDS" not in pyodbc.drivers():
         pytest.skip("the FreeTDS ODBC driver is not registered with unixODBC (odbcinst.ini)")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     url = sa.URL.create(
         "sybase+pyodbc",
         username="sync",
