@@ -173,4 +173,8 @@ def executor_for(catalog: Catalog) -> dg.ExecutorDefinition:
         for name, conn in catalog.connections.items()
         if conn.max_parallel
     ]
-    return dg.multiprocess_executor.configured({"tag_concurrency_limits": limits})
+    # Step processes fork from a server that imported the code location once, instead of each
+    # spawning an interpreter that builds every table's definitions again (about 2 s for 500 tables).
+    return dg.multiprocess_executor.configured(
+        {"tag_concurrency_limits": limits, "start_method": {"forkserver": {}}}
+    )
