@@ -58,6 +58,14 @@ class SQLiteDialect(Dialect):
                 # No checkpoint inside a sync's commit: copying a whole reload from the WAL into
                 # the database file doubled the commit; after_commit() checkpoints instead.
                 dbapi_connection.execute("PRAGMA wal_autocheckpoint=0")
+                # A full reload frees the old table's pages. SQLite builds as shipped by Debian
+                # zero every freed page (secure_delete=ON): for a 1M-row table that wrote 270 MB of
+                # zeros through the WAL after each reload. FAST still zeroes deleted rows inside
+                # pages it writes anyway. Measured: the reload's process 5.4-7.1 s -> 3.7-4.8 s.
+                dbapi_connection.execute("PRAGMA secure_delete=FAST")
+                # Index builds after a reload sort with a helper thread (0.86-1.16 s -> 0.72-0.86 s
+                # for the watermark index of 1M rows).
+                dbapi_connection.execute("PRAGMA threads=2")
 
         @sa.event.listens_for(engine, "begin")
         def _begin(conn: sa.Connection) -> None:
