@@ -102,7 +102,9 @@ def sync_seconds(folder: Path, tables: list[str]) -> list[float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--tables", type=int, default=500)
     parser.add_argument("--materialize", type=int, default=10, help="tables materialized in one run (M2)")
     parser.add_argument("--runs", type=int, default=3)
@@ -142,7 +144,8 @@ def run(folder: Path, tables: int, many: int, runs: int) -> None:
         print(time.perf_counter() - start)
         """)
     names = [f"t{i:03d}" for i in range(many)]
-    figures: dict[str, list[float]] = {k: [] for k in ("D1 import", "D1", "D2", "M1", "M1 own", "M2", "M3", "M3 own")}
+    keys = ("D1 import", "D1", "D2", "M1", "M1 own", "M2", "M3", "M3 own")
+    figures: dict[str, list[float]] = {k: [] for k in keys}
     for round_ in range(1, runs + 1):
         print(f"round {round_}/{runs}", flush=True)
         wall, _ = measure([sys.executable, "-c", load], env)
@@ -169,16 +172,26 @@ def _stdout_seconds(command: list[str], env: dict[str, str]) -> float:
 
 def report(figures: dict[str, list[float]], tables: int, many: int) -> None:
     m = {k: statistics.median(v) for k, v in figures.items()}
+    per_asset = (m["M2"] - m["M1"]) / (many - 1) if many > 1 else float("nan")
+    rows = [
+        ("D1 load the definitions, whole process", m["D1"], f"import + build {m['D1 import']:.2f} s"),
+        ("D2 dagster definitions validate", m["D2"], ""),
+        (
+            "M1 materialize 1 table, CLI",
+            m["M1"],
+            f"sync {m['M1 own']:.2f} s, overhead {m['M1'] - m['M1 own']:.2f} s",
+        ),
+        (f"M2 materialize {many} tables in one run, CLI", m["M2"], f"per further asset {per_asset:.2f} s"),
+        (
+            "M3 materialize 1 table, in-process",
+            m["M3"],
+            f"sync {m['M3 own']:.2f} s, overhead {m['M3'] - m['M3 own']:.2f} s",
+        ),
+    ]
     print()
     print(f"catalog of {tables} tables; medians of {len(figures['D1'])} rounds")
-    print(f"D1 load the definitions, whole process          {m['D1']:6.2f} s (import + build {m['D1 import']:.2f} s)")
-    print(f"D2 dagster definitions validate                 {m['D2']:6.2f} s")
-    print(f"M1 materialize 1 table, CLI                     {m['M1']:6.2f} s (sync {m['M1 own']:.2f} s, "
-          f"overhead {m['M1'] - m['M1 own']:.2f} s)")
-    per_asset = (m["M2"] - m["M1"]) / (many - 1) if many > 1 else float("nan")
-    print(f"M2 materialize {many} tables in one run, CLI     {m['M2']:6.2f} s (per further asset {per_asset:.2f} s)")
-    print(f"M3 materialize 1 table, in-process               {m['M3']:6.2f} s (sync {m['M3 own']:.2f} s, "
-          f"overhead {m['M3'] - m['M3 own']:.2f} s)")
+    for label, seconds, detail in rows:
+        print(f"{label:44} {seconds:6.2f} s  {detail}")
 
 
 if __name__ == "__main__":
