@@ -13,6 +13,7 @@ from sync_assets_tests.helpers import (
     failure_message,
     make_harness,
     order_row,
+    orders_table,
     read_rows,
     staging_tables,
     sync_log_rows,
@@ -154,3 +155,110 @@ def test_a_failure_after_the_commit_never_turns_a_succeeded_attempt_into_a_faile
     (row,) = sync_log_rows(engine.url, "orders")
     assert row["status"] == "succeeded" and row["error"] is None
     engine.dispose()
+
+
+def _generate_pg_orders(url: sa.URL, rows: int) -> None:
+    """`rows` orders generated inside PostgreSQL, plus a switch that makes the source query fail."""
+    engine = sa.create_engine(url)
+    metadata = sa.MetaData()
+    orders_table(metadata)
+    metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO orders (id, code, name, amount, qty, updated_at) "
+                "SELECT i, 'K' || i % 100, 'row ' || i, i / 100.0, i % 1000, "
+                "timestamp '2026-04-01' + i * interval '1 second' FROM generate_series(1, :rows) i"
+            ),
+            {"rows": rows},
+        )
+        conn.execute(sa.text("CREATE TABLE poison (at_id bigint)"))
+        conn.execute(sa.text("INSERT INTO poison VALUES (0)"))
+    engine.dispose()
+
+
+def _source_copy_sessions(url: sa.URL) -> int:
+    """Sessions of the source side of a direct copy still open on the server."""
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        count = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'sync_assets source copy'"
+            )
+        ).scalar_one()
+    engine.dispose()
+    return count
+
+
+def test_a_source_error_mid_copy_between_postgresql_servers_leaves_the_cache_unchanged(
+    tmp_path, monkeypatch, make_database
+):
+    """The source side of a direct copy runs on its own thread and connection; its error reaches
+    the sync after 40,000 rows have streamed, and the cache transaction rolls back."""
+    source_url, cache_url = make_database("postgresql"), make_database("postgresql")
+    _generate_pg_orders(source_url, 60_000)
+    engine = sa.create_engine(source_url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "CREATE VIEW orders_view AS SELECT id, code, amount, updated_at, "
+                "1 / (id - (SELECT at_id FROM poison)) AS ratio FROM orders"
+            )
+        )
+    spec = {
+        "name": "orders",
+        "source_table": "orders_view",
+        "primary_key": ["id"],
+        "updated_at": "updated_at",
+    }
+    harness = make_harness(tmp_path, monkeypatch, source_url=source_url, cache_url=cache_url, tables=[spec])
+    first = harness.sync("orders", "mass")
+    assert first.success
+    assert any(
+        "rows copied between servers" in e.user_message for e in harness.instance.all_logs(first.run_id)
+    )
+    before = read_rows(cache_url, "orders")
+    assert len(before) == 60_000
+
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE poison SET at_id = 40000"))
+        conn.execute(sa.text("UPDATE orders SET code = 'changed'"))
+    engine.dispose()
+    result = harness.sync("orders", "mass")
+
+    assert not result.success
+    message = failure_message(result)
+    assert "table 'orders'" in message and "division by zero" in message, message
+    assert read_rows(cache_url, "orders") == before, "the target keeps exactly its old rows"
+    log = sync_log_rows(cache_url, "orders")
+    assert [r["status"] for r in log] == ["succeeded", "failed"]
+    assert "division by zero" in log[-1]["error"]
+    assert "orders__sync_new" not in sa.inspect(sa.create_engine(cache_url)).get_table_names()
+    assert _source_copy_sessions(source_url) == 0
+
+
+def test_a_cache_error_mid_copy_stops_the_source_side_too(tmp_path, monkeypatch, make_database):
+    """The cache cancels the load (statement_timeout) while the source still streams: the source
+    query is cancelled, its thread ends and its connection closes; nothing is left in the cache."""
+    source_url, cache_url = make_database("postgresql"), make_database("postgresql")
+    _generate_pg_orders(source_url, 400_000)
+    impatient_cache = cache_url.update_query_dict({"options": "-c statement_timeout=300"})
+    harness = make_harness(
+        tmp_path,
+        monkeypatch,
+        source_url=source_url,
+        cache_url=impatient_cache,
+        tables=[ORDERS],
+        connection={"retries": {"max_retries": 0}},
+    )
+
+    result = harness.sync("orders", "mass")
+
+    assert not result.success
+    assert "canceling statement due to statement timeout" in failure_message(result)
+    log = sync_log_rows(cache_url, "orders")
+    assert [r["status"] for r in log] == ["failed"]
+    assert "copy phase" in log[-1]["error"] or "swap phase" in log[-1]["error"], log[-1]["error"]
+    tables = sa.inspect(sa.create_engine(cache_url)).get_table_names()
+    assert "orders" not in tables and "orders__sync_new" not in tables
+    assert _source_copy_sessions(source_url) == 0

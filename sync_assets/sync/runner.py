@@ -208,8 +208,11 @@ class _Sync:
             # The rows are committed and sync_log says so; leftovers go at the next sync.
             text = redact(describe_error(err, phase=None), self.secrets)
             self.log(f"{self.table.name}: clean-up after the commit failed: {text}")
-        with cache.begin():
-            row_count = cache.execute(sa.select(sa.func.count()).select_from(target)).scalar_one()
+        if plan.mode == FULL and not self.table.post_sql:
+            row_count = outcome.rows_inserted  # the reload is the whole table (a count: 0.25 s per 1M rows)
+        else:
+            with cache.begin():
+                row_count = cache.execute(sa.select(sa.func.count()).select_from(target)).scalar_one()
         return SyncResult(
             table=self.table.name,
             update_type=self.update_type,
