@@ -16,7 +16,7 @@ Measures, as medians of the rounds (whole processes, nothing cached between them
 
 Every table of the catalog carries the checks a production catalog would (a not-null and a
 unique rule, reconciliation and staleness per scheduled update type), and all three update types
-are scheduled, so the definitions hold 500 assets, about 3,000 checks and their schedules.
+are scheduled, so the definitions hold 500 assets, 3,500 checks and their schedules.
 """
 
 from __future__ import annotations
