@@ -246,7 +246,7 @@ def source_copy_blocks(url: sa.URL, query: str, params: Mapping[str, Any]) -> It
     """The output of `COPY ... TO STDOUT` on the source, as blocks of COPY_BLOCK bytes.
 
     psycopg 3 hands every row to Python (one CopyData message a row, 1.3 us each), which made
-    the relay 1.45x a psql-to-psql pipe at a million rows. psycopg2's `copy_expert` runs the same
+    the relay 1.44-1.54x a psql-to-psql pipe at a million rows. psycopg2's `copy_expert` runs the same
     loop in C into an OS pipe, on its own thread and connection: 1.03x the psql pipe. Bounds are
     bound client-side (`mogrify`), as COPY takes no server-side parameters.
 
