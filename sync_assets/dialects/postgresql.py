@@ -247,8 +247,9 @@ def source_copy_blocks(url: sa.URL, query: str, params: Mapping[str, Any]) -> It
 
     psycopg 3 hands every row to Python (one CopyData message a row, 1.3 us each), which made
     the relay 1.44-1.54x a psql-to-psql pipe at a million rows. psycopg2's `copy_expert` runs the same
-    loop in C into an OS pipe, on its own thread and connection: 1.03x the psql pipe. Bounds are
-    bound client-side (`mogrify`), as COPY takes no server-side parameters.
+    loop in C into an OS pipe, on its own thread and connection: 1.04x the psql pipe, with the pipe
+    widened to COPY_BLOCK. Bounds are bound client-side (`mogrify`), as COPY takes no server-side
+    parameters.
 
     A failure on the source side ends the blocks with its error; a failure on the consumer's side
     cancels the source query, and the producer stops on the closed pipe.
@@ -258,6 +259,7 @@ def source_copy_blocks(url: sa.URL, query: str, params: Mapping[str, Any]) -> It
     args, kwargs = _PSYCOPG2.create_connect_args(url.set(drivername="postgresql+psycopg2"))
     connection = psycopg2.connect(*args, application_name="sync_assets source copy", **kwargs)
     read_fd, write_fd = os.pipe()
+    _widen(write_fd)
     pipe_in = os.fdopen(read_fd, "rb", buffering=0)
     pipe_out = os.fdopen(write_fd, "wb", buffering=COPY_BLOCK)
     failures: list[BaseException] = []
@@ -290,6 +292,20 @@ def source_copy_blocks(url: sa.URL, query: str, params: Mapping[str, Any]) -> It
         pipe_in.close()  # a producer still writing gets EPIPE
         producer.join()
         connection.close()
+
+
+def _widen(pipe_fd: int) -> None:
+    """Let the pipe hold COPY_BLOCK bytes (Linux; the default 64 KiB elsewhere).
+
+    With 64 KiB between them, the source stalled whenever the cache side waited on its server:
+    1M rows took 2.35 s against 1.71 s with a 1 MiB pipe (a psql pipe: 1.65 s).
+    """
+    try:
+        import fcntl
+
+        fcntl.fcntl(pipe_fd, fcntl.F_SETPIPE_SZ, COPY_BLOCK)
+    except (ImportError, AttributeError, OSError):  # not Linux, or above fs.pipe-max-size
+        pass
 
 
 DIALECT = PostgreSQLDialect()
