@@ -33,6 +33,7 @@ COPY_BLOCK = 2**20  # bytes the source copy hands over at a time
 # Connection arguments as SQLAlchemy's psycopg2 dialect derives them from a URL.
 _PSYCOPG2 = sa_psycopg2.dialect()
 INDEX_BUILD_MEMORY = "256MB"
+_CREATED_IN_THIS_TRANSACTION = "sync_assets_created_in_this_transaction"  # Table.info key
 # What refers to a table by OID or hangs off it, and so would not follow a rename swap.
 _SWAP_BLOCKERS = sa.text("""
     SELECT (SELECT count(*) FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid
@@ -145,8 +146,13 @@ class PostgreSQLDialect(Dialect):
         """
         compiled = statement.compile(dialect=source.dialect)
         copy_out = f"COPY ({compiled.string}) TO STDOUT (FORMAT binary)"
-        copy_in = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
-            sql.Identifier(dest.name), sql.SQL(", ").join(sql.Identifier(c.name) for c in dest.columns)
+        # Rows loaded into a table made by this transaction can be written frozen: the first reads
+        # after a reload (the checks, the next daily's upsert) then set no hint bits on a million rows.
+        options = "FORMAT binary, FREEZE" if dest.info.get(_CREATED_IN_THIS_TRANSACTION) else "FORMAT binary"
+        copy_in = sql.SQL("COPY {} ({}) FROM STDIN ({})").format(
+            sql.Identifier(dest.name),
+            sql.SQL(", ").join(sql.Identifier(c.name) for c in dest.columns),
+            sql.SQL(options),
         )
         writer = cache.connection.driver_connection
         copied, reported = 0, 0
@@ -187,6 +193,7 @@ class PostgreSQLDialect(Dialect):
             *[sa.Column(c.name, c.type) for c in target.columns],
         )
         fresh.create(conn)
+        fresh.info[_CREATED_IN_THIS_TRANSACTION] = True
         rows = fill(fresh)
         # The key and index builds sort the whole table: in memory, not in temp files (the default
         # 64MB spills at about a million rows). SET LOCAL ends with this transaction.
