@@ -324,3 +324,41 @@ def test_a_postgresql_reload_is_written_frozen(tmp_path, monkeypatch, make_datab
         # without FREEZE no page is all-frozen until a VACUUM. Every row is frozen either way.
         assert pages > 10 and visible == frozen and frozen >= pages // 2, (pages, visible, frozen)
     assert read_rows(cache_url, "orders") == read_rows(source_url, "orders")
+
+
+def test_a_whole_sqlite_table_is_copied_in_the_form_sqlite_transfers_undecoded(
+    tmp_path, monkeypatch, make_database
+):
+    """`INSERT INTO t SELECT * FROM s` (SQLite's transfer optimization) for a table copied as it
+    is; renamed columns keep the explicit column lists. Both give the source's rows exactly."""
+    import sqlalchemy as sa
+
+    source_url, cache_url = make_database("sqlite"), make_database("sqlite")
+    create_source(source_url, [order_row(i) for i in range(1, 501)])
+    engine = sa.create_engine(source_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE orders DROP COLUMN big_amount"))  # wider than SQLite keeps exactly
+    engine.dispose()
+    spec = {"source_table": "orders", "primary_key": ["id"], "updated_at": "updated_at"}
+    tables = [{"name": "orders", **spec}, {"name": "renamed", **spec, "columns": {"code": "order_code"}}]
+    harness = make_harness(tmp_path, monkeypatch, source_url=source_url, cache_url=cache_url, tables=tables)
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, *args):
+        statements.append(" ".join(statement.split()))
+
+    sa.event.listen(sa.Engine, "before_cursor_execute", record)
+    try:
+        assert harness.sync("orders", "mass").success
+        whole = [s for s in statements if s.startswith("INSERT INTO main.orders__sync_new")]
+        statements.clear()
+        assert harness.sync("renamed", "mass").success
+        renamed = [s for s in statements if s.startswith("INSERT INTO main.renamed__sync_new")]
+    finally:
+        sa.event.remove(sa.Engine, "before_cursor_execute", record)
+
+    assert whole == ["INSERT INTO main.orders__sync_new SELECT * FROM sync_source.orders"]
+    assert len(renamed) == 1 and "(id, order_code, name," in renamed[0]
+    assert read_rows(cache_url, "orders") == read_rows(source_url, "orders")
+    cached = [tuple(r) for r in read_rows(cache_url, "renamed")]
+    assert cached == read_rows(source_url, "orders")
