@@ -12,6 +12,7 @@ from typing import Any
 
 import polars as pl
 import psycopg
+import psycopg2  # the source side of a direct copy (source_copy_blocks)
 import pyarrow as pa
 import sqlalchemy as sa
 from psycopg import sql
@@ -78,8 +79,6 @@ class PostgreSQLDialect(Dialect):
         conn.execute(sa.text("LOCK TABLE sync_log IN SHARE ROW EXCLUSIVE MODE"))
 
     def is_transient(self, error: BaseException) -> bool:
-        import psycopg2  # the source side of a direct copy
-
         orig = driver_error(error)
         if isinstance(orig, psycopg.Error):
             sqlstate, operational = orig.sqlstate, isinstance(orig, psycopg.OperationalError)
@@ -261,8 +260,6 @@ def source_copy_blocks(url: sa.URL, query: str, params: Mapping[str, Any]) -> It
     A failure on the source side ends the blocks with its error; a failure on the consumer's side
     cancels the source query, and the producer stops on the closed pipe.
     """
-    import psycopg2
-
     args, kwargs = _PSYCOPG2.create_connect_args(url.set(drivername="postgresql+psycopg2"))
     connection = psycopg2.connect(*args, application_name="sync_assets source copy", **kwargs)
     read_fd, write_fd = os.pipe()

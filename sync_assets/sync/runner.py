@@ -270,7 +270,7 @@ class _Sync:
         """The general path: source rows as polars batches, bulk-loaded into staging."""
         batches = self._batches(source_conn, source, plan)
         if source.schema() is not None and (fixes := cache_value_fixes(source, dialect)):
-            batches = _fixed(batches, fixes)
+            batches = _mapped(batches, lambda frame: frame.with_columns(fixes))
         try:
             self.phase = "read"
             first = next(batches, None)
@@ -321,7 +321,7 @@ class _Sync:
         batches = self._read(source_conn, source, plan)
         if source.transform is None:
             return batches
-        return _transformed(source, batches)
+        return _mapped(batches, source.transformed)
 
     def _read(self, source_conn: sa.Connection, source: Source, plan: _Plan) -> Generator[pl.DataFrame]:
         if plan.mode == INCREMENTAL and plan.high is None:
@@ -484,20 +484,13 @@ class _Sync:
             )
 
 
-def _fixed(batches: Iterator[pl.DataFrame], fixes: list[pl.Expr]) -> Generator[pl.DataFrame]:
+def _mapped(
+    batches: Iterator[pl.DataFrame], change: Callable[[pl.DataFrame], pl.DataFrame]
+) -> Generator[pl.DataFrame]:
+    """Each batch passed through `change`; closing this closes the reader underneath."""
     try:
         for frame in batches:
-            yield frame.with_columns(fixes)
-    finally:
-        close = getattr(batches, "close", None)
-        if close is not None:
-            close()
-
-
-def _transformed(source: Source, batches: Iterator[pl.DataFrame]) -> Generator[pl.DataFrame]:
-    try:
-        for frame in batches:
-            yield source.transformed(frame)
+            yield change(frame)
     finally:
         close = getattr(batches, "close", None)
         if close is not None:
