@@ -237,17 +237,44 @@ def test_a_source_error_mid_copy_between_postgresql_servers_leaves_the_cache_unc
     assert _source_copy_sessions(source_url) == 0
 
 
+# Every table the sync creates in the cache refuses its 100,000th row: a cache-side error at a
+# known row, while the source still has 300,000 rows to stream (far more than the pipe holds).
+_FAIL_AT_ROW = """
+CREATE SEQUENCE cache_rows;
+CREATE FUNCTION refuse_row() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF nextval('cache_rows') = 100000 THEN
+    RAISE EXCEPTION 'the cache refuses row %', NEW.id;
+  END IF;
+  RETURN NEW;
+END $$;
+CREATE FUNCTION arm_new_tables() RETURNS event_trigger LANGUAGE plpgsql AS $$
+DECLARE created record;
+BEGIN
+  FOR created IN SELECT * FROM pg_event_trigger_ddl_commands() WHERE command_tag = 'CREATE TABLE' LOOP
+    IF created.object_identity <> 'public.sync_log' THEN
+      EXECUTE format('CREATE TRIGGER refuse_row BEFORE INSERT ON %s FOR EACH ROW EXECUTE FUNCTION refuse_row()',
+                     created.object_identity);
+    END IF;
+  END LOOP;
+END $$;
+CREATE EVENT TRIGGER arm_new_tables ON ddl_command_end EXECUTE FUNCTION arm_new_tables();
+"""
+
+
 def test_a_cache_error_mid_copy_stops_the_source_side_too(tmp_path, monkeypatch, make_database):
-    """The cache cancels the load (statement_timeout) while the source still streams: the source
-    query is cancelled, its thread ends and its connection closes; nothing is left in the cache."""
+    """The cache fails the load at a known row while the source still streams: the source query
+    is cancelled, its thread ends and its connection closes; nothing is left in the cache."""
     source_url, cache_url = make_database("postgresql"), make_database("postgresql")
     _generate_pg_orders(source_url, 400_000)
-    impatient_cache = cache_url.update_query_dict({"options": "-c statement_timeout=300"})
+    engine = sa.create_engine(cache_url)
+    with engine.begin() as conn:
+        conn.connection.driver_connection.execute(_FAIL_AT_ROW)  # no parameters: % stays as written
     harness = make_harness(
         tmp_path,
         monkeypatch,
         source_url=source_url,
-        cache_url=impatient_cache,
+        cache_url=cache_url,
         tables=[ORDERS],
         connection={"retries": {"max_retries": 0}},
     )
@@ -255,10 +282,11 @@ def test_a_cache_error_mid_copy_stops_the_source_side_too(tmp_path, monkeypatch,
     result = harness.sync("orders", "mass")
 
     assert not result.success
-    assert "canceling statement due to statement timeout" in failure_message(result)
+    assert "the cache refuses row" in failure_message(result)
     log = sync_log_rows(cache_url, "orders")
     assert [r["status"] for r in log] == ["failed"]
     assert "copy phase" in log[-1]["error"] or "swap phase" in log[-1]["error"], log[-1]["error"]
-    tables = sa.inspect(sa.create_engine(cache_url)).get_table_names()
+    tables = sa.inspect(engine).get_table_names()
     assert "orders" not in tables and "orders__sync_new" not in tables
     assert _source_copy_sessions(source_url) == 0
+    engine.dispose()
