@@ -70,6 +70,13 @@ def ensure_table(engine: sa.Engine) -> None:
             raise
 
 
+@dataclass(frozen=True)
+class Busy:
+    """Why an attempt cannot start yet; the caller waits and tries again."""
+
+    reason: str
+
+
 def start(
     conn: sa.Connection,
     *,
@@ -81,14 +88,24 @@ def start(
     retention_days: int,
     max_parallel: int | None = None,
     is_run_alive: Callable[[str], bool] | None = None,
-) -> int | None:
-    """Open this attempt, or return None while `source` already runs `max_parallel` live syncs.
+) -> int | Busy:
+    """Open this attempt, or say why not yet: the table already has a live sync, or `source`
+    already runs `max_parallel` of them.
 
-    Attempts left 'running' by a process that is gone are closed as abandoned first; old rows
-    are purged. Call inside a transaction that serialises starts (see Dialect.serialize_starts).
+    One live sync per table holds even where Dagster's pools do not (an instance without them,
+    or a step that outlived its killed run). Attempts left 'running' by a process that is gone are
+    closed as abandoned first; old rows are purged. Call inside a transaction that serialises
+    starts (see Dialect.serialize_starts).
     """
     running = conn.execute(
-        sa.select(sync_log.c.id, sync_log.c.source, sync_log.c.host, sync_log.c.pid, sync_log.c.run_id).where(
+        sa.select(
+            sync_log.c.id,
+            sync_log.c.table_name,
+            sync_log.c.source,
+            sync_log.c.host,
+            sync_log.c.pid,
+            sync_log.c.run_id,
+        ).where(
             sync_log.c.status == RUNNING, sa.or_(sync_log.c.table_name == table, sync_log.c.source == source)
         )
     ).all()
@@ -99,9 +116,12 @@ def start(
             .where(sync_log.c.id.in_(dead))
             .values(status=FAILED, finished_at=now(), error=ABANDONED_MESSAGE)
         )
-    busy = sum(1 for row in running if row.id not in dead and row.source == source)
+    live = [row for row in running if row.id not in dead]
+    if same := next((row for row in live if row.table_name == table), None):
+        return Busy(f"table '{table}' is being synced by run {same.run_id} (pid {same.pid} on {same.host})")
+    busy = sum(1 for row in live if row.source == source)
     if max_parallel is not None and busy >= max_parallel:
-        return None
+        return Busy(f"source '{source}' already runs {max_parallel} sync(s) (max_parallel)")
     conn.execute(sa.delete(sync_log).where(sync_log.c.started_at < now() - timedelta(days=retention_days)))
     row = conn.execute(
         sa.insert(sync_log)

@@ -145,7 +145,7 @@ class _Sync:
         return result
 
     def _open_attempt(self, cache: sa.Connection, dialect: Dialect) -> int:
-        """The sync_log row of this attempt, once the source has a free slot (`max_parallel`)."""
+        """The sync_log row of this attempt, once the table and its source are free (see audit.start)."""
         max_parallel = self.catalog.connections[self.table.source].max_parallel
         pause, waited, last_said = 0.5, 0.0, -60.0
         while True:
@@ -162,14 +162,11 @@ class _Sync:
                     max_parallel=max_parallel,
                     is_run_alive=self.is_run_alive,
                 )
-            if attempt is not None:
+            if not isinstance(attempt, audit.Busy):
                 return attempt
             if waited - last_said >= 60:
                 last_said = waited
-                self.log(
-                    f"{self.table.name}: waiting, source '{self.table.source}' already runs "
-                    f"{max_parallel} sync(s) (max_parallel)"
-                )
+                self.log(f"{self.table.name}: waiting, {attempt.reason}")
             time.sleep(pause)
             waited += pause
             pause = min(pause * 1.5, 15.0)
