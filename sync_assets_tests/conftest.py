@@ -7,15 +7,22 @@ SYNC_TEST_PG_URL when that points at a server of your own (each test gets a fres
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+from typing import Any
 
+import dagster as dg
 import pytest
 import sqlalchemy as sa
+import yaml
 
 _counter = itertools.count()
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
@@ -82,3 +89,57 @@ def make_database(request: pytest.FixtureRequest) -> Callable[[str], sa.URL]:
         return request.getfixturevalue(fixture)()
 
     return make
+
+
+@pytest.fixture
+def make_instance(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[[str], dg.DagsterInstance]]:
+    """make_instance("sqlite" | "postgresql") -> a persistent Dagster instance as users run one.
+
+    "sqlite" is a DAGSTER_HOME with the repo's dagster.yaml (Dagster's default, run-sharded SQLite
+    storage); "postgresql" adds dagster-postgres storage on the test server, as deploy/ does.
+    """
+    made: list[dg.DagsterInstance] = []
+
+    def make(kind: str) -> dg.DagsterInstance:
+        home = tmp_path / f"dagster_home_{kind}_{next(_counter)}"
+        home.mkdir()
+        config = yaml.safe_load((ROOT / "dagster.yaml").read_text())
+        if kind == "postgresql":
+            url = request.getfixturevalue("make_pg_database")()
+            # dagster-postgres needs psycopg2: SQLAlchemy 2.1 gives plain postgresql:// to psycopg 3,
+            # under which its NOTIFY statement fails.
+            dagster_url = url.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
+            config["storage"] = {"postgres": {"postgres_url": dagster_url}}
+        (home / "dagster.yaml").write_text(yaml.safe_dump(config))
+        instance = dg.DagsterInstance.from_config(str(home))
+        made.append(instance)
+        return instance
+
+    yield make
+    for instance in made:
+        instance.dispose()
+
+
+class _WebhookReceiver(BaseHTTPRequestHandler):
+    received: list[dict[str, Any]]
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.received.append(json.loads(body))  # type: ignore[attr-defined]
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """A local Slack/Teams-style incoming webhook: (its URL, the JSON bodies it received)."""
+    server = HTTPServer(("127.0.0.1", 0), _WebhookReceiver)
+    server.received = []  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/hook", server.received  # type: ignore[attr-defined]
+    server.shutdown()

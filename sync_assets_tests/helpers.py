@@ -132,12 +132,15 @@ def grow_source(url: sa.URL, *, first_id: int, rows: int, name: str = "orders") 
 
 
 def materialize_cli(
-    catalog: Path, home: Path, *, select: str, partition: str = "mass", **popen: Any
+    catalog: Path, home: Path, *, select: str, partition: str | None = "mass", **popen: Any
 ) -> subprocess.Popen[str]:
-    """`dagster asset materialize` in its own process, on the given catalog and DAGSTER_HOME."""
+    """`dagster asset materialize` in its own process, on the given catalog and DAGSTER_HOME.
+
+    `partition=None` for mass-only tables, which have no partitions.
+    """
     env = {**os.environ, "SYNC_ASSETS_CATALOG": str(catalog), "DAGSTER_HOME": str(home)}
     command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "sync_assets.definitions"]
-    command += ["--select", select, "--partition", partition]
+    command += ["--select", select] + (["--partition", partition] if partition else [])
     return subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen
     )
@@ -174,10 +177,14 @@ class Harness:
         return build_definitions(load_catalog(self.path))
 
     def sync(self, table: str, partition: str, *, source: str = "src") -> dg.ExecuteInProcessResult:
-        job = self.defs.resolve_implicit_global_asset_job_def()
-        return job.execute_in_process(
-            partition_key=partition,
-            asset_selection=[dg.AssetKey([source, table])],
+        """One table's sync; a mass-only (unpartitioned) table takes no partition, only "mass"."""
+        defs = self.defs
+        key = dg.AssetKey([source, table])
+        partitioned = defs.resolve_asset_graph().get(key).partitions_def is not None
+        assert partitioned or partition == "mass", f"{table} has no partitions: only its mass can run"
+        return defs.resolve_implicit_global_asset_job_def().execute_in_process(
+            partition_key=partition if partitioned else None,
+            asset_selection=[key],
             instance=self.instance,
             raise_on_error=False,
         )
@@ -231,3 +238,32 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def start_schedule(instance: dg.DagsterInstance, defs: dg.Definitions, name: str, at: datetime) -> None:
+    """Start a schedule as the UI or `dagster schedule start` does, but as of `at` (in the past):
+    a RUNNING instigator state stamped with that start time, which staleness counts from."""
+    from dagster._core.remote_representation.external import RemoteRepository
+    from dagster._core.remote_representation.external_data import RepositorySnap
+    from dagster._core.remote_representation.handle import RepositoryHandle
+    from dagster._core.scheduler.instigation import (
+        InstigatorState,
+        InstigatorStatus,
+        InstigatorType,
+        ScheduleInstigatorData,
+    )
+
+    repository = RemoteRepository(
+        RepositorySnap.from_def(defs.get_repository_def()),
+        RepositoryHandle.for_test(location_name="sync_assets", repository_name="__repository__"),
+        auto_materialize_use_sensors=False,
+    )
+    schedule = repository.get_schedule(name)
+    instance.add_instigator_state(
+        InstigatorState(
+            schedule.get_remote_origin(),
+            InstigatorType.SCHEDULE,
+            InstigatorStatus.RUNNING,
+            ScheduleInstigatorData(schedule.cron_schedule, start_timestamp=at.timestamp()),
+        )
+    )

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from sync_assets.assets.factory import SYNC_ALL_JOB
+from sync_assets.assets.factory import build_definitions
 from sync_assets.catalog.loader import DEMO_CATALOG, load_catalog
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,18 +25,49 @@ def test_demo_definitions(monkeypatch):
     assert keys == {"jde/items", "jde/work_orders", "jde/item_ledger", "jde/lots"}
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
-        assert node.partitions_def is not None
-        assert node.partitions_def.get_partition_keys() == ["mass", "daily", "hourly"]
+        if key.path[-1] == "lots":  # no updated_at: a full reload is all it can do
+            assert node.partitions_def is None
+        else:
+            assert node.partitions_def.get_partition_keys() == ["mass", "daily", "hourly"]
         assert node.group_name == "jde"
         assert node.pools == {f"sync/{key.path[-1]}"}
-    job = defs.resolve_job_def(SYNC_ALL_JOB)
-    assert job.partitions_def is not None
     assert set(defs.resources) == {"jde", "cache", "sync_alerter"}
-    assert {s.name for s in defs.schedules} == {
-        "sync_mass_0_2_x_x_0",
-        "sync_daily_0_3_x_x_x",
-        "sync_hourly_0_x_x_x_x",
+    assert {s.name: s.description for s in defs.schedules} == {
+        "sync_mass": "Mass sync of 4 tables at 02:00, only on Sunday (UTC), cron '0 2 * * 0': "
+        "items, work_orders, item_ledger, lots",
+        "sync_daily": "Daily sync of 3 tables at 03:00 (UTC), cron '0 3 * * *': items, work_orders, item_ledger",
+        "sync_hourly": "Hourly sync of 3 tables every hour (UTC), cron '0 * * * *': items, work_orders, item_ledger",
     }
+    # Schedules target their tables directly: no job of their own for the UI to list per asset.
+    assert not [job.name for job in defs.jobs or []]
+
+
+def test_the_whole_demo_syncs_its_mass_in_one_run():
+    """Partitioned and mass-only (unpartitioned) tables share one run: `--select '*' --partition mass`."""
+    defs = build_definitions(load_catalog(DEMO_CATALOG))
+    # The demo's files go under DAGSTER_HOME, which instance_for_test points at its own temp folder.
+    with dg.instance_for_test() as instance:
+        result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+            partition_key="mass", instance=instance
+        )
+        assert result.success
+        synced = {e.asset_key.path[-1]: e.partition for e in _materializations(result)}
+        assert synced == {"items": "mass", "work_orders": "mass", "item_ledger": "mass", "lots": None}
+        # A daily of everything reloads the mass-only table, its only sync, and says so.
+        daily = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+            partition_key="daily", instance=instance
+        )
+        assert daily.success
+        synced = {e.asset_key.path[-1]: e.partition for e in _materializations(daily)}
+        assert synced == {"items": "daily", "work_orders": "daily", "item_ledger": "daily", "lots": None}
+        assert any(
+            "lots has no `updated_at`, so this daily run reloads it in full (mass)" in (e.user_message or "")
+            for e in instance.all_logs(daily.run_id)
+        )
+
+
+def _materializations(result: dg.ExecuteInProcessResult) -> list[dg.AssetMaterialization]:
+    return [e.event_specific_data.materialization for e in result.get_asset_materialization_events()]
 
 
 def test_catalog_from_environment_variable(tmp_path, monkeypatch):

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import dagster as dg
 import pytest
 
+from sync_assets.assets.factory import resources_for
+from sync_assets.catalog.loader import load_catalog
+from sync_assets.catalog.models import UpdateType
+from sync_assets.errors import UpdateTypeNotAllowed
+from sync_assets.sync.runner import run_sync
 from sync_assets_tests.helpers import (
     BASE_TIME,
     create_source,
-    failure_message,
     make_harness,
     materialization,
     order_row,
@@ -72,24 +77,40 @@ def test_first_incremental_runs_as_mass(tmp_path, monkeypatch, make_database):
     assert (log["update_type"], log["mode"], log["status"]) == ("hourly", "full", "succeeded")
 
 
-def test_mass_only_table_refuses_daily_and_changes_nothing(tmp_path, monkeypatch, make_database):
+def test_mass_only_table_has_no_partitions_and_reloads_in_full(tmp_path, monkeypatch, make_database):
+    """Without `updated_at` a table's asset is unpartitioned: every sync of it is a full reload
+    (test_definitions covers a daily run that selects it); the runner refuses an incremental."""
     source_url, cache_url = make_database("sqlite"), make_database("sqlite")
-    create_source(source_url, [order_row(i) for i in range(1, 21)])
+    source = create_source(source_url, [order_row(i) for i in range(1, 21)])
     mass_only = {"name": "orders", "source_table": "orders", "primary_key": ["id"]}
     harness = make_harness(
         tmp_path, monkeypatch, source_url=source_url, cache_url=cache_url, tables=[mass_only]
     )
+    defs = harness.defs
+    assert defs.resolve_asset_graph().get(dg.AssetKey(["src", "orders"])).partitions_def is None
     assert harness.sync("orders", "mass").success
-    before = read_rows(cache_url, "orders")
-    log_before = sync_log_rows(cache_url)
+    upsert_source(source_url, source, [order_row(5, version=1)])
 
-    result = harness.sync("orders", "daily")
-    assert not result.success
-    message = failure_message(result)
-    assert "table 'orders' has no `updated_at` column" in message
-    assert "'daily' was asked for and nothing was changed" in message
+    assert harness.sync("orders", "mass").success
+    assert read_rows(cache_url, "orders") == read_rows(source_url, "orders")
+    log = sync_log_rows(cache_url)
+    assert [(r["update_type"], r["mode"], r["status"]) for r in log] == [("mass", "full", "succeeded")] * 2
+
+    catalog = load_catalog(harness.path)
+    resources = resources_for(catalog)
+    before = read_rows(cache_url, "orders")
+    with pytest.raises(UpdateTypeNotAllowed, match="'daily' was asked for and nothing was changed"):
+        run_sync(
+            catalog,
+            catalog.table("orders"),
+            UpdateType.DAILY,
+            source_db=resources["src"],
+            cache_db=resources["cache"],
+            run_id="direct",
+            log=print,
+        )
     assert read_rows(cache_url, "orders") == before
-    assert sync_log_rows(cache_url) == log_before
+    assert sync_log_rows(cache_url) == log
 
 
 @pytest.mark.parametrize("source_kind", ["sqlite", "postgresql"])

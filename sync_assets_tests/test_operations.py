@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import os
 import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from sync_assets.assets.alerts import CHECK_SENSOR, FAILURE_SENSOR, sync_check_alerts, sync_failure_alerts
-from sync_assets.resources.alerts import Alerter
 from sync_assets_tests.helpers import (
     create_source,
     failure_message,
@@ -193,7 +188,7 @@ def test_dependencies_sync_in_order(tmp_path, monkeypatch, make_database):
     defs = harness.defs
     graph = defs.resolve_asset_graph()
     assert graph.get(dg.AssetKey(["src", "orders"])).parent_keys == {dg.AssetKey(["src", "items"])}
-    result = defs.resolve_job_def("sync_all_tables").execute_in_process(
+    result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
         partition_key="mass", instance=harness.instance
     )
     assert result.success
@@ -218,7 +213,7 @@ def test_max_parallel_limits_one_source_across_processes(tmp_path, monkeypatch, 
     )
     home = tmp_path / "home"
     home.mkdir()
-    done = materialize_cli(harness.path, home, select="*")
+    done = materialize_cli(harness.path, home, select="*", partition=None)
     output, _ = done.communicate(timeout=300)
     assert done.returncode == 0, output[-3000:]
     monkeypatch.setenv("DAGSTER_HOME", str(home))
@@ -235,89 +230,6 @@ def test_max_parallel_limits_one_source_across_processes(tmp_path, monkeypatch, 
     intervals = sorted(spans.values())
     assert all(a[1] <= b[0] for a, b in itertools.pairwise(intervals)), intervals
     assert sorted(r["table_name"] for r in sync_log_rows(cache_url)) == ["t1", "t2", "t3"]
-
-
-class _Receiver(BaseHTTPRequestHandler):
-    received: list[dict] = []
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        _Receiver.received.append(json.loads(body))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def webhook() -> Iterator[tuple[str, list[dict]]]:
-    _Receiver.received = []
-    server = HTTPServer(("127.0.0.1", 0), _Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/hook", _Receiver.received
-    server.shutdown()
-
-
-def test_alerts_reach_a_webhook(tmp_path, monkeypatch, make_database, webhook):
-    url, received = webhook
-    monkeypatch.setenv("SYNC_TEST_WEBHOOK", url)
-    source_url, cache_url = make_database("sqlite"), make_database("sqlite")
-    create_source(source_url, [order_row(i) for i in range(1, 11)])
-    tables = [
-        {**ORDERS, "schedules": {"daily": "0 3 * * *"}},
-        {"name": "broken", "source_table": "missing", "primary_key": ["id"]},
-    ]
-    harness = make_harness(
-        tmp_path,
-        monkeypatch,
-        source_url=source_url,
-        cache_url=cache_url,
-        tables=tables,
-        extra={"alerts": {"webhook_url": "${SYNC_TEST_WEBHOOK}"}},
-    )
-    defs = harness.defs
-    alerter = defs.resources["sync_alerter"]
-    assert isinstance(alerter, Alerter) and alerter.webhook_url == "${SYNC_TEST_WEBHOOK}"
-
-    # A failed sync: the run-failure sensor posts the table's error.
-    failed = harness.sync("broken", "mass")
-    assert not failed.success
-    run = harness.instance.get_run_by_id(failed.run_id)
-    (failure,) = harness.instance.all_logs(failed.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
-    context = dg.build_run_status_sensor_context(
-        sensor_name=FAILURE_SENSOR,
-        dagster_instance=harness.instance,
-        dagster_run=run,
-        dagster_event=failure.dagster_event,
-        resources={"sync_alerter": alerter},
-    ).for_run_failure()
-    sync_failure_alerts(context)
-    assert len(received) == 1
-    assert (
-        "Sync failed" in received[0]["text"] and "source table missing does not exist" in received[0]["text"]
-    )
-
-    # A failing check: the mass sync of `orders` runs its daily staleness check, which warns.
-    assert harness.sync("orders", "mass").success
-    context = dg.build_sensor_context(instance=harness.instance, resources={"sync_alerter": alerter})
-    sync_check_alerts(context)
-    assert len(received) == 2
-    assert received[1]["title"] == "Check warned: src/orders:daily_fresh"
-    assert "never synced by a daily sync" in received[1]["text"]
-
-    # Nothing new: no repeated alert. After a daily sync the check passes: one recovery message.
-    cursor = context.cursor
-    sync_check_alerts(
-        dg.build_sensor_context(instance=harness.instance, cursor=cursor, resources={"sync_alerter": alerter})
-    )
-    assert len(received) == 2
-    assert harness.sync("orders", "daily").success
-    sync_check_alerts(
-        dg.build_sensor_context(instance=harness.instance, cursor=cursor, resources={"sync_alerter": alerter})
-    )
-    assert [r["title"] for r in received[2:]] == ["Recovered: src/orders:daily_fresh"]
-    assert CHECK_SENSOR in {s.name for s in defs.sensors}
 
 
 def test_max_parallel_holds_across_separate_runs(tmp_path, monkeypatch, make_database):
@@ -347,7 +259,7 @@ def test_max_parallel_holds_across_separate_runs(tmp_path, monkeypatch, make_dat
     )
 
     def launch(table: str) -> subprocess.Popen[str]:
-        return materialize_cli(harness.path, home, select=f"src/{table}")
+        return materialize_cli(harness.path, home, select=f"src/{table}", partition=None)
 
     first = launch("t1")
     deadline = time.monotonic() + 120

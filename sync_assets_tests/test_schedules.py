@@ -15,6 +15,7 @@ from sync_assets.assets.freshness import FRESHNESS_SENSOR
 from sync_assets.assets.schedules import SKIPPED_TAG
 from sync_assets.catalog.loader import load_catalog
 from sync_assets.errors import CatalogError
+from sync_assets_tests.helpers import start_schedule
 
 CATALOG = """\
 connections:
@@ -73,33 +74,33 @@ def _fires(defs: dg.Definitions, instance: dg.DagsterInstance, when: datetime) -
 
 def test_schedules_launch_the_right_partition_and_tables(defs, instance):
     assert {s.name for s in defs.schedules} == {
-        "sync_mass_0_2_x_x_0",
-        "sync_daily_0_3_x_x_x",
-        "sync_hourly_5_x_x_x_x",
-        "sync_daily_30_6_x_x_1to5_europe_berlin",
-        "sync_hourly_xby15_x_x_x_x",
+        "sync_mass",
+        "sync_daily",
+        "sync_hourly",
+        "sync_daily_at_06_30_monday_through_friday_europe_berlin",
+        "sync_hourly_every_15_minutes",
     }
     assert all(s.default_status == dg.DefaultScheduleStatus.STOPPED for s in defs.schedules)
     # Sunday 02:00 UTC: the weekly mass of every table, lots included (mass only), invoices has no mass.
     assert _fires(defs, instance, datetime(2026, 3, 1, 2, 0, tzinfo=UTC)) == {
-        "sync_mass_0_2_x_x_0": ["mass", "items", "lots", "orders"],
-        "sync_hourly_xby15_x_x_x_x": ["hourly", "invoices"],
+        "sync_mass": ["mass", "items", "lots", "orders"],
+        "sync_hourly_every_15_minutes": ["hourly", "invoices"],
     }
     # 03:00 UTC: the shared daily; 03:05 the shared hourly; 03:15 the invoices hourly alone.
     assert _fires(defs, instance, datetime(2026, 3, 2, 3, 0, tzinfo=UTC)) == {
-        "sync_daily_0_3_x_x_x": ["daily", "items", "orders"],
-        "sync_hourly_xby15_x_x_x_x": ["hourly", "invoices"],
+        "sync_daily": ["daily", "items", "orders"],
+        "sync_hourly_every_15_minutes": ["hourly", "invoices"],
     }
     assert _fires(defs, instance, datetime(2026, 3, 2, 3, 5, tzinfo=UTC)) == {
-        "sync_hourly_5_x_x_x_x": ["hourly", "items", "orders"]
+        "sync_hourly": ["hourly", "items", "orders"]
     }
     # 06:30 in Berlin on a Monday is 05:30 UTC in March.
     assert _fires(defs, instance, datetime(2026, 3, 2, 5, 30, tzinfo=UTC)) == {
-        "sync_daily_30_6_x_x_1to5_europe_berlin": ["daily", "invoices"],
-        "sync_hourly_xby15_x_x_x_x": ["hourly", "invoices"],
+        "sync_daily_at_06_30_monday_through_friday_europe_berlin": ["daily", "invoices"],
+        "sync_hourly_every_15_minutes": ["hourly", "invoices"],
     }
     assert _fires(defs, instance, datetime(2026, 3, 7, 5, 30, tzinfo=UTC)) == {
-        "sync_hourly_xby15_x_x_x_x": ["hourly", "invoices"]
+        "sync_hourly_every_15_minutes": ["hourly", "invoices"]
     }
 
 
@@ -119,7 +120,7 @@ def _running(
 
 
 def test_a_sync_due_while_a_higher_priority_one_runs_is_skipped(defs, instance):
-    hourly = defs.resolve_schedule_def("sync_hourly_5_x_x_x_x")
+    hourly = defs.resolve_schedule_def("sync_hourly")
     context = dg.build_schedule_context(
         instance=instance,
         scheduled_execution_time=datetime(2026, 3, 2, 3, 5, tzinfo=UTC),
@@ -140,26 +141,32 @@ def test_a_sync_due_while_a_higher_priority_one_runs_is_skipped(defs, instance):
     for run_id in ("run-mass-orders", "run-daily-items"):
         instance.delete_run(run_id)
     _running(instance, "hourly", ["orders", "items"])
-    daily = defs.resolve_schedule_def("sync_daily_0_3_x_x_x")
+    daily = defs.resolve_schedule_def("sync_daily")
     context = dg.build_schedule_context(instance=instance, repository_def=defs.get_repository_def())
     (request,) = daily.evaluate_tick(context).run_requests
     assert sorted(k.path[-1] for k in request.asset_selection) == ["items", "orders"]
     assert SKIPPED_TAG not in request.tags
 
 
-def test_freshness_policies_follow_the_fastest_schedule(defs):
+def test_only_a_stated_freshness_policy_reaches_dagster(defs):
+    """Dagster's freshness daemon counts time whether or not a schedule runs: a policy derived from
+    stopped schedules would flag every table, so only the catalog's own `freshness:` is set."""
     graph = defs.resolve_asset_graph()
+    policy = graph.get(dg.AssetKey(["erp", "invoices"])).freshness_policy
+    windows = [timedelta(days=w.days, seconds=w.seconds) for w in (policy.warn_window, policy.fail_window)]
+    assert windows == [timedelta(minutes=20), timedelta(hours=1)]
+    assert graph.get(dg.AssetKey(["erp", "orders"])).freshness_policy is None
+    assert graph.get(dg.AssetKey(["erp", "lots"])).freshness_policy is None
 
-    def windows(table: str) -> tuple[timedelta, timedelta]:
-        policy = graph.get(dg.AssetKey(["erp", table])).freshness_policy
-        as_delta = [
-            timedelta(days=w.days, seconds=w.seconds) for w in (policy.warn_window, policy.fail_window)
-        ]
-        return as_delta[0], as_delta[1]
 
-    assert windows("orders") == (timedelta(minutes=90), timedelta(hours=3))  # hourly: 1.5x / 3x
-    assert windows("invoices") == (timedelta(minutes=20), timedelta(hours=1))  # set in the catalog
-    assert windows("lots") == (timedelta(days=10.5), timedelta(days=21))  # weekly mass only
+def test_a_schedule_says_what_it_syncs_and_when(defs):
+    descriptions = {s.name: s.description for s in defs.schedules}
+    assert descriptions["sync_daily_at_06_30_monday_through_friday_europe_berlin"] == (
+        "Daily sync of 1 table at 06:30, Monday through Friday (Europe/Berlin), cron '30 6 * * 1-5': invoices"
+    )
+    assert descriptions["sync_mass"] == (
+        "Mass sync of 3 tables at 02:00, only on Sunday (UTC), cron '0 2 * * 0': orders, items, lots"
+    )
 
 
 def test_each_scheduled_update_type_has_its_own_staleness_check(defs):
@@ -168,50 +175,77 @@ def test_each_scheduled_update_type_has_its_own_staleness_check(defs):
     assert ("lots", "mass_fresh") in checks and ("lots", "daily_fresh") not in checks
 
 
-def test_staleness_sensor_flags_a_failing_daily_behind_fresh_hourlies(defs, instance):
-    """Hourly successes keep Dagster's own policy green; the daily check still goes stale."""
-    key = dg.AssetKey(["erp", "orders"])
-    hourly = dg.AssetMaterialization(asset_key=key, partition="hourly")
-    instance.report_runless_asset_event(hourly)
+def _tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None = None) -> dg.SensorResult:
     sensor = defs.resolve_sensor_def(FRESHNESS_SENSOR)
     result = sensor.evaluate_tick(
-        dg.build_sensor_context(instance=instance, repository_def=defs.get_repository_def())
+        dg.build_sensor_context(instance=instance, cursor=cursor, repository_def=defs.get_repository_def())
     )
-    evaluations = {(e.asset_key.path[-1], e.check_name): e for e in result.asset_events}
-    assert evaluations[("orders", "hourly_fresh")].passed
+    for event in result.asset_events:  # recorded, as the daemon does
+        instance.report_runless_asset_event(event)
+    return result
+
+
+def test_stopped_schedules_raise_no_staleness(defs, instance):
+    """A catalog just deployed: nothing synced, every schedule stopped, no warning anywhere."""
+    first = _tick(defs, instance)
+    evaluations = {(e.asset_key.path[-1], e.check_name): e for e in first.asset_events}
+    assert evaluations, "the first tick records every staleness check once"
+    assert all(e.passed for e in evaluations.values())
+    assert evaluations[("orders", "daily_fresh")].description == "not scheduled: sync_daily is stopped"
+    assert not _tick(defs, instance, first.cursor).asset_events, "unchanged states are not recorded again"
+
+
+def test_staleness_counts_from_the_first_due_tick_of_a_running_schedule(defs, instance):
+    """Hourly successes keep Dagster's own policy green; the daily check still goes stale, but only
+    once the daily schedule runs and its first tick is overdue."""
+    key = dg.AssetKey(["erp", "orders"])
+    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key, partition="hourly"))
+    now = datetime.now(UTC)
+    start_schedule(instance, defs, "sync_daily", now - timedelta(days=4))  # first due 3 to 4 days ago
+    start_schedule(instance, defs, "sync_hourly", now)  # its first tick is still to come
+    first = _tick(defs, instance)
+    evaluations = {(e.asset_key.path[-1], e.check_name): e for e in first.asset_events}
     daily = evaluations[("orders", "daily_fresh")]
-    assert not daily.passed and daily.description == "never synced by a daily sync"
-    # Unchanged states are not recorded again on the next tick.
-    again = sensor.evaluate_tick(
-        dg.build_sensor_context(
-            instance=instance, cursor=result.cursor, repository_def=defs.get_repository_def()
-        )
+    assert not daily.passed and daily.severity == dg.AssetCheckSeverity.ERROR
+    assert daily.description.startswith("stale: no successful daily sync since sync_daily was first due")
+    hourly = evaluations[("orders", "hourly_fresh")]
+    assert hourly.passed and "the first hourly sync is due" in hourly.description
+    assert evaluations[("orders", "mass_fresh")].description == "not scheduled: sync_mass is stopped"
+    # The next tick records nothing new; a daily success turns the check green once.
+    assert not _tick(defs, instance, first.cursor).asset_events
+    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key, partition="daily"))
+    (fresh,) = [e for e in _tick(defs, instance).asset_events if e.asset_key == key]
+    assert (
+        fresh.check_name == "daily_fresh"
+        and fresh.passed
+        and fresh.description.startswith("fresh: last daily")
     )
-    assert not again.asset_events
 
 
-def test_staleness_warns_then_fails_with_age(defs):
-    from sync_assets.assets.freshness import stalenesses
+def test_staleness_warns_then_fails_with_age():
+    from sync_assets.assets.freshness import Freshness, ScheduleState, assess
+    from sync_assets.assets.schedules import schedule_groups
 
     catalog = load_catalog_text(CATALOG)
-    instance = dg.DagsterInstance.ephemeral()
-    key = dg.AssetKey(["erp", "orders"])
-    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key, partition="daily"))
-    (daily,) = [
-        s for s in stalenesses(catalog, catalog.table("orders"), key) if s.update_type.value == "daily"
-    ]
-    stamp = (
-        instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key), limit=1).records[0].timestamp
-    )
-    assert daily.evaluate(instance, now=stamp + 3600).passed
-    late = daily.evaluate(instance, now=stamp + 40 * 3600)
-    assert (
-        not late.passed
-        and late.severity == dg.AssetCheckSeverity.WARN
-        and late.description.startswith("late")
-    )
-    stale = daily.evaluate(instance, now=stamp + 80 * 3600)
-    assert not stale.passed and stale.severity == dg.AssetCheckSeverity.ERROR
+    daily = next(g for g in schedule_groups(catalog) if g.name == "sync_daily")  # 03:00 UTC
+    started = datetime(2026, 3, 2, 12, 0, tzinfo=UTC).timestamp()  # first due 2026-03-03 03:00
+    running = ScheduleState(running=True, started_at=started)
+    warn, fail = timedelta(hours=36), timedelta(hours=72)
+
+    def state(last: float | None, hours_after_start: float) -> Freshness:
+        now = started + hours_after_start * 3600
+        return assess(daily, warn, fail, last_success=last, schedule=running, now=now).state
+
+    assert state(None, 10) is Freshness.NOT_DUE
+    assert state(None, 15 + 35) is Freshness.FRESH  # 35 h after the first due tick
+    assert state(None, 15 + 37) is Freshness.LATE
+    assert state(None, 15 + 73) is Freshness.STALE
+    last = started + 20 * 3600  # a success after the first tick restarts the count
+    assert state(last, 20 + 35) is Freshness.FRESH and state(last, 20 + 37) is Freshness.LATE
+    old = started - 100 * 3600  # a success before the schedule started counts from its first tick
+    assert state(old, 15 + 35) is Freshness.FRESH
+    stopped = assess(daily, warn, fail, last_success=None, schedule=ScheduleState(False), now=started)
+    assert stopped.passed and stopped.state is Freshness.NOT_SCHEDULED
 
 
 def load_catalog_text(text: str):

@@ -1,31 +1,149 @@
-"""Alerting sensors: failed syncs, and asset checks (freshness, verification, rules) that fail.
+"""Alerting sensors: syncs that fail and recover, checks (staleness, verification, rules) that do.
 
-Dagster's run-failure sensors stay silent when a non-blocking check fails, and open source
-Dagster sends no freshness alerts: this sensor reads check evaluations from the event log and
-reports state changes, so an alert goes out once per problem, and once more when it clears.
+Both keep a small state in their cursor (what is failing now) and alert on changes only: once
+when a table's sync or a check starts failing, once when it recovers, never for a repeat. Both read
+through storage calls every Dagster instance supports, run-sharded SQLite included: finished runs
+from the run storage, check results from the check-execution index. Two changes between ticks
+collapse into the latest state.
+
+Dagster's own run-failure sensors stay silent when a non-blocking check fails and say nothing
+when a table recovers; open-source Dagster sends no freshness alerts.
 """
 
+from __future__ import annotations
+
 import json
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import dagster as dg
 
+from sync_assets.assets.freshness import latest_evaluations
+from sync_assets.assets.schedules import run_update_type
+from sync_assets.catalog.models import UpdateType
 from sync_assets.resources.alerts import Alerter
 
 ALERTER_KEY = "sync_alerter"
 FAILURE_SENSOR = "sync_failure_alerts"
 CHECK_SENSOR = "sync_check_alerts"
-BATCH = 500
+RUNS_PER_TICK = 200
+# Runs finishing in the same instant as the cursor are read again and skipped by id.
+OVERLAP = timedelta(seconds=1)
 
 
-@dg.run_failure_sensor(name=FAILURE_SENSOR, default_status=dg.DefaultSensorStatus.RUNNING)
-def sync_failure_alerts(context: dg.RunFailureSensorContext, sync_alerter: Alerter) -> None:
-    """One alert per failed run, with each failed table's error."""
-    run = context.dagster_run
-    partition = run.tags.get("dagster/partition", "?")
-    lines = [f"{event.step_key}: {_error_text(event)}" for event in context.get_step_failure_events()] or [
-        context.failure_event.message or "run failed"
-    ]
-    sync_alerter.send(f"Sync failed: {run.job_name} ({partition}), run {run.run_id}", lines, log=context.log)
+def build_failure_alert_sensor(tables: Mapping[dg.AssetKey, bool]) -> dg.SensorDefinition:
+    """`tables`: each table asset's key, and whether it is partitioned by update type."""
+    by_step = {key.to_python_identifier(): key for key in tables}
+
+    @dg.sensor(
+        name=FAILURE_SENSOR,
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Alerts once when a table's sync starts failing, once when it succeeds again.",
+    )
+    def _sensor(context: dg.SensorEvaluationContext, sync_alerter: Alerter) -> dg.SkipReason:
+        state = json.loads(context.cursor or "{}")
+        failing: dict[str, str] = state.get("failing", {})
+        if "since" not in state:  # first tick: alert on what fails from now on
+            context.update_cursor(json.dumps({"since": _now(), "seen": {}, "failing": failing}))
+            return dg.SkipReason("started: watching runs that finish from now on")
+        since = datetime.fromisoformat(state["since"])
+        seen: dict[str, str] = state.get("seen", {})
+        records = context.instance.get_run_records(
+            filters=dg.RunsFilter(
+                statuses=[dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.SUCCESS],
+                updated_after=since - OVERLAP,
+            ),
+            order_by="update_timestamp",
+            ascending=True,
+            limit=RUNS_PER_TICK,
+        )
+        sent = 0
+        for record in records:
+            run = record.dagster_run
+            if run.run_id in seen:
+                continue
+            if _ours(run, tables):
+                sent += _report(context, sync_alerter, run, tables, by_step, failing)
+            stamp = record.update_timestamp.replace(tzinfo=UTC)
+            since = max(since, stamp)
+            seen[run.run_id] = stamp.isoformat()
+        seen = {r: t for r, t in seen.items() if datetime.fromisoformat(t) > since - OVERLAP}
+        context.update_cursor(json.dumps({"since": since.isoformat(), "seen": seen, "failing": failing}))
+        return dg.SkipReason(f"{len(records)} finished runs read, {sent} alerts sent, {len(failing)} failing")
+
+    return _sensor
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _ours(run: dg.DagsterRun, tables: Mapping[dg.AssetKey, bool]) -> bool:
+    return run.asset_selection is not None and not run.asset_selection.isdisjoint(tables)
+
+
+def _report(
+    context: dg.SensorEvaluationContext,
+    alerter: Alerter,
+    run: dg.DagsterRun,
+    tables: Mapping[dg.AssetKey, bool],
+    by_step: Mapping[str, dg.AssetKey],
+    failing: dict[str, str],
+) -> int:
+    """Alert for the tables of one finished run that changed state; returns the alerts sent."""
+    instance = context.instance
+    update_type = run_update_type(run) or UpdateType.MASS
+    selected = [k for k in sorted(run.asset_selection or (), key=str) if k in tables]
+
+    def name(key: dg.AssetKey) -> str:
+        kind = update_type if tables[key] else UpdateType.MASS
+        return f"{key.to_user_string()}:{kind.value}"
+
+    if run.status == dg.DagsterRunStatus.SUCCESS and not any(name(k) in failing for k in selected):
+        return 0
+    synced = {e.asset_key for e in _events(instance, run.run_id, dg.DagsterEventType.ASSET_MATERIALIZATION)}
+    errors: dict[dg.AssetKey, str] = {}
+    if run.status == dg.DagsterRunStatus.FAILURE:
+        for event in _events(instance, run.run_id, dg.DagsterEventType.STEP_FAILURE):
+            key = by_step.get(event.step_key or "")
+            if key is not None:
+                errors[key] = _error_text(event)
+        if not errors:  # the run failed around its steps (crashed, reaped): every unsynced table
+            message = _run_failure_message(instance, run.run_id)
+            errors = {k: message for k in selected if k not in synced}
+    sent = 0
+    newly = [k for k in selected if k in errors and name(k) not in failing]
+    if newly:
+        lines = [f"{k.to_user_string()}: {errors[k]}" for k in newly]
+        title = f"Sync failed ({update_type.value}): {', '.join(k.path[-1] for k in newly)}, run {run.run_id}"
+        alerter.send(title, lines, log=context.log)
+        sent += 1
+    for key in newly:
+        failing[name(key)] = run.run_id
+    for key in selected:
+        if key in synced and name(key) in failing:
+            first = failing.pop(name(key))
+            alerter.send(
+                f"Recovered: {name(key)}",
+                [f"synced by run {run.run_id}; failing since run {first}"],
+                log=context.log,
+            )
+            sent += 1
+    return sent
+
+
+def _events(instance: dg.DagsterInstance, run_id: str, kind: dg.DagsterEventType) -> Iterable[Any]:
+    for entry in instance.all_logs(run_id, of_type=kind):
+        if entry.dagster_event is not None:
+            yield entry.dagster_event
+
+
+def _run_failure_message(instance: dg.DagsterInstance, run_id: str) -> str:
+    for event in _events(instance, run_id, dg.DagsterEventType.RUN_FAILURE):
+        return (event.message or "run failed").strip()
+    return "run failed"
 
 
 def _error_text(event: dg.DagsterEvent) -> str:
@@ -33,34 +151,38 @@ def _error_text(event: dg.DagsterEvent) -> str:
     return error.message.strip() if error else "failed"
 
 
-@dg.sensor(name=CHECK_SENSOR, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
-def sync_check_alerts(context: dg.SensorEvaluationContext, sync_alerter: Alerter) -> dg.SkipReason:
-    """Alert when a check starts failing (or warning), and when it passes again."""
-    cursor = json.loads(context.cursor or '{"after": null, "failing": {}}')
-    failing: dict[str, str] = cursor["failing"]
-    records = context.instance.get_event_records(
-        dg.EventRecordsFilter(
-            event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION,
-            after_cursor=cursor["after"],
-        ),
-        ascending=True,
-        limit=BATCH,
+def build_check_alert_sensor(check_keys: Sequence[dg.AssetCheckKey]) -> dg.SensorDefinition:
+    """Alerts on the catalog's checks, read from their latest recorded evaluations."""
+    keys = sorted(check_keys, key=str)
+
+    @dg.sensor(
+        name=CHECK_SENSOR,
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Alerts once when a check starts failing or warning, once when it passes again.",
     )
-    sent = 0
-    for record in records:
-        cursor["after"] = record.storage_id
-        evaluation = record.event_log_entry.dagster_event.event_specific_data  # type: ignore[union-attr]
-        name = f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
-        state = "pass" if evaluation.passed else evaluation.severity.value
-        if failing.get(name, "pass") == state:
-            continue
-        if state == "pass":
-            failing.pop(name, None)
-            title = f"Recovered: {name}"
-        else:
-            failing[name] = state
-            title = f"Check {'failed' if state == 'ERROR' else 'warned'}: {name}"
-        sync_alerter.send(title, [evaluation.description or ""], log=context.log)
-        sent += 1
-    context.update_cursor(json.dumps(cursor))
-    return dg.SkipReason(f"{len(records)} check evaluations read, {sent} alerts sent")
+    def _sensor(context: dg.SensorEvaluationContext, sync_alerter: Alerter) -> dg.SkipReason:
+        state = json.loads(context.cursor or "{}")
+        failing: dict[str, str] = state.get("failing", {})
+        latest = latest_evaluations(context.instance, keys)
+        sent = 0
+        for key in keys:
+            evaluation = latest.get(key)
+            if evaluation is None:
+                continue
+            name = f"{key.asset_key.to_user_string()}:{key.name}"
+            now = "pass" if evaluation.passed else evaluation.severity.value
+            if failing.get(name, "pass") == now:
+                continue
+            if now == "pass":
+                failing.pop(name)
+                title = f"Recovered: {name}"
+            else:
+                failing[name] = now
+                title = f"Check {'failed' if now == 'ERROR' else 'warned'}: {name}"
+            sync_alerter.send(title, [evaluation.description or ""], log=context.log)
+            sent += 1
+        context.update_cursor(json.dumps({"failing": failing}))
+        return dg.SkipReason(f"{len(latest)} checks read, {sent} alerts sent, {len(failing)} failing")
+
+    return _sensor

@@ -1,14 +1,14 @@
 """The asset factory: one asset per catalog table, partitioned by update type."""
 
-import multiprocessing
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Sequence
 
 import dagster as dg
 
-from sync_assets.assets.alerts import ALERTER_KEY, sync_check_alerts, sync_failure_alerts
-from sync_assets.assets.freshness import build_freshness_sensor, stalenesses
+from sync_assets.assets.alerts import ALERTER_KEY, build_check_alert_sensor, build_failure_alert_sensor
+from sync_assets.assets.executor import build_executor
+from sync_assets.assets.freshness import Staleness, build_freshness_sensor, schedule_states, stalenesses
 from sync_assets.assets.metadata import result_metadata
+from sync_assets.assets.partitions import partitions_for
 from sync_assets.assets.schedules import build_schedules
 from sync_assets.assets.translator import SyncAssetTranslator
 from sync_assets.catalog.models import Catalog, TableSpec, UpdateType
@@ -19,7 +19,6 @@ from sync_assets.resources.alerts import Alerter
 from sync_assets.resources.database import SqlDatabase
 from sync_assets.sync.runner import run_sync
 
-SYNC_ALL_JOB = "sync_all_tables"
 SOURCE_TAG = "sync_assets/source"
 
 
@@ -32,6 +31,7 @@ def build_table_asset(
     catalog: Catalog,
     table: TableSpec,
     translator: SyncAssetTranslator | None = None,
+    staleness: Sequence[Staleness] = (),
 ) -> dg.AssetsDefinition:
     """The table's sync and all its checks in one op: one step process per table and run.
 
@@ -40,7 +40,6 @@ def build_table_asset(
     """
     translator = translator or SyncAssetTranslator()
     spec = translator.get_asset_spec(table, catalog)
-    staleness = stalenesses(catalog, table, spec.key)
     verification = table_checks(catalog, table, spec.key)
     check_specs = [s.spec for s in staleness] + [c.spec for c in verification]
 
@@ -59,11 +58,18 @@ def build_table_asset(
             source=getattr(context.resources, table.source), cache=getattr(context.resources, catalog.cache)
         )
         if spec.key in context.selected_asset_keys:
-            yield _materialize(context, catalog, table, spec.key, resources)
+            yield _materialize(context, catalog, table, _update_type(context, table), spec.key, resources)
         selected = context.selected_asset_check_keys
-        for item in staleness:
-            if item.spec.key in selected:
-                yield item.evaluate(context.instance)
+        wanted = [item for item in staleness if item.spec.key in selected]
+        if wanted:
+            origin = context.run.remote_job_origin
+            schedules = schedule_states(
+                context.instance,
+                location=origin.location_name if origin else None,
+                repository=origin.repository_origin.repository_name if origin else None,
+            )
+            for item in wanted:
+                yield item.evaluate(context.instance, schedules=schedules)
         for check in verification:
             if check.spec.key in selected:
                 yield _evaluate(check, resources)
@@ -91,14 +97,32 @@ def _run_alive(instance: dg.DagsterInstance, run_id: str) -> bool:
     return run is None or not run.is_finished
 
 
+def _update_type(context: dg.AssetExecutionContext, table: TableSpec) -> UpdateType:
+    """The run's update type for this table.
+
+    A table without `updated_at` has no partitions: a full reload (mass) is its only sync, also in
+    a daily or hourly run that selects it with other tables (sitting out would make Dagster skip
+    the tables that depend on it in that run).
+    """
+    if partitions_for(table) is not None:
+        return UpdateType(context.partition_key)
+    if context.has_partition_key and context.partition_key != UpdateType.MASS.value:
+        context.log.info(
+            "%s has no `updated_at`, so this %s run reloads it in full (mass)",
+            table.name,
+            context.partition_key,
+        )
+    return UpdateType.MASS
+
+
 def _materialize(
     context: dg.AssetExecutionContext,
     catalog: Catalog,
     table: TableSpec,
+    update_type: UpdateType,
     key: dg.AssetKey,
     resources: CheckResources,
 ) -> dg.MaterializeResult:
-    update_type = UpdateType(context.partition_key)
     context.log.info("Syncing %s (%s) into %s", table.name, update_type.value, table.target)
     try:
         result = run_sync(
@@ -153,32 +177,30 @@ def resources_for(catalog: Catalog) -> dict[str, SqlDatabase]:
 def build_definitions(catalog: Catalog, translator: SyncAssetTranslator | None = None) -> dg.Definitions:
     """Assets, schedules, checks, sensors and resources for one catalog."""
     translator = translator or SyncAssetTranslator()
-    assets = [build_table_asset(catalog, table, translator) for table in catalog.tables]
     keys = {table.name: translator.get_asset_key(table) for table in catalog.tables}
-    sync_all = dg.define_asset_job(SYNC_ALL_JOB, selection=dg.AssetSelection.assets(*assets))
-    schedules, schedule_jobs = build_schedules(catalog, keys)
-    staleness = [item for t in catalog.tables for item in stalenesses(catalog, t, keys[t.name])]
+    staleness = stalenesses(catalog, keys)
+    assets = [build_table_asset(catalog, t, translator, staleness[t.name]) for t in catalog.tables]
+    check_keys = [key for asset in assets for key in asset.check_keys]
+    partitioned = {keys[t.name]: partitions_for(t) is not None for t in catalog.tables}
     return dg.Definitions(
         assets=assets,
         resources={**resources_for(catalog), ALERTER_KEY: Alerter(webhook_url=catalog.alerts.webhook_url)},
-        jobs=[sync_all, *schedule_jobs],
-        schedules=schedules,
-        sensors=[build_freshness_sensor(staleness), sync_failure_alerts, sync_check_alerts],
+        schedules=build_schedules(catalog, keys),
+        sensors=[
+            build_freshness_sensor([item for items in staleness.values() for item in items]),
+            build_failure_alert_sensor(partitioned),
+            build_check_alert_sensor(check_keys),
+        ],
         executor=executor_for(catalog),
     )
 
 
 def executor_for(catalog: Catalog) -> dg.ExecutorDefinition:
     """Tables run in parallel, but never more than a connection's `max_parallel` of one source."""
-    limits = [
-        {"key": SOURCE_TAG, "value": name, "limit": conn.max_parallel}
-        for name, conn in catalog.connections.items()
-        if conn.max_parallel
-    ]
-    config: dict[str, Any] = {"tag_concurrency_limits": limits}
-    if "forkserver" in multiprocessing.get_all_start_methods():  # not on Windows
-        # Step processes fork from a server that imported the code location once, instead of each
-        # spawning an interpreter that builds every table's definitions again: 500 tables, 10 of
-        # them in one run, took 1.37 s per further table instead of 1.89 s (bench/overhead.py).
-        config["start_method"] = {"forkserver": {}}
-    return dg.multiprocess_executor.configured(config)
+    return build_executor(
+        [
+            {"key": SOURCE_TAG, "value": name, "limit": conn.max_parallel}
+            for name, conn in catalog.connections.items()
+            if conn.max_parallel
+        ]
+    )

@@ -1,34 +1,135 @@
 """Per-update-type staleness: Dagster's freshness policy counts any partition, these do not.
 
 An hourly success would otherwise hide a daily or mass sync that has been failing for days, so
-each scheduled update type gets an asset check on its own partition's last success. The
-`sync_freshness` sensor evaluates them on a timer and records the results in the UI.
+each scheduled update type gets an asset check on its own partition's last success. Staleness
+counts only while that update type's schedule runs, and only from the first tick that was due
+after it was started: a catalog just deployed, schedules stopped, raises no alarm. The
+`sync_freshness` sensor evaluates the checks on a timer and records a result whenever a check's
+state changes from the one last recorded (by itself or by a sync's own step).
 """
 
-import json
+from __future__ import annotations
+
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from zoneinfo import ZoneInfo
 
 import dagster as dg
+from croniter import croniter
 
-from sync_assets.catalog.models import Catalog, TableSpec, UpdateType
+# Dagster has no public API for a schedule's running state; the webserver reads it this way.
+from dagster._core.scheduler.instigation import InstigatorStatus, InstigatorType
+
+from sync_assets.assets.partitions import partitions_for
+from sync_assets.assets.schedules import ScheduleGroup, groups_by_table, schedule_groups
+from sync_assets.catalog.models import Catalog, UpdateType
 
 FRESHNESS_SENSOR = "sync_freshness"
+STATE_METADATA = "sync_assets/state"
+LOOKUP_BATCH = 500  # check keys per query of the latest recorded evaluations
+
+
+class Freshness(StrEnum):
+    """What a staleness check found; the first three pass."""
+
+    NOT_SCHEDULED = "not_scheduled"  # its schedule is stopped: staleness is not counted
+    NOT_DUE = "not_due"  # started, but its first tick is still to come
+    FRESH = "fresh"
+    LATE = "late"  # past the warn window
+    STALE = "stale"  # past the fail window
+
+
+@dataclass(frozen=True)
+class ScheduleState:
+    """Whether a schedule runs, and since when (its latest start)."""
+
+    running: bool
+    started_at: float | None = None
+
+
+STOPPED = ScheduleState(running=False)
+
+
+@dataclass(frozen=True)
+class Assessment:
+    state: Freshness
+    description: str
+    age_s: float | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.state in (Freshness.NOT_SCHEDULED, Freshness.NOT_DUE, Freshness.FRESH)
+
+    @property
+    def severity(self) -> dg.AssetCheckSeverity:
+        return dg.AssetCheckSeverity.ERROR if self.state is Freshness.STALE else dg.AssetCheckSeverity.WARN
+
+
+def first_due(group: ScheduleGroup, started_at: float) -> float:
+    """The first tick of the schedule after it was started (UTC timestamp)."""
+    start = datetime.fromtimestamp(started_at, ZoneInfo(group.schedule.timezone or "UTC"))
+    return croniter(group.schedule.cron, start).get_next(datetime).timestamp()
+
+
+def assess(
+    group: ScheduleGroup,
+    warn: timedelta,
+    fail: timedelta,
+    *,
+    last_success: float | None,
+    schedule: ScheduleState,
+    now: float,
+) -> Assessment:
+    """How stale one update type of one table is; the same rule for the check and the CLI."""
+    kind = group.update_type.value
+    if not schedule.running:
+        return Assessment(Freshness.NOT_SCHEDULED, f"not scheduled: {group.name} is stopped")
+    due = first_due(group, schedule.started_at or now)
+    if now < due and (last_success is None or last_success < due):
+        when = datetime.fromtimestamp(due, UTC).strftime("%Y-%m-%d %H:%M UTC")
+        return Assessment(
+            Freshness.NOT_DUE, f"scheduled by {group.name}; the first {kind} sync is due {when}"
+        )
+    since = max(due, last_success or due)
+    age = now - since
+    ago = timedelta(seconds=int(age))
+    if age > fail.total_seconds():
+        state = Freshness.STALE
+    elif age > warn.total_seconds():
+        state = Freshness.LATE
+    else:
+        state = Freshness.FRESH
+    if last_success is not None and last_success >= due:
+        text = f"{state.value}: last {kind} sync {ago} ago"
+    else:
+        text = f"{state.value}: no successful {kind} sync since {group.name} was first due, {ago} ago"
+    return Assessment(state, text, age_s=round(age, 1))
 
 
 @dataclass(frozen=True)
 class Staleness:
-    """Warn after `warn`, fail after `fail` without a successful sync of this partition."""
+    """Warn after `warn`, fail after `fail` without a successful sync of this update type."""
 
     key: dg.AssetKey
-    update_type: UpdateType
+    group: ScheduleGroup
     warn: timedelta
     fail: timedelta
+    partitioned: bool
+
+    @property
+    def update_type(self) -> UpdateType:
+        return self.group.update_type
 
     @property
     def check_name(self) -> str:
         return f"{self.update_type.value}_fresh"
+
+    @property
+    def check_key(self) -> dg.AssetCheckKey:
+        return dg.AssetCheckKey(self.key, self.check_name)
 
     @property
     def spec(self) -> dg.AssetCheckSpec:
@@ -36,76 +137,153 @@ class Staleness:
             self.check_name,
             asset=self.key,
             description=(
-                f"The last successful {self.update_type.value} sync is at most {self.warn} old "
-                f"(warn) / {self.fail} old (fail)."
+                f"While {self.group.name} runs, the last successful {self.update_type.value} sync is at "
+                f"most {self.warn} old (warn) / {self.fail} old (fail), counted from its first due tick."
             ),
         )
 
-    def evaluate(self, instance: dg.DagsterInstance, now: float | None = None) -> dg.AssetCheckResult:
+    def last_success(self, instance: dg.DagsterInstance) -> tuple[float, str] | None:
+        """(timestamp, run id) of this update type's latest materialization."""
+        partitions = [self.update_type.value] if self.partitioned else None
         records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=self.key, asset_partitions=[self.update_type.value]), limit=1
+            dg.AssetRecordsFilter(asset_key=self.key, asset_partitions=partitions), limit=1
         ).records
-        limits = {"warn_after_s": self.warn.total_seconds(), "fail_after_s": self.fail.total_seconds()}
-        if not records:
-            return dg.AssetCheckResult(
-                asset_key=self.key,
-                check_name=self.check_name,
-                passed=False,
-                severity=dg.AssetCheckSeverity.WARN,
-                description=f"never synced by a {self.update_type.value} sync",
-                metadata=limits,
-            )
-        age = (now or time.time()) - records[0].timestamp
-        too_old = age > self.fail.total_seconds()
-        severity = dg.AssetCheckSeverity.ERROR if too_old else dg.AssetCheckSeverity.WARN
-        passed = age <= self.warn.total_seconds()
-        state = "fresh" if passed else ("stale" if severity == dg.AssetCheckSeverity.ERROR else "late")
+        return (records[0].timestamp, records[0].run_id) if records else None
+
+    def evaluate(
+        self,
+        instance: dg.DagsterInstance,
+        *,
+        schedules: Mapping[str, ScheduleState],
+        now: float | None = None,
+    ) -> dg.AssetCheckResult:
+        state = schedules.get(self.group.name, STOPPED)
+        last = self.last_success(instance) if state.running else None
+        found = assess(
+            self.group,
+            self.warn,
+            self.fail,
+            last_success=last[0] if last else None,
+            schedule=state,
+            now=now or time.time(),
+        )
+        metadata: dict[str, object] = {
+            STATE_METADATA: found.state.value,
+            "schedule": self.group.name,
+            "warn_after_s": self.warn.total_seconds(),
+            "fail_after_s": self.fail.total_seconds(),
+        }
+        if found.age_s is not None:
+            metadata["age_s"] = found.age_s
+        if last is not None:
+            metadata["last_run_id"] = last[1]
         return dg.AssetCheckResult(
             asset_key=self.key,
             check_name=self.check_name,
-            passed=passed,
-            severity=severity,
-            description=f"{state}: last {self.update_type.value} sync {timedelta(seconds=int(age))} ago",
-            metadata={**limits, "age_s": round(age, 1), "last_run_id": records[0].run_id},
+            passed=found.passed,
+            severity=found.severity,
+            description=found.description,
+            metadata=metadata,
         )
 
 
-def stalenesses(catalog: Catalog, table: TableSpec, key: dg.AssetKey) -> list[Staleness]:
-    """One per scheduled update type: warn after 1.5 intervals, fail after 3."""
-    return [
-        Staleness(key, update_type, warn=schedule.interval() * 1.5, fail=schedule.interval() * 3)
-        for update_type, schedule in table.schedules_for(catalog.defaults).items()
-    ]
+def stalenesses(catalog: Catalog, key_of: Mapping[str, dg.AssetKey]) -> dict[str, list[Staleness]]:
+    """Per table name, one check per scheduled update type: warn after 1.5 intervals, fail after 3."""
+    groups = groups_by_table(schedule_groups(catalog))
+    found: dict[str, list[Staleness]] = {}
+    for table in catalog.tables:
+        found[table.name] = [
+            Staleness(
+                key_of[table.name],
+                groups[(table.name, update_type)],
+                warn=schedule.interval() * 1.5,
+                fail=schedule.interval() * 3,
+                partitioned=partitions_for(table) is not None,
+            )
+            for update_type, schedule in table.schedules_for(catalog.defaults).items()
+        ]
+    return found
 
 
-def build_freshness_sensor(items: list[Staleness], *, interval_seconds: int = 300) -> dg.SensorDefinition:
-    """Evaluates every staleness check and records results whose state changed."""
+def schedule_states(
+    instance: dg.DagsterInstance, *, location: str | None = None, repository: str | None = None
+) -> dict[str, ScheduleState]:
+    """Running schedules by name (of one code location when given); any other is stopped.
+
+    sync_assets' schedules ship stopped, so a schedule with no stored state is stopped too.
+    """
+    running: dict[str, ScheduleState] = {}
+    for state in instance.all_instigator_state(
+        instigator_type=InstigatorType.SCHEDULE, instigator_statuses={InstigatorStatus.RUNNING}
+    ):
+        origin = state.origin.repository_origin
+        if location is not None and origin.code_location_origin.location_name != location:
+            continue
+        if repository is not None and origin.repository_name != repository:
+            continue
+        started = getattr(state.instigator_data, "start_timestamp", None)
+        running[state.instigator_name] = ScheduleState(running=True, started_at=started)
+    return running
+
+
+def latest_evaluations(
+    instance: dg.DagsterInstance, keys: Sequence[dg.AssetCheckKey]
+) -> dict[dg.AssetCheckKey, dg.AssetCheckEvaluation]:
+    """The latest completed evaluation of each check (any partition), in a few queries.
+
+    Read from the check-execution index, which every event log storage keeps (run-sharded SQLite
+    included), not by scanning events with a cursor.
+    """
+    found: dict[dg.AssetCheckKey, dg.AssetCheckEvaluation] = {}
+    storage = instance.event_log_storage
+    for start in range(0, len(keys), LOOKUP_BATCH):
+        batch = keys[start : start + LOOKUP_BATCH]
+        for key, record in storage.get_latest_asset_check_execution_by_key(batch).items():
+            event = record.event.dagster_event if record.event else None
+            data = event.event_specific_data if event else None
+            if key in batch and isinstance(data, dg.AssetCheckEvaluation):
+                found[key] = data
+    return found
+
+
+def _recorded_state(evaluation: dg.AssetCheckEvaluation) -> str | None:
+    value = evaluation.metadata.get(STATE_METADATA)
+    return str(getattr(value, "value", value)) if value is not None else None
+
+
+def build_freshness_sensor(items: Sequence[Staleness], *, interval_seconds: int = 300) -> dg.SensorDefinition:
+    """Evaluates every staleness check and records those whose state changed."""
 
     @dg.sensor(
         name=FRESHNESS_SENSOR,
         minimum_interval_seconds=interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Records each table's per-update-type staleness checks in the UI.",
+        description="Records each table's per-update-type staleness checks in the UI when they change.",
     )
     def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        previous = json.loads(context.cursor or "{}")
-        states: dict[str, str] = {}
+        origin = context.code_location_origin
+        schedules = schedule_states(
+            context.instance,
+            location=origin.location_name if origin else None,
+            repository=context.repository_name,
+        )
+        recorded = latest_evaluations(context.instance, [item.check_key for item in items])
         events = []
         for item in items:
-            result = item.evaluate(context.instance)
-            name = f"{item.key.to_user_string()}:{item.check_name}"
-            states[name] = "pass" if result.passed else str(result.severity.value)
-            if previous.get(name) != states[name]:
-                events.append(
-                    dg.AssetCheckEvaluation(
-                        asset_key=item.key,
-                        check_name=item.check_name,
-                        passed=result.passed,
-                        severity=result.severity,
-                        description=result.description,
-                        metadata=result.metadata,
-                    )
+            result = item.evaluate(context.instance, schedules=schedules)
+            previous = recorded.get(item.check_key)
+            if previous is not None and _recorded_state(previous) == result.metadata[STATE_METADATA].value:
+                continue
+            events.append(
+                dg.AssetCheckEvaluation(
+                    asset_key=item.key,
+                    check_name=item.check_name,
+                    passed=result.passed,
+                    severity=result.severity,
+                    description=result.description,
+                    metadata=result.metadata,
                 )
-        return dg.SensorResult(asset_events=events, cursor=json.dumps(states))
+            )
+        return dg.SensorResult(asset_events=events)
 
     return _sensor

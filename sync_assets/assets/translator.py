@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from sync_assets.assets.partitions import UPDATE_TYPE_PARTITIONS
+from sync_assets.assets.partitions import partitions_for
 from sync_assets.catalog.models import Catalog, TableSpec
 
 METADATA_TABLE_SPEC = "sync_assets/table_spec"
@@ -21,7 +21,10 @@ class SyncAssetTranslator:
         return dg.AssetKey([table.source, table.name])
 
     def get_asset_spec(self, table: TableSpec, catalog: Catalog) -> dg.AssetSpec:
-        freshness = table.freshness_for(catalog.defaults)
+        # Only a policy the catalog states: Dagster's freshness daemon counts time whether or not
+        # a schedule runs, so a derived one would flag every table of a catalog whose schedules
+        # are stopped. The per-update-type staleness checks follow the schedules instead.
+        freshness = table.freshness or catalog.defaults.freshness
         schedules = table.schedules_for(catalog.defaults)
         return dg.AssetSpec(
             key=self.get_asset_key(table),
@@ -35,7 +38,7 @@ class SyncAssetTranslator:
             ),
             group_name=table.source,
             description=table.description or _describe(table),
-            partitions_def=UPDATE_TYPE_PARTITIONS,
+            partitions_def=partitions_for(table),
             code_version=code_version(table),
             kinds={"sql"},
             tags={"sync_assets/source": table.source},

@@ -1,0 +1,171 @@
+"""The alert sensors and the staleness sensor, tick after tick, on the instances users run.
+
+Each sensor is evaluated repeatedly with the cursor it returned, against a persistent instance
+(the repo's dagster.yaml: run-sharded SQLite storage; and dagster-postgres storage), and alerts
+go to a local webhook: one alert when something starts failing, one when it recovers, no repeats.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from sync_assets.assets.alerts import CHECK_SENSOR, FAILURE_SENSOR
+from sync_assets.assets.freshness import FRESHNESS_SENSOR
+from sync_assets_tests.helpers import create_source, make_harness, order_row, start_schedule
+
+ORDERS = {
+    "name": "orders",
+    "source_table": "orders",
+    "primary_key": ["id"],
+    "updated_at": "updated_at",
+    # A warn rule fails the moment the source sends a row coded 'BAD'.
+    "checks": [
+        {"sql": "SELECT * FROM {table} WHERE code = 'BAD'", "name": "no_bad_codes", "severity": "warn"}
+    ],
+}
+ITEMS = {"name": "items", "source_table": "items", "primary_key": ["id"], "updated_at": "updated_at"}
+BROKEN = {"name": "broken", "source_table": "missing", "primary_key": ["id"]}
+
+
+class Sensors:
+    """The three sensors of one code location, each ticking with the cursor it last returned."""
+
+    def __init__(self, defs: dg.Definitions, instance: dg.DagsterInstance) -> None:
+        self.defs, self.instance = defs, instance
+        self.cursors: dict[str, str | None] = {}
+        self.ticks = 0
+
+    def tick(self, name: str) -> dg.SensorExecutionData:
+        sensor = self.defs.resolve_sensor_def(name)
+        context = dg.build_sensor_context(
+            instance=self.instance,
+            cursor=self.cursors.get(name),
+            repository_def=self.defs.get_repository_def(),
+            resources={"sync_alerter": self.defs.resources["sync_alerter"]},
+        )
+        result = sensor.evaluate_tick(context)
+        for event in result.asset_events:  # recorded as the daemon records them
+            self.instance.report_runless_asset_event(event)
+        self.cursors[name] = result.cursor
+        self.ticks += 1
+        return result
+
+    def all(self) -> None:
+        for name in (FRESHNESS_SENSOR, FAILURE_SENSOR, CHECK_SENSOR):
+            self.tick(name)
+
+
+@pytest.mark.parametrize("instance_kind", ["sqlite", "postgresql"])
+def test_alerts_fire_once_and_recover_once_tick_after_tick(
+    tmp_path, monkeypatch, make_database, make_instance, webhook, instance_kind
+):
+    url, received = webhook
+    monkeypatch.setenv("SYNC_TEST_WEBHOOK", url)
+    source_url, cache_url = make_database("sqlite"), make_database("sqlite")
+    create_source(source_url, [order_row(i) for i in range(1, 21)])
+    create_source(source_url, [order_row(i) for i in range(1, 6)], name="items")
+    harness = make_harness(
+        tmp_path,
+        monkeypatch,
+        source_url=source_url,
+        cache_url=cache_url,
+        tables=[ORDERS, ITEMS, BROKEN],
+        defaults={"schedules": {"daily": "0 3 * * *"}},
+        extra={"alerts": {"webhook_url": "${SYNC_TEST_WEBHOOK}"}},
+    )
+    harness.instance = make_instance(instance_kind)
+    defs = harness.defs
+    sensors = Sensors(defs, harness.instance)
+
+    def titles() -> list[str]:
+        return [r["title"] for r in received]
+
+    # Deployed, nothing synced, schedules stopped: three rounds of ticks, no alert.
+    for _ in range(3):
+        sensors.all()
+    assert titles() == []
+
+    # A failed sync: one alert naming the table's error, not repeated on later ticks.
+    assert harness.sync("orders", "mass").success
+    assert harness.sync("items", "mass").success
+    assert not harness.sync("broken", "mass").success
+    for _ in range(3):
+        sensors.all()
+    assert titles() == [f"Sync failed (mass): broken, run {_last_run(harness.instance, 'broken')}"]
+    assert "source table missing does not exist" in received[0]["text"]
+
+    # A check that starts failing (a warn rule), then recovers after the next sync.
+    engine = sa.create_engine(source_url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE orders SET code = 'BAD', updated_at = '2026-03-02 00:00:00' WHERE id = 3")
+        )
+    assert harness.sync("orders", "daily").success
+    sensors.all()
+    sensors.all()
+    assert titles()[1:] == ["Check warned: src/orders:no_bad_codes"]
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE orders SET code = 'OK', updated_at = '2026-03-02 00:00:01' WHERE id = 3")
+        )
+    engine.dispose()
+    assert harness.sync("orders", "daily").success
+    sensors.all()
+    sensors.all()
+    assert titles()[2:] == ["Recovered: src/orders:no_bad_codes"]
+
+    # The daily schedule runs (started 4 days ago): `items` has had no daily sync since its first
+    # tick, so its staleness check fails, once; `orders` synced daily since, so it stays quiet.
+    start_schedule(harness.instance, defs, "sync_daily", datetime.now(UTC) - timedelta(days=4))
+    sensors.all()
+    sensors.all()
+    assert titles()[3:] == ["Check failed: src/items:daily_fresh"]
+    assert "stale: no successful daily sync since sync_daily was first due" in received[3]["text"]
+    assert harness.sync("items", "daily").success  # the sync's own step records it fresh again
+    sensors.all()
+    sensors.all()
+    assert titles()[4:] == ["Recovered: src/items:daily_fresh"]
+
+    # The failed table recovers: one message, then silence.
+    with sa.create_engine(source_url).begin() as conn:
+        conn.execute(sa.text("CREATE TABLE missing (id INTEGER PRIMARY KEY, name TEXT)"))
+        conn.execute(sa.text("INSERT INTO missing VALUES (1, 'one')"))
+    assert harness.sync("broken", "mass").success
+    for _ in range(3):
+        sensors.all()
+    assert titles()[5:] == ["Recovered: src/broken:mass"]
+
+
+@pytest.mark.parametrize("instance_kind", ["sqlite", "postgresql"])
+def test_a_check_failing_before_the_first_tick_is_reported_once(
+    tmp_path, monkeypatch, make_database, make_instance, webhook, instance_kind
+):
+    url, received = webhook
+    monkeypatch.setenv("SYNC_TEST_WEBHOOK", url)
+    source_url, cache_url = make_database("sqlite"), make_database("sqlite")
+    create_source(source_url, [{**order_row(i), "code": "BAD"} for i in range(1, 4)])
+    harness = make_harness(
+        tmp_path,
+        monkeypatch,
+        source_url=source_url,
+        cache_url=cache_url,
+        tables=[ORDERS],
+        extra={"alerts": {"webhook_url": "${SYNC_TEST_WEBHOOK}"}},
+    )
+    harness.instance = make_instance(instance_kind)
+    assert harness.sync("orders", "mass").success  # the rule fails in the sync's own step
+    sensors = Sensors(harness.defs, harness.instance)
+    for _ in range(3):
+        sensors.tick(CHECK_SENSOR)
+    assert [r["title"] for r in received] == ["Check warned: src/orders:no_bad_codes"]
+
+
+def _last_run(instance: dg.DagsterInstance, table: str) -> str:
+    (record,) = instance.get_run_records(
+        dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]), limit=1, order_by="update_timestamp"
+    )
+    return record.dagster_run.run_id
