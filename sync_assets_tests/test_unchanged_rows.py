@@ -247,3 +247,39 @@ def test_a_one_nanosecond_change_is_an_update(tmp_path, monkeypatch, make_databa
         "1900-01-01 00:00:00.000000001",
         "2026-05-01 12:00:00.000000001",
     ]
+
+
+@pytest.mark.parametrize("cache_kind", CACHES)
+def test_a_table_of_key_columns_only_inserts_its_new_keys(tmp_path, monkeypatch, make_database, cache_kind):
+    """Nothing to compare but the key: ON CONFLICT DO NOTHING, the re-read keys unchanged."""
+    source_url, cache_url = make_database("sqlite"), make_database(cache_kind)
+    engine = sa.create_engine(source_url)
+    links = sa.Table(
+        "links",
+        sa.MetaData(),
+        sa.Column("order_id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("item_id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("updated_at", sa.DateTime, primary_key=True),
+    )
+    stamp = order_row(1)["updated_at"]
+    links.create(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            links.insert(), [{"order_id": i // 3, "item_id": i % 3, "updated_at": stamp} for i in range(30)]
+        )
+    table = {"name": "links", "source_table": "links", "primary_key": ["order_id", "item_id", "updated_at"]}
+    harness = make_harness(
+        tmp_path,
+        monkeypatch,
+        source_url=source_url,
+        cache_url=cache_url,
+        tables=[{**table, "updated_at": "updated_at"}],
+    )
+    assert harness.sync("links", "mass").success
+    with engine.begin() as conn:
+        conn.execute(links.insert().values(order_id=0, item_id=7, updated_at=stamp))
+    engine.dispose()
+    result = harness.sync("links", "daily")
+    assert result.success
+    assert counts(materialization(result)) == (1, 0, 30)
+    assert len(read_rows(cache_url, "links", key="order_id")) == 31
