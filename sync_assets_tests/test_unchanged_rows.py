@@ -9,6 +9,7 @@ reports (every cache; DuckDB has no triggers).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -148,6 +149,11 @@ def test_only_changed_rows_are_written_and_counted(
     meta = materialization(result)
     assert meta["sync_assets/rows_read"] == ROWS + 3
     assert counts(meta) == (3, 6, ROWS - 6)
+    (said,) = [
+        e.user_message for e in harness.instance.all_logs(result.run_id) if "sync done" in e.user_message
+    ]
+    done = f"orders: incremental sync done, {ROWS + 3} rows read, 3 inserted, 6 updated, {ROWS - 6} unchanged"
+    assert re.fullmatch(rf"{done} in \d+\.\d\d s", said), said
     assert logged_counts(sync_log_rows(cache_url, "orders")[-1]) == (9, 3, 6, ROWS - 6)
     assert upsert_rowcounts == [0, 9]
     updated = {row["id"] for row in changes}
