@@ -267,11 +267,11 @@ class Dialect:
         terms = [
             a.is_distinct_from(b)
             for left, right in pairs
-            for a, b in zip(self.comparable(left), self.comparable(right), strict=True)
+            for a, b in zip(self.compared(left), self.compared(right), strict=True)
         ]
         return sa.or_(*terms)
 
-    def comparable(self, column: sa.ColumnElement[Any]) -> list[sa.ColumnElement[Any]]:
+    def compared(self, column: sa.ColumnElement[Any]) -> list[sa.ColumnElement[Any]]:
         """What to compare of a cache column's values: the values themselves, where the database's
         equality tells every stored value apart."""
         return [column]

@@ -216,7 +216,7 @@ class MSSQLDialect(Dialect):
         conn.execute(merge)
         return counts
 
-    def comparable(self, column: sa.ColumnElement[Any]) -> list[sa.ColumnElement[Any]]:
+    def compared(self, column: sa.ColumnElement[Any]) -> list[sa.ColumnElement[Any]]:
         """Text by its bytes: `=` and INTERSECT follow the collation (case- and accent-insensitive
         by default) and ignore trailing spaces. Binary values equal but for trailing 0x00 bytes
         compare equal too, so their lengths are compared as well
