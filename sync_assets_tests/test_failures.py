@@ -148,7 +148,7 @@ def test_a_failure_after_the_commit_never_turns_a_succeeded_attempt_into_a_faile
             retention_days=9,
         )
         assert attempt is not None
-        outcome = audit.Outcome("full", 3, 3, 3, 0, None, "2026-01-01 00:00:00")
+        outcome = audit.Outcome("full", 3, 3, 3, 0, 0, None, "2026-01-01 00:00:00")
         audit.succeed(conn, attempt, outcome)
     with engine.begin() as conn:
         audit.fail(conn, attempt, error="cleanup phase: database is locked", mode="full", rows_read=3)

@@ -66,9 +66,11 @@ def test_mass_then_daily_matches_source(tmp_path, monkeypatch, make_database, so
     assert meta["sync_assets/mode"] == "incremental"
     assert meta["dagster/row_count"] == 2530
     assert meta["sync_assets/rows_inserted"] == 30
-    # The default daily lookback (2 x 1 day) re-reads every row of the last two days: all of them here.
+    # The default daily lookback (2 x 1 day) re-reads every row of the last two days: all of them
+    # here. Only the 40 changed ones are updated; the others are counted unchanged (issue 10).
     assert meta["sync_assets/rows_read"] == 2530
-    assert meta["sync_assets/rows_updated"] == 2500
+    assert meta["sync_assets/rows_updated"] == 40
+    assert meta["sync_assets/rows_unchanged"] == 2460
     assert meta["sync_assets/watermark_from"] == str(
         BASE_TIME + timedelta(seconds=2500, microseconds=2500) - timedelta(days=2)
     )
@@ -79,7 +81,11 @@ def test_mass_then_daily_matches_source(tmp_path, monkeypatch, make_database, so
         ("daily", "incremental", "succeeded"),
     ]
     assert log[1]["watermark_to"] == str(added[-1]["updated_at"])
-    assert log[1]["rows_read"] == 2530 and log[1]["rows_written"] == 2530
+    assert log[1]["rows_read"] == 2530 and log[1]["rows_written"] == 70
+    assert [(r["rows_inserted"], r["rows_updated"], r["rows_unchanged"]) for r in log] == [
+        (2500, 0, 0),
+        (30, 40, 2460),
+    ]
     assert all(r["finished_at"] >= r["started_at"] for r in log)
 
 

@@ -200,6 +200,12 @@ def test_edge_values_round_trip(tmp_path, monkeypatch, make_database, source_kin
     source_rows = cache_values(source_url)
     assert {row["updated_at"] for row in source_rows} == {datetime(2026, 5, 2)}
     assert cache_values(cache_url) == expected_in(cache_kind, source_rows)
+    assert sync_log_rows(cache_url)[-1]["rows_updated"] == 4
+
+    # Read again unchanged, every edge value compares equal to what the cache stores (issue 10).
+    assert harness.sync("edge", "daily").success
+    log = sync_log_rows(cache_url)[-1]
+    assert (log["rows_read"], log["rows_updated"], log["rows_unchanged"]) == (4, 0, 4)
 
 
 def duckdb_nanosecond_source(url: sa.URL) -> None:

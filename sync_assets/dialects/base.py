@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import polars as pl
 import sqlalchemy as sa
 
+from sync_assets.dialects.upsert import Pairs, UpsertCounts, staged_changes
 from sync_assets.sync.types import ColumnType, Kind, from_sqlalchemy, needs_text_transport
 
 
@@ -234,29 +235,46 @@ class Dialect:
         *,
         key: Sequence[str],
         updated_at: str,
-    ) -> tuple[int, int]:
-        """Merge the latest staged version of each key; returns (inserted, updated)."""
+    ) -> UpsertCounts:
+        """Merge the latest staged version of each key, writing only new keys and changed rows.
+
+        Unchanged rows are left out of the INSERT's SELECT, not only out of its UPDATE: on
+        PostgreSQL, ON CONFLICT DO UPDATE locks (and so writes) every row it meets, even one its
+        WHERE then skips. The WHERE stays, so a row is never rewritten with the values it holds.
+        """
         latest = latest_per_key(staging, key=key, updated_at=updated_at)
-        existing = sa.select(sa.func.count()).select_from(
-            latest.join(target, sa.and_(*[latest.c[k] == target.c[k] for k in key]))
-        )
-        staged_keys = sa.select(sa.func.count()).select_from(latest)
-        updated = conn.execute(existing).scalar_one()
-        total = conn.execute(staged_keys).scalar_one()
+        changes = staged_changes(latest, target, key=key, values_differ=self.values_differ)
+        counts = changes.count(conn)
         names = [c.name for c in target.columns]
-        # The WHERE keeps SQLite from parsing ON CONFLICT as a join constraint
+        # The SELECT's WHERE also keeps SQLite from parsing ON CONFLICT as a join constraint
         # (https://www.sqlite.org/lang_upsert.html, "Parsing Ambiguity").
-        rows = sa.select(*[latest.c[n] for n in names]).where(sa.true())
-        insert = self.insert(target).from_select(names, rows)
+        insert = self.insert(target).from_select(names, changes.rows_to_write(names))
         non_key = [n for n in names if n not in key]
         if non_key:
             statement = insert.on_conflict_do_update(
-                index_elements=list(key), set_={n: insert.excluded[n] for n in non_key}
+                index_elements=list(key),
+                set_={n: insert.excluded[n] for n in non_key},
+                where=self.values_differ((target.c[n], insert.excluded[n]) for n in non_key),
             )
         else:
             statement = insert.on_conflict_do_nothing(index_elements=list(key))
         conn.execute(statement)
-        return total - updated, updated
+        return counts
+
+    def values_differ(self, pairs: Pairs) -> sa.ColumnElement[bool]:
+        """True where any pair of values differs as the cache stores them; NULL against a value
+        differs, NULL against NULL does not (SQLAlchemy's is_distinct_from for the dialect)."""
+        terms = [
+            a.is_distinct_from(b)
+            for left, right in pairs
+            for a, b in zip(self.compared(left), self.compared(right), strict=True)
+        ]
+        return sa.or_(*terms)
+
+    def compared(self, column: sa.ColumnElement[Any]) -> list[sa.ColumnElement[Any]]:
+        """What to compare of a cache column's values: the values themselves, where the database's
+        equality tells every stored value apart."""
+        return [column]
 
     def insert(self, table: sa.Table) -> Any:
         """The dialect's INSERT construct with ON CONFLICT support."""

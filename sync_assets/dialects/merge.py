@@ -18,15 +18,24 @@ from sqlalchemy.sql.expression import ClauseElement, Executable
 class Merge(Executable, ClauseElement):
     """MERGE INTO `target` USING `source` ON the `key` columns: update the rest, insert the new keys.
 
-    `source` is a named subquery whose columns carry the target's column names.
+    `source` is a named subquery whose columns carry the target's column names. `changed`, when
+    given, limits the update to the matched rows it holds for (those whose values differ).
     """
 
     inherit_cache = False  # built once per sync; not worth a cache key
 
-    def __init__(self, target: sa.Table, source: sa.Subquery, *, key: Sequence[str]) -> None:
+    def __init__(
+        self,
+        target: sa.Table,
+        source: sa.Subquery,
+        *,
+        key: Sequence[str],
+        changed: sa.ColumnElement[bool] | None = None,
+    ) -> None:
         self.target = target
         self.source = source
         self.key = list(key)
+        self.changed = changed
         self.names = [c.name for c in target.columns]
         self.non_key = [n for n in self.names if n not in self.key]
 
@@ -56,7 +65,9 @@ def _merge_mssql(element: Merge, compiler: SQLCompiler, **kw: Any) -> str:
         assignments = ", ".join(
             f"{quote(n)} = {compiler.process(source.c[n], **kw)}" for n in element.non_key
         )
-        parts.append(f"WHEN MATCHED THEN UPDATE SET {assignments}")
+        changed = element.changed
+        condition = "" if changed is None else f" AND ({compiler.process(changed, **kw)})"
+        parts.append(f"WHEN MATCHED{condition} THEN UPDATE SET {assignments}")
     columns = ", ".join(quote(n) for n in element.names)
     values = ", ".join(compiler.process(source.c[n], **kw) for n in element.names)
     parts.append(f"WHEN NOT MATCHED BY TARGET THEN INSERT ({columns}) VALUES ({values});")

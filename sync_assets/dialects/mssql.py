@@ -18,6 +18,7 @@ from sqlalchemy.sql import sqltypes
 from sync_assets.dialects import odbc
 from sync_assets.dialects.base import Capabilities, Dialect, driver_error, latest_per_key
 from sync_assets.dialects.merge import Merge
+from sync_assets.dialects.upsert import StagedChanges, UpsertCounts, staged_changes
 from sync_assets.errors import SyncTransientError
 from sync_assets.sync.types import ColumnType, Kind, from_sqlalchemy
 
@@ -207,12 +208,24 @@ class MSSQLDialect(Dialect):
         *,
         key: Sequence[str],
         updated_at: str,
-    ) -> tuple[int, int]:
-        """One MERGE of the latest staged version per key; the counts come from one join before it."""
-        count, merge = upsert_statements(target, staging, key=key, updated_at=updated_at)
-        total, updated = conn.execute(count).one()
+    ) -> UpsertCounts:
+        """One MERGE of the latest staged version per key, updating only the rows that changed;
+        the counts come from one join before it."""
+        changes, merge = upsert_statements(target, staging, key=key, updated_at=updated_at)
+        counts = changes.count(conn)
         conn.execute(merge)
-        return total - updated, updated
+        return counts
+
+    def compared(self, column: sa.ColumnElement[Any]) -> list[sa.ColumnElement[Any]]:
+        """Text by its bytes: `=` and INTERSECT follow the collation (case- and accent-insensitive
+        by default) and ignore trailing spaces. Binary values equal but for trailing 0x00 bytes
+        compare equal too, so their lengths are compared as well
+        (https://learn.microsoft.com/en-us/sql/t-sql/language-elements/equals-transact-sql)."""
+        if isinstance(column.type, sqltypes.String):
+            return [sa.func.datalength(column), sa.cast(column, mssql.VARBINARY())]
+        if isinstance(column.type, sqltypes._Binary):
+            return [sa.func.datalength(column), column]
+        return [column]
 
 
 def decimal_digits(ct: ColumnType) -> tuple[int, int]:
@@ -270,14 +283,11 @@ def replace_statements(target: sa.Table, staging: sa.Table) -> list[sa.Executabl
 
 def upsert_statements(
     target: sa.Table, staging: sa.Table, *, key: Sequence[str], updated_at: str
-) -> tuple[sa.Select[Any], Merge]:
-    """(staged keys, keys already in the target) and the MERGE, both over the deduplicated rows."""
+) -> tuple[StagedChanges, Merge]:
+    """The deduplicated staged rows against the target (for the counts), and the MERGE of them."""
     latest = latest_per_key(staging, key=key, updated_at=updated_at)
-    on = sa.and_(*[latest.c[k] == target.c[k] for k in key])
-    count = sa.select(sa.func.count(), sa.func.count(target.c[key[0]])).select_from(
-        latest.outerjoin(target, on)
-    )
-    return count, Merge(target, latest, key=key)
+    changes = staged_changes(latest, target, key=key, values_differ=DIALECT.values_differ)
+    return changes, Merge(target, latest, key=key, changed=changes.differs)
 
 
 DIALECT = MSSQLDialect()

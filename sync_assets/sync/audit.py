@@ -12,6 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from sync_assets.catalog.models import SYNC_LOG_TABLE
+from sync_assets.dialects.ddl import AddColumn
 
 RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
 HOST = socket.gethostname()
@@ -36,7 +37,8 @@ sync_log = sa.Table(
     sa.Column("rows_read", sa.BigInteger),
     sa.Column("rows_written", sa.BigInteger),
     sa.Column("rows_inserted", sa.BigInteger),
-    sa.Column("rows_updated", sa.BigInteger),
+    sa.Column("rows_updated", sa.BigInteger, comment="keys already cached whose values changed"),
+    sa.Column("rows_unchanged", sa.BigInteger, comment="keys re-read with the values already cached"),
     sa.Column("watermark_from", sa.String(64), comment="lower bound read, lookback included"),
     sa.Column("watermark_to", sa.String(64), comment="highest watermark loaded, full precision"),
     sa.Column("error", sa.Text),
@@ -53,6 +55,7 @@ class Outcome:
     rows_written: int
     rows_inserted: int
     rows_updated: int
+    rows_unchanged: int
     watermark_from: str | None
     watermark_to: str | None
 
@@ -62,12 +65,25 @@ def now() -> datetime:
 
 
 def ensure_table(engine: sa.Engine) -> None:
-    """Create sync_log once; two first syncs racing to create it is not an error."""
+    """Create sync_log once, and add the columns a cache made by an earlier version lacks; two
+    syncs racing to do either is not an error."""
     try:
         metadata.create_all(engine, checkfirst=True)
     except sa.exc.DBAPIError:
         if not sa.inspect(engine).has_table(SYNC_LOG_TABLE):
             raise
+    for name in _missing_columns(engine):
+        try:
+            with engine.begin() as conn:
+                conn.execute(AddColumn(sync_log, sync_log.c[name]))
+        except sa.exc.DBAPIError:
+            if name in _missing_columns(engine):
+                raise
+
+
+def _missing_columns(engine: sa.Engine) -> list[str]:
+    present = {c["name"] for c in sa.inspect(engine).get_columns(SYNC_LOG_TABLE)}
+    return [c.name for c in sync_log.columns if c.name not in present]
 
 
 @dataclass(frozen=True)
@@ -169,6 +185,7 @@ def succeed(conn: sa.Connection, attempt: int, outcome: Outcome) -> None:
             rows_written=outcome.rows_written,
             rows_inserted=outcome.rows_inserted,
             rows_updated=outcome.rows_updated,
+            rows_unchanged=outcome.rows_unchanged,
             watermark_from=outcome.watermark_from,
             watermark_to=outcome.watermark_to,
         )

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sync_assets.catalog.models import Catalog, TableSpec, UpdateType
 from sync_assets.dialects import Dialect
 from sync_assets.dialects.base import is_transient
+from sync_assets.dialects.upsert import UpsertCounts
 from sync_assets.errors import DataError, SyncError, SyncTransientError, UpdateTypeNotAllowed
 from sync_assets.resources.database import SqlDatabase
 from sync_assets.sync import audit, watermark
@@ -48,6 +49,7 @@ class SyncResult:
     rows_read: int
     rows_inserted: int
     rows_updated: int
+    rows_unchanged: int
     row_count: int
     watermark_from: str | None
     watermark_to: str | None
@@ -217,6 +219,7 @@ class _Sync:
             rows_read=self.rows_read,
             rows_inserted=outcome.rows_inserted,
             rows_updated=outcome.rows_updated,
+            rows_unchanged=outcome.rows_unchanged,
             row_count=row_count,
             watermark_from=outcome.watermark_from,
             watermark_to=outcome.watermark_to,
@@ -399,19 +402,20 @@ class _Sync:
                         f"so the full load was rolled back: {describe_error(err, phase=None)}"
                     )
                     raise DataError(msg, table=table.name) from None
-                inserted, updated = self.rows_read, 0
+                counts = UpsertCounts(inserted=self.rows_read, updated=0, unchanged=0)
             else:
                 assert table.updated_at is not None
-                inserted, updated = dialect.upsert(
+                counts = dialect.upsert(
                     cache, target, staging, key=table.primary_key, updated_at=table.updated_at
                 )
                 new_mark = watermark.later(plan.previous, loaded_max)
             outcome = audit.Outcome(
                 mode=plan.mode,
                 rows_read=self.rows_read,
-                rows_written=inserted + updated,
-                rows_inserted=inserted,
-                rows_updated=updated,
+                rows_written=counts.written,
+                rows_inserted=counts.inserted,
+                rows_updated=counts.updated,
+                rows_unchanged=counts.unchanged,
                 watermark_from=watermark.encode(plan.low),
                 watermark_to=watermark.encode(new_mark),
             )

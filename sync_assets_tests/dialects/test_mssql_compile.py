@@ -12,6 +12,7 @@ from sqlalchemy.dialects import mssql, sqlite
 
 from sync_assets.catalog.models import TableSpec
 from sync_assets.dialects import get_dialect, odbc
+from sync_assets.dialects.ddl import AddColumn
 from sync_assets.dialects.merge import Merge
 from sync_assets.dialects.mssql import (
     applock_mode_query,
@@ -23,6 +24,7 @@ from sync_assets.dialects.mssql import (
 )
 from sync_assets.dialects.odbc import odbc_diagnostics
 from sync_assets.errors import UnsupportedType
+from sync_assets.sync.audit import sync_log
 from sync_assets.sync.source import Source, SourceColumn
 from sync_assets.sync.target import target_table
 from sync_assets.sync.types import ColumnType, Kind, needs_text_transport
@@ -156,23 +158,72 @@ LATEST = (
 )
 
 
-def test_upsert_is_one_merge_of_the_latest_row_per_key():
+# Text compared by its bytes and their length: `=` and INTERSECT follow the collation and ignore
+# trailing spaces. NOT EXISTS (... INTERSECT ...) is SQLAlchemy's NULL-safe IS DISTINCT FROM here.
+CHANGED = (
+    "NOT EXISTS (SELECT datalength([Order].[select]) INTERSECT SELECT datalength(latest.[select])) "
+    "OR NOT EXISTS (SELECT CAST([Order].[select] AS VARBINARY(max)) "
+    "INTERSECT SELECT CAST(latest.[select] AS VARBINARY(max))) "
+    "OR NOT EXISTS (SELECT [Order].[UpdatedAt] INTERSECT SELECT latest.[UpdatedAt])"
+)
+
+
+def test_upsert_is_one_merge_of_the_latest_row_per_key_updating_only_changed_rows():
     target = small_target()
     staging = DIALECT.staging_table(target, suffix="_0123abcd")
-    count, merge = upsert_statements(target, staging, key=["OrderID"], updated_at="UpdatedAt")
+    _, merge = upsert_statements(target, staging, key=["OrderID"], updated_at="UpdatedAt")
     assert sql(merge) == (
         "MERGE INTO [Order] WITH (HOLDLOCK)\n"
         f"USING {LATEST}\n"
         "ON [Order].[OrderID] = latest.[OrderID]\n"
-        "WHEN MATCHED THEN UPDATE SET [select] = latest.[select], [UpdatedAt] = latest.[UpdatedAt]\n"
+        f"WHEN MATCHED AND ({CHANGED}) "
+        "THEN UPDATE SET [select] = latest.[select], [UpdatedAt] = latest.[UpdatedAt]\n"
         "WHEN NOT MATCHED BY TARGET THEN INSERT ([OrderID], [select], [UpdatedAt]) "
         "VALUES (latest.[OrderID], latest.[select], latest.[UpdatedAt]);"
     )
     assert merge.compile(dialect=mssql.dialect()).params == {"sync_rank_1": 1}
-    assert sql(count) == (
-        "SELECT count(*) AS count_1, count([Order].[OrderID]) AS count_2 \n"
-        f"FROM {LATEST} LEFT OUTER JOIN [Order] ON latest.[OrderID] = [Order].[OrderID]"
+
+
+def test_one_query_counts_staged_matched_and_changed_keys():
+    """The flags come from a derived table: SQL Server refuses a subquery inside an aggregate."""
+    target = small_target()
+    staging = DIALECT.staging_table(target, suffix="_0123abcd")
+    changes, _ = upsert_statements(target, staging, key=["OrderID"], updated_at="UpdatedAt")
+    assert sql(changes.count_query()) == (
+        "SELECT count(*) AS count_1, count(compared.matched) AS count_2, count(compared.changed) AS count_3 \n"
+        "FROM (SELECT CASE WHEN ([Order].[OrderID] IS NOT NULL) THEN 1 END AS matched, "
+        f"CASE WHEN ([Order].[OrderID] IS NOT NULL AND ({CHANGED})) THEN 1 END AS changed \n"
+        f"FROM {LATEST} LEFT OUTER JOIN [Order] ON latest.[OrderID] = [Order].[OrderID]) AS compared"
     )
+
+
+def test_binary_values_compare_with_their_length_and_others_as_they_are():
+    """Binary values that differ only by trailing 0x00 bytes compare equal in SQL Server."""
+    target = sa.Table(
+        "T",
+        sa.MetaData(),
+        sa.Column("id", mssql.BIGINT, primary_key=True),
+        sa.Column("Payload", mssql.VARBINARY()),
+        sa.Column("Ratio", mssql.FLOAT(53)),
+        sa.Column("Key", mssql.UNIQUEIDENTIFIER()),
+    )
+    latest = sa.select(target).subquery("latest")
+    differ = DIALECT.values_differ((target.c[n], latest.c[n]) for n in ("Payload", "Ratio", "Key"))
+    assert sql(differ) == (
+        "NOT EXISTS (SELECT datalength([T].[Payload]) INTERSECT SELECT datalength(latest.[Payload])) "
+        "OR NOT EXISTS (SELECT [T].[Payload] INTERSECT SELECT latest.[Payload]) "
+        "OR NOT EXISTS (SELECT [T].[Ratio] INTERSECT SELECT latest.[Ratio]) "
+        "OR NOT EXISTS (SELECT [T].[Key] INTERSECT SELECT latest.[Key])"
+    )
+
+
+def test_a_missing_sync_log_column_is_added_without_the_column_keyword():
+    assert (
+        sql(AddColumn(sync_log, sync_log.c.rows_unchanged))
+        == "ALTER TABLE sync_log ADD rows_unchanged BIGINT NULL"
+    )
+    table = sa.Table("select", sa.MetaData(), sa.Column("order", sa.BigInteger))
+    assert sql(AddColumn(table, table.c.order)) == "ALTER TABLE [select] ADD [order] BIGINT NULL"
 
 
 def test_merge_with_a_composite_key_and_no_other_column_only_inserts():

@@ -94,6 +94,8 @@ def test_mssql_cache_mass_daily_and_a_failed_sync(tmp_path, monkeypatch, make_sq
     assert read_rows(cache_url, name) == read_rows(source_url, name)
     meta = materialization(result)
     assert (meta["sync_assets/mode"], meta["sync_assets/rows_inserted"]) == ("incremental", 30)
+    # The lookback re-reads all 2,500 cached keys; the MERGE updates only the 40 changed (issue 10).
+    assert (meta["sync_assets/rows_updated"], meta["sync_assets/rows_unchanged"]) == (40, 2460)
     assert meta["dagster/row_count"] == 2530
 
     # A duplicate key in the source: the full reload is rolled back, the cache keeps its rows.
