@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The demo keeps Dagster's history and the demo databases here unless DAGSTER_HOME is set.
 DEMO_HOME := $(or $(DAGSTER_HOME),$(CURDIR)/.dagster)
 
-.PHONY: install demo demo-run odbc test lint clean
+.PHONY: install demo demo-run odbc chromium test lint clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,7 +45,18 @@ else
 	@true
 endif
 
-test: install odbc
+# Debian's Chromium for the browser test of the UI (playwright drives it; no browser download).
+# Installed only as root with apt-get; otherwise that test is skipped, and this says so.
+chromium:
+	@if command -v chromium >/dev/null; then \
+		true; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else \
+		echo "chromium missing: the browser test will be skipped (install: sudo apt-get install chromium)"; \
+	fi
+
+test: install odbc chromium
 	$(BIN)/python -m pytest
 
 lint: install
