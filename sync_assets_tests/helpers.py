@@ -220,10 +220,18 @@ def make_harness(
     return Harness(path)
 
 
+def synced(result: dg.ExecuteInProcessResult) -> list[dg.AssetMaterialization]:
+    """The run's materializations of its own partition: the syncs (a full load also records the
+    table's other update types as brought up to date)."""
+    partition = result.dagster_run.tags.get("dagster/partition")
+    events = [e.event_specific_data.materialization for e in result.get_asset_materialization_events()]
+    return [m for m in events if m.partition == partition]
+
+
 def materialization(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
-    """The metadata of the run's single materialization, as plain values."""
-    (event,) = result.get_asset_materialization_events()
-    metadata = event.materialization.metadata
+    """The metadata of the run's single sync, as plain values."""
+    (event,) = synced(result)
+    metadata = event.metadata
     return {k: getattr(v, "value", v) for k, v in metadata.items()}
 
 

@@ -17,7 +17,7 @@ from sync_assets.checks import CheckResources, TableCheck, table_checks
 from sync_assets.errors import SyncError, SyncTransientError
 from sync_assets.resources.alerts import Alerter
 from sync_assets.resources.database import SqlDatabase
-from sync_assets.sync.runner import run_sync
+from sync_assets.sync.runner import FULL, run_sync
 
 SOURCE_TAG = "sync_assets/source"
 
@@ -58,7 +58,9 @@ def build_table_asset(
             source=getattr(context.resources, table.source), cache=getattr(context.resources, catalog.cache)
         )
         if spec.key in context.selected_asset_keys:
-            yield _materialize(context, catalog, table, _update_type(context, table), spec.key, resources)
+            yield from _materialize(
+                context, catalog, table, _update_type(context, table), spec.key, resources
+            )
         selected = context.selected_asset_check_keys
         wanted = [item for item in staleness if item.spec.key in selected]
         if wanted:
@@ -122,7 +124,14 @@ def _materialize(
     update_type: UpdateType,
     key: dg.AssetKey,
     resources: CheckResources,
-) -> dg.MaterializeResult:
+) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization]:
+    """The sync, its result, and for a full load the other update types it brought up to date.
+
+    A full load replaces every row, and the next incremental starts from its watermark, so each
+    update-type partition of the table is current after it: recording them keeps Dagster from
+    calling a table's daily "missing" (the launch dialog's "Upstream data missing" for tables
+    that depend on it) when a mass just loaded it.
+    """
     context.log.info("Syncing %s (%s) into %s", table.name, update_type.value, table.target)
     try:
         result = run_sync(
@@ -152,7 +161,16 @@ def _materialize(
         result.rows_unchanged,
         result.seconds,
     )
-    return dg.MaterializeResult(asset_key=key, metadata=result_metadata(result))
+    yield dg.MaterializeResult(asset_key=key, metadata=result_metadata(result))
+    if result.mode == FULL and partitions_for(table) is not None:
+        for other in UpdateType:
+            if other is not update_type:
+                yield dg.AssetMaterialization(
+                    asset_key=key,
+                    partition=other.value,
+                    description=f"brought up to date by the full load of this {update_type.value} sync",
+                    metadata={"dagster/row_count": dg.MetadataValue.int(result.row_count)},
+                )
 
 
 def retry_policy(retries: Retries) -> dg.RetryPolicy | None:
