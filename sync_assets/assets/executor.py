@@ -59,9 +59,6 @@ class _Reaping(dg.Executor):
     def step_dependency_config(self) -> Any:
         return self._inner.step_dependency_config
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
     def execute(self, plan_context: Any, execution_plan: Any) -> Iterator[dg.DagsterEvent]:
         instance = plan_context.instance
         instance.add_run_tags(plan_context.run_id, {WORKER_TAG: f"{HOST}:{os.getpid()}"})
