@@ -7,9 +7,12 @@ SYNC_TEST_PG_URL when that points at a server of your own (each test gets a fres
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
@@ -82,3 +85,25 @@ def make_database(request: pytest.FixtureRequest) -> Callable[[str], sa.URL]:
         return request.getfixturevalue(fixture)()
 
     return make
+
+
+@pytest.fixture
+def webhook() -> Iterator[tuple[str, list[dict]]]:
+    """A local Slack/Teams-style incoming webhook: its URL, and the JSON bodies posted so far."""
+    received: list[dict] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append(json.loads(body))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/hook", received
+    server.shutdown()
+    server.server_close()

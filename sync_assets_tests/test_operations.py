@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import os
 import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import dagster as dg
 import pytest
@@ -235,28 +232,6 @@ def test_max_parallel_limits_one_source_across_processes(tmp_path, monkeypatch, 
     intervals = sorted(spans.values())
     assert all(a[1] <= b[0] for a, b in itertools.pairwise(intervals)), intervals
     assert sorted(r["table_name"] for r in sync_log_rows(cache_url)) == ["t1", "t2", "t3"]
-
-
-class _Receiver(BaseHTTPRequestHandler):
-    received: list[dict] = []
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        _Receiver.received.append(json.loads(body))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def webhook() -> Iterator[tuple[str, list[dict]]]:
-    _Receiver.received = []
-    server = HTTPServer(("127.0.0.1", 0), _Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/hook", _Receiver.received
-    server.shutdown()
 
 
 def test_alerts_reach_a_webhook(tmp_path, monkeypatch, make_database, webhook):
