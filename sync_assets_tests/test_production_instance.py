@@ -318,7 +318,6 @@ def killed_run_fails_and_frees_its_slot(production: Production, cache_url: sa.UR
         failed_after = time.monotonic() - killed_at
         assert run.status.value == "FAILURE"
         assert any("terminated by signal 9 (SIGKILL)" in m for m in production.messages(run_id))
-    assert [r["status"] for r in sync_log_rows(cache_url, "killed")] == ["running"]
 
     # run_retries (deploy/dagster.yaml) re-executes a run whose worker crashed; the retry needs the
     # slot the dead step still holds, until the daemon frees it (or the next sync reaps it).
