@@ -14,7 +14,6 @@ import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 import pytest
@@ -122,24 +121,23 @@ def make_instance(
         instance.dispose()
 
 
-class _WebhookReceiver(BaseHTTPRequestHandler):
-    received: list[dict[str, Any]]
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.server.received.append(json.loads(body))  # type: ignore[attr-defined]
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    """A local Slack/Teams-style incoming webhook: (its URL, the JSON bodies it received)."""
-    server = HTTPServer(("127.0.0.1", 0), _WebhookReceiver)
-    server.received = []  # type: ignore[attr-defined]
+def webhook() -> Iterator[tuple[str, list[dict]]]:
+    """A local Slack/Teams-style incoming webhook: its URL, and the JSON bodies posted so far."""
+    received: list[dict] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append(json.loads(body))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Receiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/hook", server.received  # type: ignore[attr-defined]
+    yield f"http://127.0.0.1:{server.server_port}/hook", received
     server.shutdown()
+    server.server_close()

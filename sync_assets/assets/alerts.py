@@ -147,8 +147,13 @@ def _run_failure_message(instance: dg.DagsterInstance, run_id: str) -> str:
 
 
 def _error_text(event: dg.DagsterEvent) -> str:
-    error = event.step_failure_data.error if event.step_failure_data else None
-    return error.message.strip() if error else "failed"
+    """The sync's own message (a `Failure`'s description), else the error's, without its class."""
+    data = event.step_failure_data
+    if data is None:
+        return "failed"
+    if data.user_failure_data is not None and data.user_failure_data.description:
+        return data.user_failure_data.description.strip()
+    return data.error.message.strip() if data.error else "failed"
 
 
 def build_check_alert_sensor(check_keys: Sequence[dg.AssetCheckKey]) -> dg.SensorDefinition:
