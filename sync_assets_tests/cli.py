@@ -39,11 +39,13 @@ def by_row(rows: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
 
 
 def cli_process(
-    *args: str, catalog: Path, home: Path | None, timeout: float = 120
+    *args: str, catalog: Path | None, home: Path | None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    """`python -m sync_assets.cli ARGS` in its own process, as a terminal would run it."""
-    env = {**os.environ, "SYNC_ASSETS_CATALOG": str(catalog)}
-    env.pop("DAGSTER_HOME", None)
+    """`python -m sync_assets.cli ARGS` in its own process, as a terminal would run it (None:
+    SYNC_ASSETS_CATALOG, or DAGSTER_HOME, unset)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("SYNC_ASSETS_CATALOG", "DAGSTER_HOME")}
+    if catalog is not None:
+        env["SYNC_ASSETS_CATALOG"] = str(catalog)
     if home is not None:
         env["DAGSTER_HOME"] = str(home)
     return subprocess.run(
