@@ -11,6 +11,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -108,7 +109,7 @@ def _rows_by_table(conn: sa.Connection, is_run_alive: Callable[[str], bool] | No
     return tables
 
 
-def _attempt(row: sa.Row[object], *, abandoned: bool = False) -> Attempt:
+def _attempt(row: sa.Row[Any], *, abandoned: bool = False) -> Attempt:
     return Attempt(
         id=row.id,
         table=row.table_name,
