@@ -213,6 +213,37 @@ def test_a_live_attempt_is_running_and_one_whose_process_is_gone_is_abandoned(se
     }
 
 
+def test_an_attempt_of_another_machine_is_alive_while_its_dagster_run_is(setup):
+    harness, cache_url = setup
+    mass = harness.sync("orders", "mass")
+    assert mass.success
+    engine = sa.create_engine(cache_url)
+    with engine.begin() as conn:
+        # As a sync on another machine opens its attempt (audit.start), there.
+        for update_type, run_id in (("daily", mass.run_id), ("hourly", "not-a-run-of-this-instance")):
+            conn.execute(
+                sa.insert(audit.sync_log).values(
+                    table_name="orders",
+                    target_table="orders",
+                    source="src",
+                    update_type=update_type,
+                    run_id=run_id,
+                    status=audit.RUNNING,
+                    started_at=audit.now(),
+                    host="another-machine",
+                    pid=os.getpid(),
+                )
+            )
+    engine.dispose()
+    found = by_row(status_json(harness.path, harness.instance, "orders")[1])
+    assert found[("orders", "daily")]["state"] == "failed", "its run has finished: abandoned"
+    assert found[("orders", "daily")]["error"] == audit.ABANDONED_MESSAGE
+    assert found[("orders", "hourly")]["state"] == "running", "a run the instance does not know may run"
+    # Without an instance, nothing tells that the other machine's sync has ended.
+    found = by_row(status_json(harness.path, None, "orders")[1])
+    assert found[("orders", "daily")]["state"] == found[("orders", "hourly")]["state"] == "running"
+
+
 def test_the_terminal_table_is_aligned_and_says_why(setup):
     harness, _ = setup
     assert harness.sync("orders", "mass").success
