@@ -60,8 +60,9 @@ JSON_FIELDS = {
 
 
 @pytest.fixture
-def setup(tmp_path, monkeypatch, make_database, make_instance):
-    source_url, cache_url = make_database("sqlite"), make_database("sqlite")
+def setup(tmp_path, monkeypatch, make_database, make_instance, request):
+    """(harness, cache URL): a SQLite source, and a cache of the kind the test asks (SQLite)."""
+    source_url, cache_url = make_database("sqlite"), make_database(getattr(request, "param", "sqlite"))
     create_source(source_url, [order_row(i) for i in range(1, 21)])
     for name in ("lots", "items"):
         create_source(source_url, [order_row(i) for i in range(1, 6)], name=name)
@@ -142,6 +143,7 @@ def test_every_state_from_real_syncs(setup):
     assert by_row(status_json(catalog, instance, "lots")[1])[("lots", "daily")]["state"] == "ok"
 
 
+@pytest.mark.parametrize("setup", ["sqlite", "postgresql", "duckdb"], indirect=True)
 def test_json_fields_are_iso_times_and_the_watermark(setup):
     harness, _ = setup
     assert harness.sync("orders", "mass").success

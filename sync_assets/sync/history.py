@@ -20,6 +20,24 @@ from sync_assets.sync import audit
 
 ROWS_PER_QUERY = 500  # ids per IN list (SQL Server takes 2,100 parameters)
 log = audit.sync_log
+# What is shown; the counts are left out, so a cache an earlier version wrote can be read as it is.
+COLUMNS = [
+    log.c[name]
+    for name in (
+        "id",
+        "table_name",
+        "update_type",
+        "mode",
+        "status",
+        "started_at",
+        "finished_at",
+        "error",
+        "watermark_to",
+        "run_id",
+        "host",
+        "pid",
+    )
+]
 
 
 @dataclass(frozen=True)
@@ -98,10 +116,10 @@ def _rows_by_table(conn: sa.Connection, is_run_alive: Callable[[str], bool] | No
     tables: dict[str, _Rows] = defaultdict(_Rows)
     for start in range(0, len(ids), ROWS_PER_QUERY):
         chunk = ids[start : start + ROWS_PER_QUERY]
-        for row in conn.execute(sa.select(log).where(log.c.id.in_(chunk))):
+        for row in conn.execute(sa.select(*COLUMNS).where(log.c.id.in_(chunk))):
             attempt = _attempt(row)
             tables[attempt.table].latest[(attempt.update_type, attempt.status, attempt.mode)] = attempt
-    for row in conn.execute(sa.select(log).where(log.c.status == audit.RUNNING).order_by(log.c.id)):
+    for row in conn.execute(sa.select(*COLUMNS).where(log.c.status == audit.RUNNING).order_by(log.c.id)):
         if audit.is_alive(row, is_run_alive):
             tables[row.table_name].live.append(_attempt(row))
         else:
