@@ -93,7 +93,7 @@ def _evaluate(check: TableCheck, resources: CheckResources) -> dg.AssetCheckResu
         )
 
 
-def _run_alive(instance: dg.DagsterInstance, run_id: str) -> bool:
+def run_is_alive(instance: dg.DagsterInstance, run_id: str) -> bool:
     """A run this instance does not know is assumed alive: a source's slots err on the safe side."""
     run = instance.get_run_by_id(run_id)
     return run is None or not run.is_finished
@@ -142,7 +142,7 @@ def _materialize(
             cache_db=resources.cache,
             run_id=context.run.run_id,
             log=context.log.info,
-            is_run_alive=lambda run_id: _run_alive(context.instance, run_id),
+            is_run_alive=lambda run_id: run_is_alive(context.instance, run_id),
         )
     except SyncTransientError as err:
         context.log.warning(

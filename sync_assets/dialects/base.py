@@ -10,6 +10,7 @@ import importlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import polars as pl
@@ -32,6 +33,7 @@ class Capabilities:
     max_decimal_precision: int | None = None  # widest exact DECIMAL; None = unbounded numeric
     max_fractional_digits: int = 6  # sub-second digits a timestamp/time column keeps
     time_zones: bool = True  # a timestamp column can keep the instant of a zoned value
+    file_database: bool = False  # the database is a file, which connecting creates when it is missing
 
 
 class Dialect:
@@ -47,6 +49,14 @@ class Dialect:
 
     def prepare_engine(self, engine: sa.Engine, *, role: str) -> None:
         """Hook for connection events (pragmas, session settings)."""
+
+    def missing_database(self, url: sa.URL) -> str | None:
+        """Why the database at `url` is not there, found without connecting (connecting would
+        create a missing file database); for commands that only look."""
+        if not self.capabilities.file_database or url.database in (None, "", ":memory:"):
+            return None
+        path = Path(url.database).expanduser()
+        return None if path.exists() else f"{path} does not exist"
 
     # -- source tables ---------------------------------------------------------------------------
     def reflect_table(self, conn: sa.Connection, name: str, *, schema: str | None) -> sa.Table:

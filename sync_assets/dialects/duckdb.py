@@ -204,6 +204,7 @@ class DuckDBDialect(Dialect):
         temp_tables_per_session=True,
         max_decimal_precision=38,  # https://duckdb.org/docs/stable/sql/data_types/numeric
         max_fractional_digits=9,  # TIMESTAMP_NS; TIME keeps microseconds (see loss())
+        file_database=True,
     )
 
     def engine_options(self, url: sa.URL, *, role: str) -> dict[str, Any]:

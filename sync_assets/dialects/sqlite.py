@@ -39,6 +39,7 @@ class SQLiteDialect(Dialect):
         transactional_ddl=True,
         temp_tables_per_session=True,
         same_engine_copy=True,
+        file_database=True,
     )
 
     def engine_options(self, url: sa.URL, *, role: str) -> dict[str, Any]:

@@ -18,6 +18,9 @@ RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
 HOST = socket.gethostname()
 ABANDONED_MESSAGE = "abandoned: the process running this sync ended before it finished"
 ERROR_MAX_CHARS = 4000
+# Not an attempt: `sync-assets reset` moved where the table's next incremental starts (see last_watermark).
+RESET = "reset"
+FULL, INCREMENTAL = "full", "incremental"  # sync_log.mode: what ran, or what a reset asks for
 
 metadata = sa.MetaData()
 sync_log = sa.Table(
@@ -125,7 +128,7 @@ def start(
             sync_log.c.status == RUNNING, sa.or_(sync_log.c.table_name == table, sync_log.c.source == source)
         )
     ).all()
-    dead = [row.id for row in running if not _alive(row, is_run_alive)]
+    dead = [row.id for row in running if not is_alive(row, is_run_alive)]
     if dead:
         conn.execute(
             sa.update(sync_log)
@@ -134,7 +137,7 @@ def start(
         )
     live = [row for row in running if row.id not in dead]
     if same := next((row for row in live if row.table_name == table), None):
-        return Busy(f"table '{table}' is being synced by run {same.run_id} (pid {same.pid} on {same.host})")
+        return _being_synced(table, same)
     busy = sum(1 for row in live if row.source == source)
     if max_parallel is not None and busy >= max_parallel:
         return Busy(f"source '{source}' already runs {max_parallel} sync(s) (max_parallel)")
@@ -157,7 +160,11 @@ def start(
     return int(row.scalar_one())
 
 
-def _alive(row: sa.Row[Any], is_run_alive: Callable[[str], bool] | None) -> bool:
+def _being_synced(table: str, row: sa.Row[Any]) -> Busy:
+    return Busy(f"table '{table}' is being synced by run {row.run_id} (pid {row.pid} on {row.host})")
+
+
+def is_alive(row: sa.Row[Any], is_run_alive: Callable[[str], bool] | None) -> bool:
     """On this machine, whether the process still exists; elsewhere, what Dagster knows of the run."""
     if row.host == HOST and row.pid is not None:
         try:
@@ -203,12 +210,85 @@ def fail(conn: sa.Connection, attempt: int, *, error: str, mode: str | None, row
     )
 
 
-def last_watermark(conn: sa.Connection, table: str) -> tuple[bool, str | None]:
-    """(has the table ever synced successfully, watermark of its latest success)."""
+@dataclass(frozen=True)
+class Mark:
+    """The latest succeeded or reset row of a table: where its next incremental starts."""
+
+    status: str | None  # None: the table never synced
+    mode: str | None
+    watermark: str | None
+
+    @property
+    def exact(self) -> bool:
+        """A reset to a watermark: the next incremental reads from it as it is, without the lookback."""
+        return self.status == RESET
+
+    @property
+    def full(self) -> bool:
+        """A reset to a full load: the next incremental loads in full, as before the first success."""
+        return self.status == RESET and self.mode == FULL
+
+
+NEVER_SYNCED = Mark(status=None, mode=None, watermark=None)
+
+
+def last_watermark(conn: sa.Connection, table: str) -> tuple[bool, Mark]:
+    """(can the next incremental build on what is cached, the row that says where it starts).
+
+    The latest of the table's succeeded and reset rows decides, so a reset (`sync-assets reset`)
+    holds until a sync succeeds after it, and a failed sync leaves it in place.
+    """
     row = conn.execute(
-        sa.select(sync_log.c.watermark_to)
-        .where(sync_log.c.table_name == table, sync_log.c.status == SUCCEEDED)
+        sa.select(sync_log.c.status, sync_log.c.mode, sync_log.c.watermark_to)
+        .where(sync_log.c.table_name == table, sync_log.c.status.in_([SUCCEEDED, RESET]))
         .order_by(sync_log.c.id.desc())
         .limit(1)
     ).first()
-    return (row is not None, row[0] if row else None)
+    if row is None:
+        return False, NEVER_SYNCED
+    mark = Mark(status=row.status, mode=row.mode, watermark=row.watermark_to)
+    return not mark.full, mark
+
+
+def reset(
+    conn: sa.Connection,
+    *,
+    table: str,
+    target: str,
+    source: str,
+    watermark: str | None,
+    run_id: str,
+    is_run_alive: Callable[[str], bool] | None = None,
+) -> int | Busy:
+    """Record that the table's next incremental reads from `watermark` exactly, or (None) loads in full.
+
+    Refused while a sync of the table runs: it would overwrite the reset when it succeeds. Call
+    inside the transaction that serialises starts (see Dialect.serialize_starts), as start() is.
+    """
+    running = conn.execute(
+        sa.select(sync_log.c.id, sync_log.c.host, sync_log.c.pid, sync_log.c.run_id).where(
+            sync_log.c.status == RUNNING, sync_log.c.table_name == table
+        )
+    ).all()
+    if live := next((row for row in running if is_alive(row, is_run_alive)), None):
+        return _being_synced(table, live)
+    at = now()
+    row = conn.execute(
+        sa.insert(sync_log)
+        .values(
+            table_name=table,
+            target_table=target,
+            source=source,
+            update_type=INCREMENTAL,
+            mode=FULL if watermark is None else INCREMENTAL,
+            run_id=run_id,
+            status=RESET,
+            started_at=at,
+            finished_at=at,
+            watermark_to=watermark,
+            host=HOST,
+            pid=os.getpid(),
+        )
+        .returning(sync_log.c.id)
+    )
+    return int(row.scalar_one())

@@ -29,7 +29,7 @@ from sync_assets.sync.source import Source, describe
 from sync_assets.sync.target import cache_value_fixes, check_existing, target_table
 from sync_assets.sync.types import from_polars
 
-FULL, INCREMENTAL = "full", "incremental"
+FULL, INCREMENTAL = audit.FULL, audit.INCREMENTAL
 Log = Callable[[str], None]
 
 
@@ -298,15 +298,16 @@ class _Sync:
         if not self.update_type.is_incremental:
             return self._planned(_Plan(FULL))
         if not (has_synced and target_exists):
-            self.log(
-                f"{table.name}: never synced before, so this {self.update_type.value} sync loads in full"
-            )
+            why = "reset to a full load" if last.full else "never synced before"
+            self.log(f"{table.name}: {why}, so this {self.update_type.value} sync loads in full")
             return self._planned(_Plan(FULL))
         assert table.updated_at is not None
         high = source.read_max_watermark(source_conn)
-        previous = watermark.decode(last, source.column(table.updated_at).type, like=high)
+        previous = watermark.decode(last.watermark, source.column(table.updated_at).type, like=high)
         low = None
-        if previous is not None:
+        if previous is not None and last.exact:
+            low = previous  # reset to this watermark: read from it, without the lookback
+        elif previous is not None:
             low = watermark.lower_bound(previous, table.lookback_for(self.update_type, self.catalog.defaults))
         if high is None:
             self.log(f"{table.name}: the source has no watermark values; nothing to read")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -32,7 +32,7 @@ def decode(text: str | None, ct: ColumnType | None, *, like: Any = None) -> Any:
         ct = _type_of(like)
     match ct.kind:
         case Kind.DATETIME:
-            return datetime.fromisoformat(text)
+            return _aligned(datetime.fromisoformat(text), like)
         case Kind.DATE:
             return date.fromisoformat(text[:10])
         case Kind.INTEGER:
@@ -42,6 +42,19 @@ def decode(text: str | None, ct: ColumnType | None, *, like: Any = None) -> Any:
         case Kind.FLOAT:
             return float(text)
     return text
+
+
+def _aligned(value: datetime, like: Any) -> datetime:
+    """`value` with or without a time zone as the source's values are (`like`), naive meaning UTC.
+
+    A watermark a sync stored matches already; one given to `sync-assets reset` may not, and a
+    naive and an aware time cannot be compared.
+    """
+    if not isinstance(like, datetime) or (value.tzinfo is None) == (like.tzinfo is None):
+        return value
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).replace(tzinfo=None)
 
 
 def _type_of(value: Any) -> ColumnType:
