@@ -292,7 +292,7 @@ def test_without_dagster_home_sync_log_alone_is_shown(setup):
     assert result.exit_code == 1
 
 
-@pytest.mark.parametrize("fault", ["unset_variable", "missing_file", "refused"])
+@pytest.mark.parametrize("fault", ["unset_variable", "refused"])
 def test_an_unreachable_cache_gives_rows_with_the_reason(
     tmp_path, monkeypatch, make_database, make_instance, fault
 ):
@@ -302,7 +302,6 @@ def test_an_unreachable_cache_gives_rows_with_the_reason(
     monkeypatch.setenv("SYNC_TEST_CACHE_PASSWORD", secret)
     cache = {
         "unset_variable": {"url": "${SYNC_TEST_NOT_SET}"},
-        "missing_file": {"url": f"sqlite:///{tmp_path}/nowhere/cache.sqlite"},
         "refused": {
             "url": f"postgresql+psycopg://sync@127.0.0.1:{free_port()}/cache",
             "password": "${SYNC_TEST_CACHE_PASSWORD}",
@@ -316,7 +315,6 @@ def test_an_unreachable_cache_gives_rows_with_the_reason(
     harness.path.write_text(yaml.safe_dump(catalog))
     expected = {
         "unset_variable": "environment variable SYNC_TEST_NOT_SET is not set (connection 'cache')",
-        "missing_file": f"cache connection 'cache': {tmp_path}/nowhere/cache.sqlite does not exist",
         "refused": "cache connection 'cache': OperationalError",
     }[fault]
     result = run_cli("status", "--json", catalog=harness.path, instance=make_instance("sqlite"))
@@ -325,7 +323,28 @@ def test_an_unreachable_cache_gives_rows_with_the_reason(
     assert len(rows) == 4 and {r["state"] for r in rows} == {"failed"}
     assert all(expected in r["error"] for r in rows), rows[0]["error"]
     assert secret not in result.output
-    assert not (tmp_path / "nowhere").exists(), "looking created nothing"
+
+
+def test_a_cache_file_not_created_yet_means_nothing_synced(
+    tmp_path, monkeypatch, make_database, make_instance
+):
+    """A fresh deployment: the SQLite cache appears with the first sync. Until then every table is
+    `never`, the command says why, exits 0, and creates nothing."""
+    source_url = make_database("sqlite")
+    create_source(source_url, [order_row(1)])
+    cache_file = tmp_path / "nowhere" / "cache.sqlite"
+    harness = make_harness(
+        tmp_path,
+        monkeypatch,
+        source_url=source_url,
+        cache_url=sa.make_url(f"sqlite:///{cache_file}"),
+        tables=[ORDERS],
+    )
+    result = run_cli("status", "--json", catalog=harness.path, instance=make_instance("sqlite"))
+    assert result.exit_code == 0, result.output
+    assert {r["state"] for r in json.loads(result.stdout)} == {"never"}
+    assert f"cache connection 'cache': {cache_file} does not exist yet: no table has synced" in result.stderr
+    assert not cache_file.parent.exists(), "looking created nothing"
 
 
 def test_lag_reads_the_source_and_an_unreachable_source_is_a_failure(setup, monkeypatch):

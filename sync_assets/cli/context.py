@@ -82,6 +82,16 @@ def missing(database: SqlDatabase, *, role: Role) -> str | None:
     return f"{role} connection '{database.name}': {redact(reason, database.secrets())}" if reason else None
 
 
+def not_created_yet(database: SqlDatabase) -> str | None:
+    """Why a file database is absent ("... cache.sqlite does not exist"), if it is; None
+    otherwise, also when its URL does not resolve (connecting says why)."""
+    try:
+        database.resolved_url()
+    except SyncError:
+        return None
+    return missing(database, role="cache")
+
+
 def _named(database: SqlDatabase, role: Role, err: Exception) -> str:
     text = redact(describe_error(err, phase=None), database.secrets())
     return text if f"connection '{database.name}'" in text else f"{role} connection '{database.name}': {text}"

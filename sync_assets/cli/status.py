@@ -33,6 +33,7 @@ from sync_assets.cli.context import (
     dagster_instance,
     load,
     missing,
+    not_created_yet,
     table_named,
 )
 from sync_assets.cli.states import FailingCheck, Lag, Status, status_of
@@ -88,7 +89,7 @@ def statuses(
     keys = {t.name: translator.get_asset_key(t) for t in catalog.tables}
     staleness = stalenesses(catalog, keys)
     resources = resources_for(catalog)
-    histories, cache_problem = _histories(tables, resources[catalog.cache], instance)
+    histories, cache_problem = _histories(tables, resources[catalog.cache], instance, note)
     schedules, checks = _from_instance(catalog, tables, instance, keys, staleness, note)
     lags: dict[str, Lag | str] = {}
     if lag and cache_problem is None:
@@ -98,7 +99,9 @@ def statuses(
         by_type = {item.update_type: item for item in staleness[table.name]}
         table_lag = lags.get(table.name)
         for update_type in table.update_types:
-            history = histories.get((table.name, update_type.value)) if cache_problem is None else None
+            history = (
+                histories.get((table.name, update_type.value), History()) if cache_problem is None else None
+            )
             item = status_of(
                 table.name,
                 update_type,
@@ -119,9 +122,19 @@ def statuses(
 
 
 def _histories(
-    tables: Sequence[TableSpec], cache: SqlDatabase, instance: dg.DagsterInstance | None
+    tables: Sequence[TableSpec],
+    cache: SqlDatabase,
+    instance: dg.DagsterInstance | None,
+    note: Callable[[str], Any],
 ) -> tuple[dict[tuple[str, str], History], str | None]:
-    """sync_log's account of the tables, or why the cache could not be read."""
+    """sync_log's account of the tables, or why the cache could not be read.
+
+    A cache file that does not exist yet is a cache nothing has synced into: every table is
+    `never`, not failed (a fresh deployment raises no alarm).
+    """
+    if (unsynced := not_created_yet(cache)) is not None:
+        note(f"{unsynced} yet: no table has synced")
+        return {}, None
     wanted = [(t.name, u.value) for t in tables for u in t.update_types]
     # Without an instance, a sync another machine runs is taken as alive, as a new sync would.
     is_run_alive = functools.partial(run_is_alive, instance) if instance else None
