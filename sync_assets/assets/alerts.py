@@ -122,8 +122,8 @@ def _report(
         sent += 1
     for key in newly:
         failing[name(key)] = run.run_id
-    for key in selected:
-        if key in synced and name(key) in failing:
+    for key in selected:  # synced, and its step did not fail after (a blocking check)
+        if key in synced and key not in errors and name(key) in failing:
             first = failing.pop(name(key))
             alerter.send(
                 f"Recovered: {name(key)}",
