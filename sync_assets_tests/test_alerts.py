@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from sync_assets.assets.alerts import CHECK_SENSOR, FAILURE_SENSOR
 from sync_assets.assets.freshness import FRESHNESS_SENSOR
-from sync_assets_tests.helpers import create_source, make_harness, order_row, start_schedule
+from sync_assets_tests.helpers import create_source, make_harness, order_row, start_schedule, upsert_source
 
 ORDERS = {
     "name": "orders",
@@ -169,3 +169,46 @@ def _last_run(instance: dg.DagsterInstance, table: str) -> str:
         dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]), limit=1, order_by="update_timestamp"
     )
     return record.dagster_run.run_id
+
+
+def test_a_blocking_check_failing_after_the_load_is_a_failed_sync_not_a_recovery(
+    tmp_path, monkeypatch, make_database, make_instance, webhook
+):
+    """The rows were loaded (materialized), then an error-severity rule failed the step: one
+    failure alert, no recovery until a sync passes it."""
+    url, received = webhook
+    monkeypatch.setenv("SYNC_TEST_WEBHOOK", url)
+    source_url, cache_url = make_database("sqlite"), make_database("sqlite")
+    source = create_source(source_url, [order_row(i) for i in range(2, 6)])
+    guarded = {**ORDERS, "checks": [{"sql": "SELECT * FROM {table} WHERE id = 1", "name": "no_first"}]}
+    harness = make_harness(
+        tmp_path,
+        monkeypatch,
+        source_url=source_url,
+        cache_url=cache_url,
+        tables=[guarded],
+        extra={"alerts": {"webhook_url": "${SYNC_TEST_WEBHOOK}"}},
+    )
+    harness.instance = make_instance("sqlite")
+    sensors = Sensors(harness.defs, harness.instance)
+    sensors.tick(FAILURE_SENSOR)
+    assert harness.sync("orders", "mass").success
+    upsert_source(source_url, source, [order_row(1, updated_at=datetime(2026, 3, 2))])  # breaks the rule
+    failed = harness.sync("orders", "daily")
+    assert not failed.success and _materialized(failed)
+    for _ in range(3):
+        sensors.tick(FAILURE_SENSOR)
+    assert [r["title"] for r in received] == [f"Sync failed (daily): orders, run {failed.run_id}"]
+    assert "blocking" in received[0]["text"]
+    with sa.create_engine(source_url).begin() as conn:
+        conn.execute(sa.text("DELETE FROM orders WHERE id = 1"))
+    with sa.create_engine(cache_url).begin() as conn:  # rows deleted at the source stay cached
+        conn.execute(sa.text("DELETE FROM orders WHERE id = 1"))
+    assert harness.sync("orders", "daily").success
+    sensors.tick(FAILURE_SENSOR)
+    sensors.tick(FAILURE_SENSOR)
+    assert [r["title"] for r in received][1:] == ["Recovered: src/orders:daily"]
+
+
+def _materialized(result: dg.ExecuteInProcessResult) -> bool:
+    return bool(result.get_asset_materialization_events())
