@@ -261,3 +261,59 @@ def silent_server() -> Iterator[int]:
         server.close()
         for client in held:
             client.close()
+
+
+class FlakyProxy:
+    """A TCP front for the test PostgreSQL that drops its first `drops` connections, and holds
+    those after the first `answered` ones it forwards open without a word (None: forwards all)."""
+
+    def __init__(self, upstream: sa.URL, drops: int = 1, answered: int | None = None) -> None:
+        self.drops, self.answered = drops, answered
+        self.accepted = 0
+        self.held: list[socket.socket] = []
+        host = upstream.query.get("host")
+        self.unix_path = f"{host}/.s.PGSQL.{upstream.port or 5432}" if host else None
+        self.tcp = (upstream.host or "127.0.0.1", upstream.port or 5432)
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            if self.accepted <= self.drops:
+                client.close()  # the connection is dropped before the server greets it
+                continue
+            if self.answered is not None and self.accepted > self.drops + self.answered:
+                self.held.append(client)  # accepted, never answered
+                continue
+            if self.unix_path:
+                upstream = socket.socket(socket.AF_UNIX)
+                upstream.connect(self.unix_path)
+            else:
+                upstream = socket.create_connection(self.tcp)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.server.shutdown(socket.SHUT_RDWR)
+        self.server.close()
+        for client in self.held:
+            client.close()
+
+
+def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (source, sink):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)

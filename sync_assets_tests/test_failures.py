@@ -229,26 +229,46 @@ def test_a_source_error_mid_copy_between_postgresql_servers_leaves_the_cache_unc
     assert not result.success
     message = failure_message(result)
     assert "table 'orders'" in message and "division by zero" in message, message
+    # The source failed while rows streamed into the fresh table: the copy, not the swap.
+    assert "table 'orders' (mass): copy phase: " in message, message
     assert read_rows(cache_url, "orders") == before, "the target keeps exactly its old rows"
     log = sync_log_rows(cache_url, "orders")
     assert [r["status"] for r in log] == ["succeeded", "failed"]
-    assert "division by zero" in log[-1]["error"]
+    assert log[-1]["error"].startswith("copy phase: ") and "division by zero" in log[-1]["error"]
     assert "orders__sync_new" not in sa.inspect(sa.create_engine(cache_url)).get_table_names()
     assert _source_copy_sessions(source_url) == 0
 
 
 def test_a_cache_error_mid_copy_stops_the_source_side_too(tmp_path, monkeypatch, make_database):
     """The cache cancels the load (statement_timeout) while the source still streams: the source
-    query is cancelled, its thread ends and its connection closes; nothing is left in the cache."""
+    query is cancelled, its thread ends and its connection closes; nothing is left in the cache.
+
+    The source sleeps a millisecond every 500 rows, so the cache's COPY takes at least 0.8 s and
+    always outlasts its 300 ms (a plain 400,000-row copy sometimes finished within them); the rows
+    keep coming meanwhile, as the server acts on a statement timeout only between them."""
     source_url, cache_url = make_database("postgresql"), make_database("postgresql")
     _generate_pg_orders(source_url, 400_000)
+    engine = sa.create_engine(source_url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "CREATE FUNCTION pause_at(i bigint) RETURNS bigint LANGUAGE plpgsql AS "
+                "$$ BEGIN IF i % 500 = 0 THEN PERFORM pg_sleep(0.001); END IF; RETURN i; END $$"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "CREATE VIEW orders_paused AS SELECT pause_at(id) AS id, code, amount, updated_at FROM orders"
+            )
+        )
+    engine.dispose()
     impatient_cache = cache_url.update_query_dict({"options": "-c statement_timeout=300"})
     harness = make_harness(
         tmp_path,
         monkeypatch,
         source_url=source_url,
         cache_url=impatient_cache,
-        tables=[ORDERS],
+        tables=[{**ORDERS, "source_table": "orders_paused"}],
         connection={"retries": {"max_retries": 0}},
     )
 
@@ -258,7 +278,7 @@ def test_a_cache_error_mid_copy_stops_the_source_side_too(tmp_path, monkeypatch,
     assert "canceling statement due to statement timeout" in failure_message(result)
     log = sync_log_rows(cache_url, "orders")
     assert [r["status"] for r in log] == ["failed"]
-    assert "copy phase" in log[-1]["error"] or "swap phase" in log[-1]["error"], log[-1]["error"]
+    assert log[-1]["error"].startswith("copy phase: "), log[-1]["error"]
     tables = sa.inspect(sa.create_engine(cache_url)).get_table_names()
     assert "orders" not in tables and "orders__sync_new" not in tables
     assert _source_copy_sessions(source_url) == 0
