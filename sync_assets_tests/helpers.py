@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
+import urllib.request
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -19,12 +23,14 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 import yaml
+from dagster_graphql import DagsterGraphQLClient
 
 from sync_assets.assets.factory import build_definitions
 from sync_assets.catalog.loader import load_catalog
 from sync_assets.sync.audit import sync_log
 
 BASE_TIME = datetime(2026, 3, 1, 8, 0, 0, 123456)
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def orders_table(metadata: sa.MetaData, name: str = "orders", *, primary_key: bool = True) -> sa.Table:
@@ -317,3 +323,54 @@ def _pipe(source: socket.socket, sink: socket.socket) -> None:
         for s in (source, sink):
             with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
+
+
+@contextlib.contextmanager
+def dagster_dev(
+    folder: Path, *, env: dict[str, str] | None = None
+) -> Iterator[tuple[DagsterGraphQLClient, Path, int]]:
+    """`dagster dev` on the repository's workspace with its dagster.yaml, in a DAGSTER_HOME under
+    `folder`; yields a GraphQL client, the home and the port. `env` replaces the process's
+    SYNC_ASSETS_* variables (none: the demo catalog)."""
+    home = folder / "home"
+    home.mkdir()
+    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    port = free_port()
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("SYNC_ASSETS")}
+    environment |= {**(env or {}), "DAGSTER_HOME": str(home)}
+    log_path = folder / "dagster_dev.log"
+    log = log_path.open("w")
+    command = [
+        sys.executable,
+        "-m",
+        "dagster",
+        "dev",
+        "-w",
+        "workspace.yaml",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+    ]
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2):
+                    break
+            except OSError:
+                assert process.poll() is None, log_path.read_text()[-3000:]
+                assert time.monotonic() < deadline, "dagster dev did not come up"
+                time.sleep(1)
+        yield DagsterGraphQLClient("127.0.0.1", port_number=port), home, port
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=20)
+        log.close()

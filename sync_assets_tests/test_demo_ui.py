@@ -3,69 +3,23 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
 import sqlite3
-import subprocess
-import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 from dagster import DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient
 
-from sync_assets_tests.helpers import free_port
+from sync_assets_tests.helpers import dagster_dev as start_dagster_dev
 
-ROOT = Path(__file__).resolve().parent.parent
 ASSET_NODES = "{ assetNodes { assetKey { path } partitionKeys groupName } }"
 
 
 @pytest.fixture
 def dagster_dev(tmp_path):
-    home = tmp_path / "home"
-    home.mkdir()
-    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNC_ASSETS")}
-    env["DAGSTER_HOME"] = str(home)
-    log = (tmp_path / "dagster_dev.log").open("w")
-    command = [
-        sys.executable,
-        "-m",
-        "dagster",
-        "dev",
-        "-w",
-        "workspace.yaml",
-        "-h",
-        "127.0.0.1",
-        "-p",
-        str(port),
-    ]
-    process = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2):
-                    break
-            except OSError:
-                assert process.poll() is None, (tmp_path / "dagster_dev.log").read_text()[-3000:]
-                assert time.monotonic() < deadline, "dagster dev did not come up"
-                time.sleep(1)
-        yield DagsterGraphQLClient("127.0.0.1", port_number=port), home, port
-    finally:
-        os.killpg(process.pid, signal.SIGINT)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=20)
-        log.close()
+    with start_dagster_dev(tmp_path) as running:
+        yield running
 
 
 def _wait(client: DagsterGraphQLClient, run_id: str) -> DagsterRunStatus:

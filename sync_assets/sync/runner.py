@@ -22,7 +22,7 @@ from sync_assets.dialects.base import is_transient
 from sync_assets.errors import DataError, SyncCancelled, SyncError, SyncTransientError, UpdateTypeNotAllowed
 from sync_assets.resources.database import SqlDatabase
 from sync_assets.sync import audit, watermark
-from sync_assets.sync.interrupts import interrupts_deferred
+from sync_assets.sync.interrupts import InterruptWatch, interrupts_deferred, is_interrupt
 from sync_assets.sync.reader import read_batches
 from sync_assets.sync.redact import redact
 from sync_assets.sync.source import Source, describe
@@ -93,6 +93,7 @@ def run_sync(
     job.is_run_alive = is_run_alive
     try:
         with contextlib.ExitStack() as engines:
+            engines.enter_context(job.interrupts)
             job._at("connect", "source")
             source_engine, source_dialect = engines.enter_context(
                 source_db.engine(role="source", table=table.name)
@@ -105,14 +106,14 @@ def run_sync(
     except SyncError as err:
         err.args = (redact(str(err), secrets),)
         raise
-    except sa.exc.SQLAlchemyError as err:  # before the attempt was recorded: connecting, sync_log
-        raise job.error(err) from None
     except SyncCancelled:
         raise
-    except BaseException as err:
-        if isinstance(err, Exception):
-            raise
-        raise job.cancelled() from err
+    except BaseException as err:  # before the attempt was recorded: connecting, sync_log
+        if is_interrupt(err):
+            raise job.cancelled() from err
+        if isinstance(err, sa.exc.SQLAlchemyError):
+            raise job.error(err) from None
+        raise
 
 
 class _Sync:
@@ -133,9 +134,12 @@ class _Sync:
         self.mode: str | None = None
         self.phase, self.side = "connect", "cache"  # what runs now, and on which connection (None: both)
         self.committed = False
+        self.interrupts = InterruptWatch()
         self.is_run_alive: Callable[[str], bool] | None = None
 
     def _at(self, phase: str, side: Side | None) -> None:
+        """Enter `phase` on `side`: a checkpoint, where an interrupt that was swallowed is raised."""
+        self.interrupts.check()
         self.phase, self.side = phase, side
 
     def error(self, err: Exception) -> SyncError:
@@ -175,7 +179,7 @@ class _Sync:
             except BaseException as err:  # cancellation and kills of the step included
                 with interrupts_deferred():  # the interrupt that follows the first must not cut this short
                     self._record_end(cache_engine, cache_dialect, attempt, err)
-                if not isinstance(err, Exception):
+                if is_interrupt(err):
                     raise self.cancelled() from err
                 if not isinstance(err, SyncError):
                     cause = None if isinstance(err, sa.exc.SQLAlchemyError) else err
@@ -523,12 +527,12 @@ class _Sync:
     def _record_end(self, engine: sa.Engine, dialect: Dialect, attempt: int, err: BaseException) -> None:
         """Close the attempt as failed, or as cancelled when `err` is an interrupt (no Exception:
         KeyboardInterrupt, SystemExit, Dagster's DagsterExecutionInterruptedError)."""
-        if isinstance(err, Exception):
+        if is_interrupt(err):
+            status, text = audit.CANCELLED, self.cancellation()
+        else:
             status = audit.FAILED
             connection = self.connections[self.side] if self.side and not isinstance(err, SyncError) else None
             text = redact(describe_error(err, phase=self.phase, connection=connection), self.secrets)
-        else:
-            status, text = audit.CANCELLED, self.cancellation()
         try:
             with engine.connect() as conn, dialect.write_transaction(conn):
                 audit.fail(conn, attempt, error=text, mode=self.mode, rows_read=self.rows_read, status=status)
