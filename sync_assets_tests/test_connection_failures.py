@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from sync_assets.dialects import get_dialect
-from sync_assets.dialects.base import is_transient
+from sync_assets.dialects.base import Timeouts, is_transient
 from sync_assets_tests.helpers import (
     FlakyProxy,
     create_source,
@@ -276,3 +276,23 @@ def test_the_fast_paths_own_connections_time_out_too(tmp_path, monkeypatch, make
     assert proxy.accepted == 2, "the sync's own connection, then the fast path's"
     (attempt,) = sync_log_rows(cache_url, "orders")
     assert attempt["status"] == "failed" and f"{phase} phase" in attempt["error"]
+
+
+def test_libpq_gets_the_catalog_timeouts_unless_the_url_sets_its_own():
+    timeouts = Timeouts(connect=12.5, keepalive=45)
+    options = PG.engine_options(
+        sa.make_url("postgresql+psycopg://u@erp/jde"), role="source", timeouts=timeouts
+    )
+    assert options == {
+        "connect_args": {
+            "application_name": "sync_assets source",
+            "connect_timeout": 13,
+            "keepalives": 1,
+            "keepalives_idle": 45,
+            "keepalives_interval": 45,
+            "keepalives_count": 3,
+        }
+    }
+    own = sa.make_url("postgresql+psycopg://u@erp/jde?connect_timeout=5&keepalives=0")
+    args = PG.engine_options(own, role="cache", timeouts=timeouts)["connect_args"]
+    assert "connect_timeout" not in args and "keepalives" not in args, "the URL's own settings win"
