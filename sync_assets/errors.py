@@ -15,6 +15,16 @@ class SyncTransientError(SyncError):
     """A failure that may clear up by itself (connection dropped, timeout, deadlock): retried."""
 
 
+class SyncCancelled(KeyboardInterrupt):
+    """The sync was interrupted (Ctrl-C, SIGTERM, a run terminated from the UI) and recorded as
+    cancelled in sync_log. A KeyboardInterrupt, not a SyncError: whatever stops on an interrupt
+    still stops, and nothing retries it."""
+
+    def __init__(self, message: str, *, table: str | None = None) -> None:
+        super().__init__(message)
+        self.table = table
+
+
 class CatalogError(SyncError):
     """The table catalog is malformed: raised when definitions load, with file and line."""
 

@@ -25,10 +25,12 @@ def demo_home(path: Path) -> Path:
     return path
 
 
-def demo_env(home: Path) -> dict[str, str]:
-    """The demo's environment: the bundled catalog (no SYNC_ASSETS_* override) under `home`."""
+def demo_env(home: Path, catalog: Path | None = None) -> dict[str, str]:
+    """The demo's environment under `home`: the bundled catalog, or `catalog` when given."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SYNC_ASSETS")}
     env["DAGSTER_HOME"] = str(home)
+    if catalog is not None:
+        env["SYNC_ASSETS_CATALOG"] = str(catalog)
     return env
 
 
@@ -54,8 +56,11 @@ def sync_every_table(home: Path, partition: str = "mass") -> None:
 
 
 @contextmanager
-def running_dagster_dev(home: Path, log_path: Path, *, startup_s: float = 180) -> Iterator[int]:
-    """`dagster dev` (webserver and daemon) on the demo; yields its port once the UI answers."""
+def running_dagster_dev(
+    home: Path, log_path: Path, *, catalog: Path | None = None, startup_s: float = 180
+) -> Iterator[int]:
+    """`dagster dev` (webserver and daemon) on the demo, or on `catalog`; yields its port once the
+    UI answers."""
     port = free_port()
     command = [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1"]
     command += ["-p", str(port)]
@@ -63,7 +68,7 @@ def running_dagster_dev(home: Path, log_path: Path, *, startup_s: float = 180) -
         process = subprocess.Popen(
             command,
             cwd=ROOT,
-            env=demo_env(home),
+            env=demo_env(home, catalog),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

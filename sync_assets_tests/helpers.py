@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -23,6 +25,7 @@ from sync_assets.catalog.loader import load_catalog
 from sync_assets.sync.audit import sync_log
 
 BASE_TIME = datetime(2026, 3, 1, 8, 0, 0, 123456)
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def orders_table(metadata: sa.MetaData, name: str = "orders", *, primary_key: bool = True) -> sa.Table:
@@ -275,3 +278,87 @@ def start_schedule(instance: dg.DagsterInstance, defs: dg.Definitions, name: str
             ScheduleInstigatorData(schedule.cron_schedule, start_timestamp=at.timestamp()),
         )
     )
+
+
+@contextlib.contextmanager
+def silent_server() -> Iterator[int]:
+    """A loopback port that accepts connections and never answers: a source that hangs.
+
+    Every connection is held open and never read, so a client waits until its own timeout fires.
+    """
+    server = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return
+            held.append(client)
+
+    threading.Thread(target=accept, name="silent server", daemon=True).start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        with contextlib.suppress(OSError):
+            server.shutdown(socket.SHUT_RDWR)  # wakes the accept() above
+        server.close()
+        for client in held:
+            client.close()
+
+
+class FlakyProxy:
+    """A TCP front for the test PostgreSQL that drops its first `drops` connections, and holds
+    those after the first `answered` ones it forwards open without a word (None: forwards all)."""
+
+    def __init__(self, upstream: sa.URL, drops: int = 1, answered: int | None = None) -> None:
+        self.drops, self.answered = drops, answered
+        self.accepted = 0
+        self.held: list[socket.socket] = []
+        host = upstream.query.get("host")
+        self.unix_path = f"{host}/.s.PGSQL.{upstream.port or 5432}" if host else None
+        self.tcp = (upstream.host or "127.0.0.1", upstream.port or 5432)
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            if self.accepted <= self.drops:
+                client.close()  # the connection is dropped before the server greets it
+                continue
+            if self.answered is not None and self.accepted > self.drops + self.answered:
+                self.held.append(client)  # accepted, never answered
+                continue
+            if self.unix_path:
+                upstream = socket.socket(socket.AF_UNIX)
+                upstream.connect(self.unix_path)
+            else:
+                upstream = socket.create_connection(self.tcp)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.server.shutdown(socket.SHUT_RDWR)
+        self.server.close()
+        for client in self.held:
+            client.close()
+
+
+def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (source, sink):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)

@@ -166,3 +166,24 @@ def test_lookback_and_defaults(tmp_path):
     assert orders.lookback_for(UpdateType.DAILY, catalog.defaults) == timedelta(days=1)
     assert catalog.tables[1].lookback_for(UpdateType.DAILY, catalog.defaults) == timedelta(days=3)
     assert catalog.batch_size(catalog.tables[1]) == 50_000
+
+
+def test_connection_timeouts_default_and_reach_the_resource(tmp_path):
+    """A remote ERP connection gets a connect timeout and keep-alive unless the catalog says
+    otherwise (sync_assets issue 10), and the resource carries them to the engine."""
+    text = GOOD.replace(
+        '  jde:   {url: "${JDE_URL}", password: "${JDE_PASSWORD}"}',
+        '  jde:   {url: "${JDE_URL}", password: "${JDE_PASSWORD}", connect_timeout: 5s, keepalive: 2m}',
+    )
+    catalog, _ = _load(tmp_path, text)
+    resources = build_definitions(catalog).resources
+    assert (resources["jde"].connect_timeout, resources["jde"].keepalive) == (5.0, 120.0)
+    assert (resources["cache"].connect_timeout, resources["cache"].keepalive) == (30.0, 60.0)
+
+
+def test_a_connect_timeout_under_a_second_is_refused(tmp_path):
+    text = GOOD.replace(
+        '  cache: {url: "sqlite:///cache.sqlite"}',
+        '  cache: {url: "sqlite:///c.sqlite", connect_timeout: 0s}',
+    )
+    assert "catalog.yaml:3: connections.cache.connect_timeout: must be at least 1s" in _error(tmp_path, text)

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
-import socket
 import subprocess
 import sys
-import threading
 
 import dagster as dg
 import pytest
 import sqlalchemy as sa
 
 from sync_assets_tests.helpers import (
+    FlakyProxy,
     create_source,
     failure_message,
     grow_source,
@@ -27,53 +25,6 @@ from sync_assets_tests.helpers import (
 
 ORDERS = {"name": "orders", "source_table": "orders", "primary_key": ["id"], "updated_at": "updated_at"}
 FAST_RETRIES = {"retries": {"max_retries": 2, "delay": "0.2s", "jitter": False}}
-
-
-class FlakyProxy:
-    """A TCP front for the test PostgreSQL that drops its first `drops` connections."""
-
-    def __init__(self, upstream: sa.URL, drops: int = 1) -> None:
-        self.drops = drops
-        self.accepted = 0
-        host = upstream.query.get("host")
-        self.unix_path = f"{host}/.s.PGSQL.{upstream.port or 5432}" if host else None
-        self.tcp = (upstream.host or "127.0.0.1", upstream.port or 5432)
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = self.server.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            if self.accepted <= self.drops:
-                client.close()  # the connection is dropped before the server greets it
-                continue
-            if self.unix_path:
-                upstream = socket.socket(socket.AF_UNIX)
-                upstream.connect(self.unix_path)
-            else:
-                upstream = socket.create_connection(self.tcp)
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
-
-    def close(self) -> None:
-        self.server.close()
-
-
-def _pipe(source: socket.socket, sink: socket.socket) -> None:
-    try:
-        while data := source.recv(65536):
-            sink.sendall(data)
-    except OSError:
-        pass
-    finally:
-        for s in (source, sink):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
 
 
 def _events(result: dg.ExecuteInProcessResult, kind: str) -> list[dg.DagsterEvent]:

@@ -26,6 +26,9 @@ HOST = socket.gethostname()
 IN_PROGRESS = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
 
 
+FORKSERVER_PRELOAD = "sync_assets.assets.forkserver"
+
+
 def build_executor(tag_concurrency_limits: list[dict[str, Any]]) -> dg.ExecutorDefinition:
     """Tables in parallel, within the per-source limits; steps fork from a preloaded server."""
     config: dict[str, Any] = {"tag_concurrency_limits": tag_concurrency_limits}
@@ -42,7 +45,15 @@ def build_executor(tag_concurrency_limits: list[dict[str, Any]]) -> dg.ExecutorD
     requirements=dg.multiprocess_executor.get_requirements,
 )
 def _reaping_multiprocess_executor(init_context: dg.InitExecutorContext) -> dg.Executor:
-    return _Reaping(dg.multiprocess_executor.executor_creation_fn(init_context))  # type: ignore[misc]
+    config = dict(init_context.executor_config)
+    server = (config.get("start_method") or {}).get("forkserver")  # type: ignore[union-attr]
+    if server is not None:
+        # Dagster preloads the job's own module; ours is added, so the server ignores SIGTERM.
+        module = getattr(init_context.job, "get_module", lambda: None)()
+        preload = server.get("preload_modules") or [module or "dagster"]
+        config["start_method"] = {"forkserver": {**server, "preload_modules": [*preload, FORKSERVER_PRELOAD]}}
+    inner = dg.multiprocess_executor.executor_creation_fn(init_context._replace(executor_config=config))  # type: ignore[misc]
+    return _Reaping(inner)
 
 
 class _Reaping(dg.Executor):

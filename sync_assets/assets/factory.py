@@ -14,7 +14,7 @@ from sync_assets.assets.translator import SyncAssetTranslator
 from sync_assets.catalog.models import Catalog, TableSpec, UpdateType
 from sync_assets.catalog.operations import Retries
 from sync_assets.checks import CheckResources, TableCheck, table_checks
-from sync_assets.errors import SyncError, SyncTransientError
+from sync_assets.errors import SyncCancelled, SyncError, SyncTransientError
 from sync_assets.resources.alerts import Alerter
 from sync_assets.resources.database import SqlDatabase
 from sync_assets.sync.runner import FULL, run_sync
@@ -57,26 +57,44 @@ def build_table_asset(
         resources = CheckResources(
             source=getattr(context.resources, table.source), cache=getattr(context.resources, catalog.cache)
         )
-        if spec.key in context.selected_asset_keys:
-            yield from _materialize(
-                context, catalog, table, _update_type(context, table), spec.key, resources
-            )
-        selected = context.selected_asset_check_keys
-        wanted = [item for item in staleness if item.spec.key in selected]
-        if wanted:
-            origin = context.run.remote_job_origin
-            schedules = schedule_states(
-                context.instance,
-                location=origin.location_name if origin else None,
-                repository=origin.repository_origin.repository_name if origin else None,
-            )
-            for item in wanted:
-                yield item.evaluate(context.instance, schedules=schedules)
-        for check in verification:
-            if check.spec.key in selected:
-                yield _evaluate(check, resources)
+        try:
+            if spec.key in context.selected_asset_keys:
+                yield from _materialize(
+                    context, catalog, table, _update_type(context, table), spec.key, resources
+                )
+            selected = context.selected_asset_check_keys
+            wanted = [item for item in staleness if item.spec.key in selected]
+            if wanted:
+                origin = context.run.remote_job_origin
+                schedules = schedule_states(
+                    context.instance,
+                    location=origin.location_name if origin else None,
+                    repository=origin.repository_origin.repository_name if origin else None,
+                )
+                for item in wanted:
+                    yield item.evaluate(context.instance, schedules=schedules)
+            for check in verification:
+                if check.spec.key in selected:
+                    yield _evaluate(check, resources)
+        except BaseException as err:
+            if isinstance(err, Exception | GeneratorExit):  # GeneratorExit: Dagster closing this op
+                raise
+            raise _cancelled(table, err) from None
 
     return _sync
+
+
+def _cancelled(table: TableSpec, interrupt: BaseException) -> dg.Failure:
+    """A terminated run or Ctrl-C as a failure that is never retried.
+
+    Dagster turns an interrupt inside an op with a RetryPolicy into a retry request
+    (op_execution_error_boundary), which showed a terminated run as STEP_UP_FOR_RETRY. The run
+    still ends CANCELED when it was terminated: the executor re-raises the interrupt itself.
+    """
+    description = (
+        str(interrupt) if isinstance(interrupt, SyncCancelled) else f"table '{table.name}': cancelled"
+    )
+    return dg.Failure(description=description, allow_retries=False)
 
 
 def _evaluate(check: TableCheck, resources: CheckResources) -> dg.AssetCheckResult:
@@ -145,9 +163,24 @@ def _materialize(
             is_run_alive=lambda run_id: run_is_alive(context.instance, run_id),
         )
     except SyncTransientError as err:
-        context.log.warning(
-            "%s (attempt %d): transient, will be retried: %s", table.name, context.retry_number + 1, err
-        )
+        max_retries = catalog.connections[table.source].retries.max_retries  # what retry_policy() was given
+        attempt = context.retry_number + 1
+        if context.retry_number < max_retries:
+            context.log.warning(
+                "%s (attempt %d of %d): transient, will be retried: %s",
+                table.name,
+                attempt,
+                max_retries + 1,
+                err,
+            )
+        else:
+            context.log.warning(
+                "%s (attempt %d): transient, not retried (max_retries: %d): %s",
+                table.name,
+                attempt,
+                max_retries,
+                err,
+            )
         raise dg.Failure(description=str(err), allow_retries=True) from None
     except SyncError as err:
         raise dg.Failure(description=str(err), allow_retries=False) from None
@@ -188,7 +221,14 @@ def retry_policy(retries: Retries) -> dg.RetryPolicy | None:
 def resources_for(catalog: Catalog) -> dict[str, SqlDatabase]:
     """One resource per connection, holding only ${VAR} templates: nothing secret reaches the UI."""
     return {
-        name: SqlDatabase(name=name, url=conn.url, password=conn.password, demo=conn.demo)
+        name: SqlDatabase(
+            name=name,
+            url=conn.url,
+            password=conn.password,
+            demo=conn.demo,
+            connect_timeout=conn.connect_timeout.total_seconds(),
+            keepalive=conn.keepalive.total_seconds(),
+        )
         for name, conn in catalog.connections.items()
     }
 

@@ -37,6 +37,10 @@ RESERVED_RESOURCE_KEYS = frozenset({"sync_alerter", "io_manager"})
 RESERVED_CHECK_NAMES = frozenset(
     {"reconciliation", "deep_reconciliation", "source_lag", "mass_fresh", "daily_fresh", "hourly_fresh"}
 )
+# A remote ERP over a WAN: a login that has not answered in 30 s will not; a probe every minute
+# notices a dead server or a dropped NAT entry long before the OS default of two hours.
+DEFAULT_CONNECT_TIMEOUT = timedelta(seconds=30)
+DEFAULT_KEEPALIVE = timedelta(seconds=60)
 
 
 class UpdateType(StrEnum):
@@ -73,6 +77,21 @@ class ConnectionSpec(_Strict):
     demo: bool = Field(default=False, description="create this SQLite file with the demo data if missing")
     max_parallel: PositiveInt | None = Field(default=None, description="tables of this source synced at once")
     retries: Retries = Field(default_factory=Retries)
+    connect_timeout: Duration = Field(
+        default=DEFAULT_CONNECT_TIMEOUT,
+        description="opening a connection (TCP and login) gives up after this",
+    )
+    keepalive: Duration = Field(
+        default=DEFAULT_KEEPALIVE, description="an idle connection is probed after this (TCP keep-alive)"
+    )
+
+    @field_validator("connect_timeout", "keepalive")
+    @classmethod
+    def _at_least_a_second(cls, value: timedelta) -> timedelta:
+        if value < timedelta(seconds=1):
+            msg = "must be at least 1s"
+            raise ValueError(msg)
+        return value
 
     @field_validator("url")
     @classmethod

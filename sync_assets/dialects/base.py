@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import polars as pl
 import sqlalchemy as sa
 
+from sync_assets.dialects.deadline import LoginTimeout
 from sync_assets.dialects.upsert import Pairs, UpsertCounts, staged_changes
 from sync_assets.sync.types import ColumnType, Kind, from_sqlalchemy, needs_text_transport
 
@@ -36,6 +37,14 @@ class Capabilities:
     file_database: bool = False  # the database is a file, which connecting creates when it is missing
 
 
+@dataclass(frozen=True)
+class Timeouts:
+    """A catalog connection's `connect_timeout` and `keepalive`, in seconds, for the driver's options."""
+
+    connect: float  # opening a connection (TCP and login) gives up after this
+    keepalive: float  # an idle connection is probed after this, so a dead peer is noticed
+
+
 class Dialect:
     """Base behaviour in SQLAlchemy Core; database modules override what differs."""
 
@@ -43,8 +52,12 @@ class Dialect:
     capabilities: ClassVar[Capabilities]
 
     # -- engines ---------------------------------------------------------------------------------
-    def engine_options(self, url: sa.URL, *, role: str) -> dict[str, Any]:
-        """Extra create_engine() arguments; `role` is "source" or "cache"."""
+    def engine_options(self, url: sa.URL, *, role: str, timeouts: Timeouts) -> dict[str, Any]:
+        """Extra create_engine() arguments; `role` is "source" or "cache".
+
+        Every module maps `timeouts` to what its driver offers, so no connection hangs on a
+        server that accepts and never answers (file databases have nothing to map).
+        """
         return {}
 
     def prepare_engine(self, engine: sa.Engine, *, role: str) -> None:
@@ -147,9 +160,22 @@ class Dialect:
     def is_transient(self, error: BaseException) -> bool:
         """Worth a retry: the connection dropped, or the database asked us to try again.
 
-        Modules classify their driver's errors by SQLSTATE or vendor code, never by message text.
+        Modules classify their driver's errors by SQLSTATE or vendor code, never by message text,
+        and a permanent error (`is_permanent`) is never transient.
         """
-        return isinstance(error, sa.exc.DBAPIError) and error.connection_invalidated
+        if isinstance(error, LoginTimeout):
+            return True
+        return (
+            isinstance(error, sa.exc.DBAPIError)
+            and error.connection_invalidated
+            and not self.is_permanent(error)
+        )
+
+    def is_permanent(self, error: BaseException) -> bool:
+        """Refused for good: a wrong password, a locked or expired account, a missing privilege or
+        database. Never retried, whatever else the error says (a server closes the connection
+        after refusing a login, and repeated bad logins lock service accounts)."""
+        return False
 
     def is_duplicate_key(self, conn: sa.Connection, error: BaseException) -> bool:
         """A unique or primary key violation (the source held the same key twice), whether it
@@ -336,8 +362,11 @@ _LOADED: dict[str, Dialect] = {}
 
 
 def is_transient(error: BaseException) -> bool:
-    """True if any loaded database module recognises `error` as transient."""
-    return any(dialect.is_transient(error) for dialect in _LOADED.values())
+    """True if a loaded database module recognises `error` as transient and none as permanent."""
+    dialects = list(_LOADED.values())
+    if any(dialect.is_permanent(error) for dialect in dialects):
+        return False
+    return any(dialect.is_transient(error) for dialect in dialects)
 
 
 def driver_error(error: BaseException) -> BaseException:

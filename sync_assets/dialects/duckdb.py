@@ -23,7 +23,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import default
 from sqlalchemy.ext.compiler import compiles
 
-from sync_assets.dialects.base import Capabilities, Dialect, driver_error
+from sync_assets.dialects.base import Capabilities, Dialect, Timeouts, driver_error
 from sync_assets.errors import UnsupportedType
 from sync_assets.sync.reader import cast_batch
 from sync_assets.sync.types import ColumnType, Kind, from_sqlalchemy
@@ -207,7 +207,8 @@ class DuckDBDialect(Dialect):
         file_database=True,
     )
 
-    def engine_options(self, url: sa.URL, *, role: str) -> dict[str, Any]:
+    def engine_options(self, url: sa.URL, *, role: str, timeouts: Timeouts) -> dict[str, Any]:
+        # A file: no connection to time out or keep alive.
         if role == "cache" and url.database and url.database != ":memory:":
             Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         return {}

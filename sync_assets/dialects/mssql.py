@@ -7,6 +7,7 @@ SQL) works on machines without unixODBC.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
@@ -16,7 +17,7 @@ from sqlalchemy.dialects import mssql
 from sqlalchemy.sql import sqltypes
 
 from sync_assets.dialects import odbc
-from sync_assets.dialects.base import Capabilities, Dialect, driver_error, latest_per_key
+from sync_assets.dialects.base import Capabilities, Dialect, Timeouts, driver_error, latest_per_key
 from sync_assets.dialects.merge import Merge
 from sync_assets.dialects.upsert import StagedChanges, UpsertCounts, staged_changes
 from sync_assets.errors import SyncTransientError
@@ -50,11 +51,24 @@ SYNC_LOCK: Final = "sync_assets.sync_log"
 # Retryable SQL Server error numbers (the retryable SQLSTATEs are ODBC's, in odbc.py): SqlClient's
 # baseline transient list (https://learn.microsoft.com/en-us/dotnet/api/
 # microsoft.data.sqlclient.sqlconfigurableretryfactory.baselinetransienterrors) plus 1205/1222
-# and the client timeout -2.
+# and the client timeout -2. 4060 (cannot open the database the login asked for) stays in, as in
+# SqlClient's list: Azure SQL returns it while a database fails over, and it comes after the
+# password was accepted, so retrying cannot lock the account.
 TRANSIENT_NUMBERS: Final = frozenset(
     {-2, 20, 64, 233, 997, 1204, 1205, 1222, 4060, 4221, 10053, 10054, 10060, 10928, 10929}
     | {40143, 40197, 40501, 40540, 40613, 42108, 42109, 49918, 49919, 49920}
 )
+# Refusals no retry fixes (https://learn.microsoft.com/en-us/sql/relational-databases/errors-events/
+# database-engine-events-and-errors): 18456 login failed, 18452 untrusted domain, 18470 login
+# disabled, 18486 locked out, 18487 password expired, 18488 password must be changed, 916 no
+# access to the database, 229/230/262 permission denied; FreeTDS's 20014 "Login incorrect"
+# (include/tds.h, TDSEPWD).
+PERMANENT_NUMBERS: Final = frozenset({18456, 18452, 18470, 18486, 18487, 18488, 916, 229, 230, 262, 20014})
+# The ODBC driver's own keep-alive keywords (https://learn.microsoft.com/en-us/sql/connect/odbc/
+# dsn-connection-string-attribute: KeepAlive, KeepAliveInterval, Linux and macOS, 17.8+); FreeTDS
+# turns keep-alive on for every socket by itself (src/tds/net.c).
+MICROSOFT_DRIVER: Final = "ODBC Driver"
+KEEPALIVE_INTERVAL_SECONDS: Final = 1
 # pyodbc formats each diagnostic record as "[SQLSTATE] message (native number) (SQLFunction)",
 # later records as "; [SQLSTATE] message (native number)".
 
@@ -71,6 +85,17 @@ class MSSQLDialect(Dialect):
         max_fractional_digits=FRACTIONAL_DIGITS,
         time_zones=True,
     )
+
+    def engine_options(self, url: sa.URL, *, role: str, timeouts: Timeouts) -> dict[str, Any]:
+        # pyodbc's `timeout` is the login timeout (SQL_ATTR_LOGIN_TIMEOUT); other keywords go into
+        # the connection string. APP names the session in sys.dm_exec_sessions.
+        args: dict[str, Any] = {"timeout": max(1, math.ceil(timeouts.connect)), "APP": f"sync_assets {role}"}
+        if MICROSOFT_DRIVER in str(url.query.get("driver", "")):
+            args |= {
+                "KeepAlive": max(1, round(timeouts.keepalive)),
+                "KeepAliveInterval": KEEPALIVE_INTERVAL_SECONDS,
+            }
+        return {"connect_args": args}
 
     def prepare_engine(self, engine: sa.Engine, *, role: str) -> None:
         if role != "cache":
@@ -153,9 +178,14 @@ class MSSQLDialect(Dialect):
 
     # -- errors ----------------------------------------------------------------------------------
     def is_transient(self, error: BaseException) -> bool:
+        if self.is_permanent(error):
+            return False
         return bool(odbc.is_transient_error(driver_error(error), TRANSIENT_NUMBERS)) or super().is_transient(
             error
         )
+
+    def is_permanent(self, error: BaseException) -> bool:
+        return odbc.is_permanent_error(driver_error(error), PERMANENT_NUMBERS, TRANSIENT_NUMBERS)
 
     def serialize_starts(self, conn: sa.Connection) -> None:
         # An application lock owned by the transaction: starts take turns, readers of sync_log

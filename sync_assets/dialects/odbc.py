@@ -163,6 +163,8 @@ def executemany(
 # serialization failure or deadlock victim.
 TRANSIENT_STATE_CLASSES: Final = ("08",)
 TRANSIENT_STATES: Final = frozenset({"HYT00", "HYT01", "40001"})
+# 28000, invalid authorization specification: a refused login (same appendix).
+PERMANENT_STATES: Final = frozenset({"28000"})
 # pyodbc carries the driver's native error number only in its message: "... (1205) (SQLExecDirectW)".
 _NATIVE_NUMBER = re.compile(r"\((-?\d+)\)(?=\s*\(SQL\w*\)|;|$)")
 _SQLSTATE = re.compile(r"[0-9A-Z]{5}")
@@ -180,7 +182,7 @@ def odbc_diagnostics(error: BaseException) -> tuple[str, frozenset[int]] | None:
 
 def is_transient_error(error: BaseException, transient_numbers: frozenset[int]) -> bool | None:
     """Whether a pyodbc error clears up by itself, by SQLSTATE or by one of the vendor's
-    `transient_numbers`; None when `error` is not a pyodbc error."""
+    `transient_numbers`; None when `error` is not a pyodbc error. Call `is_permanent_error` first."""
     diagnostics = odbc_diagnostics(error)
     if diagnostics is None:
         return None
@@ -190,3 +192,19 @@ def is_transient_error(error: BaseException, transient_numbers: frozenset[int]) 
         or state in TRANSIENT_STATES
         or not numbers.isdisjoint(transient_numbers)
     )
+
+
+def is_permanent_error(
+    error: BaseException, permanent_numbers: frozenset[int], transient_numbers: frozenset[int]
+) -> bool:
+    """A refused login or permission, by SQLSTATE 28000 or one of the vendor's `permanent_numbers`,
+    whatever SQLSTATE the driver reports it under (FreeTDS: 08001, "Unable to connect"). A vendor
+    number that clears up wins: Azure SQL sends 40613 (database not currently available) together
+    with 18456 (login failed)."""
+    diagnostics = odbc_diagnostics(error)
+    if diagnostics is None:
+        return False
+    state, numbers = diagnostics
+    if not numbers.isdisjoint(transient_numbers):
+        return False
+    return state in PERMANENT_STATES or not numbers.isdisjoint(permanent_numbers)

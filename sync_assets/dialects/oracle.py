@@ -6,6 +6,7 @@ imported by SQLAlchemy when an engine is made, so this module imports without it
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -18,7 +19,8 @@ from sqlalchemy.dialects.oracle.base import OracleDialect as SAOracleDialect
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import sqltypes, visitors
 
-from sync_assets.dialects.base import Capabilities, Dialect, driver_error
+from sync_assets.dialects.base import Capabilities, Dialect, Timeouts, driver_error
+from sync_assets.dialects.deadline import connect_within
 from sync_assets.errors import UnsupportedType
 from sync_assets.sync.reader import cast_batch
 from sync_assets.sync.types import ColumnType, Kind
@@ -43,6 +45,13 @@ TRANSIENT_ORA_CODES = frozenset(
 # python-oracledb's own (https://python-oracledb.readthedocs.io/en/latest/api_manual/errors.html):
 # connection closed (4011), call timeout (4024), listener refused / cannot connect (6000, 6005).
 TRANSIENT_DRIVER_CODES = frozenset({"DPY-4011", "DPY-4024", "DPY-6000", "DPY-6005"})
+# Refusals no retry fixes (same pages): invalid username/password (01017), account locked (28000),
+# password expired (28001), no CREATE SESSION privilege (01045), null password (01005), no
+# matching authentication protocol (28040), insufficient privileges (01031); oracledb: no
+# credentials (DPY-4001), password verifier the thin mode cannot use (DPY-3015). Checked before
+# `isrecoverable`, so a refused login is never retried.
+PERMANENT_ORA_CODES = frozenset({1017, 28000, 28001, 1045, 1005, 28040, 1031})
+PERMANENT_DRIVER_CODES = frozenset({"DPY-4001", "DPY-3015"})
 # Every session gets the same number format and time zone, whatever the database defaults:
 # TO_CHAR(NUMBER) writes '.' as decimal point, and naive timestamps compare as UTC.
 SESSION_SETTINGS = "ALTER SESSION SET NLS_NUMERIC_CHARACTERS = '.,' TIME_ZONE = 'UTC'"
@@ -93,11 +102,27 @@ class OracleDialect(Dialect):
         max_fractional_digits=MAX_FRACTIONAL_DIGITS,
     )
 
-    def engine_options(self, url: sa.URL, *, role: str) -> dict[str, Any]:
+    def engine_options(self, url: sa.URL, *, role: str, timeouts: Timeouts) -> dict[str, Any]:
         # SQLAlchemy's oracledb dialect stays in thin mode unless `thick_mode` is passed.
-        return {"connect_args": {"program": f"sync_assets {role}"}}
+        # tcp_connect_timeout is in seconds; expire_time, the keep-alive probe interval, in whole
+        # minutes (https://python-oracledb.readthedocs.io/en/latest/api_manual/module.html#oracledb.connect).
+        # `program` goes into the connect descriptor, which refuses spaces (DPY-3029).
+        return {
+            "connect_args": {
+                "program": f"sync_assets-{role}",
+                "tcp_connect_timeout": timeouts.connect,
+                "expire_time": max(1, math.ceil(timeouts.keepalive / 60)),
+            }
+        }
 
     def prepare_engine(self, engine: sa.Engine, *, role: str) -> None:
+        @sa.event.listens_for(engine, "do_connect")
+        def _bounded(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+            # Thin mode bounds only the TCP connect with tcp_connect_timeout: a server that accepts
+            # and never answers kept the login waiting for ever (python-oracledb issue 451).
+            timeout = cparams.get("tcp_connect_timeout")
+            return connect_within(lambda: dialect.connect(*cargs, **cparams), timeout)
+
         @sa.event.listens_for(engine, "connect")
         def _connect(dbapi_connection: Any, _record: Any) -> None:
             dbapi_connection.module = f"sync_assets {role}"  # V$SESSION.MODULE
@@ -173,16 +198,21 @@ class OracleDialect(Dialect):
 
     # -- errors ----------------------------------------------------------------------------------
     def is_transient(self, error: BaseException) -> bool:
-        detail = next(iter(getattr(driver_error(error), "args", ())), None)
-        code, full_code = getattr(detail, "code", None), getattr(detail, "full_code", None)
+        code, full_code = _codes(error)
         if code is None or full_code is None:
             return super().is_transient(error)
+        if self.is_permanent(error):
+            return False
         return (
             code in TRANSIENT_ORA_CODES
             or full_code in TRANSIENT_DRIVER_CODES
-            or bool(getattr(detail, "isrecoverable", False))  # oracledb's list of recoverable ORA codes
+            or bool(getattr(_detail(error), "isrecoverable", False))  # oracledb's recoverable ORA codes
             or super().is_transient(error)
         )
+
+    def is_permanent(self, error: BaseException) -> bool:
+        code, full_code = _codes(error)
+        return code in PERMANENT_ORA_CODES or full_code in PERMANENT_DRIVER_CODES
 
     # -- reading ---------------------------------------------------------------------------------
     def arrow_batches(
@@ -329,4 +359,17 @@ def _type_name(type_: sa.types.TypeEngine[Any]) -> str:
 
 
 _NAMES = SAOracleDialect()  # name normalization only; needs no driver
+
+
+def _detail(error: BaseException) -> Any:
+    """oracledb's `_Error` (code, full_code, isrecoverable) inside an oracledb exception, if any."""
+    return next(iter(getattr(driver_error(error), "args", ())), None)
+
+
+def _codes(error: BaseException) -> tuple[int | None, str | None]:
+    """The ORA number (0 for a DPY error) and full code ("ORA-01017", "DPY-6005") of an oracledb error."""
+    detail = _detail(error)
+    return getattr(detail, "code", None), getattr(detail, "full_code", None)
+
+
 DIALECT = OracleDialect()

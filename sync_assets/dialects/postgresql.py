@@ -1,15 +1,30 @@
-"""PostgreSQL as source and cache: session temp staging loaded with COPY, ON CONFLICT upserts."""
+"""PostgreSQL as source and cache: session temp staging loaded with COPY, ON CONFLICT upserts.
+
+Errors are classified by SQLSTATE, except where libpq has none: a connection that fails while it
+opens. libpq keeps the server's reply to the startup packet to itself, so psycopg, psycopg2 and
+ADBC all raise it without a SQLSTATE. There, and only there (`_startup_refusal`), the message
+decides: a reply from the server (libpq writes it as `SEVERITY:  text`, e.g. `FATAL:  password
+authentication failed for user "alice"`) is a refusal, permanent, unless it names a server state
+that clears up by itself (starting up, shutting down, in recovery, too many clients); libpq's own
+failures (connection refused, timeout expired, server closed the connection) got no reply and
+stay transient. A password the server asked for and was not given (`needs_password`) is permanent
+too. Replies are read in English, the server's default language: where lc_messages translates
+the states that clear up, a restart in progress fails at once instead of being retried.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
+import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+import adbc_driver_manager
 import polars as pl
 import psycopg
 import psycopg2  # the source side of a direct copy (source_copy_blocks)
@@ -19,7 +34,7 @@ from psycopg import sql
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import psycopg2 as sa_psycopg2
 
-from sync_assets.dialects.base import Capabilities, Dialect, driver_error
+from sync_assets.dialects.base import Capabilities, Dialect, Timeouts, driver_error
 from sync_assets.sync.reader import cast_batch
 from sync_assets.sync.types import ColumnType, Kind
 
@@ -50,6 +65,34 @@ _SWAP_BLOCKERS = sa.text("""
 TRANSIENT_STATES = frozenset(
     {"40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03", "53300", "53200"}
 )
+# Refusals no retry fixes (same appendix): invalid password (28P01), invalid authorization, i.e.
+# no such role or no pg_hba.conf entry (28000), insufficient privilege (42501), no such database (3D000).
+PERMANENT_STATES = frozenset({"28P01", "28000", "42501", "3D000"})
+# libpq writes a server's error reply as "SEVERITY:  message", two spaces (fe-protocol3.c); its
+# DETAIL and HINT lines follow in the same form.
+_SERVER_REPLY = re.compile(r"\b(?:FATAL|PANIC|ERROR):  (.+)")
+# Server replies to a connection attempt that clear up by themselves: the postmaster's
+# canAcceptConnections() and InitPostgres()'s connection limits (SQLSTATEs 57P03, 53300, 57P01).
+STARTUP_STATES_THAT_CLEAR_UP = (
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is in recovery mode",
+    "the database system is not yet accepting connections",
+    "the database system is not accepting connections",
+    "sorry, too many clients already",
+    "remaining connection slots are reserved",
+    "too many connections for",
+    "terminating connection",
+    "canceling authentication due to timeout",
+    "out of memory",
+)
+# libpq connection parameters (https://www.postgresql.org/docs/current/libpq-connect.html):
+# an idle connection is probed after `keepalive` seconds, then every `keepalive` seconds, and
+# declared dead after KEEPALIVE_PROBES unanswered probes.
+KEEPALIVE_PROBES = 3
+TIMEOUT_PARAMETERS = frozenset(
+    {"connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count"}
+)
 
 
 class PostgreSQLDialect(Dialect):
@@ -61,8 +104,10 @@ class PostgreSQLDialect(Dialect):
         same_engine_copy=True,
     )
 
-    def engine_options(self, url: sa.URL, *, role: str) -> dict[str, Any]:
-        return {"connect_args": {"application_name": f"sync_assets {role}"}}
+    def engine_options(self, url: sa.URL, *, role: str, timeouts: Timeouts) -> dict[str, Any]:
+        # A timeout written in the URL's query (?connect_timeout=5) wins over the catalog's.
+        limits = {k: v for k, v in libpq_timeouts(timeouts).items() if k not in url.query}
+        return {"connect_args": {"application_name": f"sync_assets {role}", **limits}}
 
     def column_type(self, ct: ColumnType) -> sa.types.TypeEngine[Any]:
         if ct.kind is Kind.DATETIME:
@@ -79,17 +124,26 @@ class PostgreSQLDialect(Dialect):
         conn.execute(sa.text("LOCK TABLE sync_log IN SHARE ROW EXCLUSIVE MODE"))
 
     def is_transient(self, error: BaseException) -> bool:
-        orig = driver_error(error)
-        if isinstance(orig, psycopg.Error):
-            sqlstate, operational = orig.sqlstate, isinstance(orig, psycopg.OperationalError)
-        elif isinstance(orig, psycopg2.Error):
-            sqlstate, operational = orig.pgcode, isinstance(orig, psycopg2.OperationalError)
-        else:
+        diagnostics = _diagnostics(error)
+        if diagnostics is None:
             return super().is_transient(error)
+        if self.is_permanent(error):
+            return False
+        sqlstate, operational, _ = diagnostics
         if sqlstate is None:
             # Failures to connect, or a connection dropped mid-query, come without a SQLSTATE.
             return operational
         return sqlstate.startswith(TRANSIENT_CLASSES) or sqlstate in TRANSIENT_STATES
+
+    def is_permanent(self, error: BaseException) -> bool:
+        diagnostics = _diagnostics(error)
+        if diagnostics is None:
+            return False
+        sqlstate, _, message = diagnostics
+        if sqlstate is not None:
+            return sqlstate in PERMANENT_STATES
+        pgconn = getattr(driver_error(error), "pgconn", None)  # psycopg's, on a failed connection
+        return bool(getattr(pgconn, "needs_password", False)) or _startup_refusal(message)
 
     def bulk_load(self, conn: sa.Connection, staging: sa.Table, frame: pl.DataFrame) -> None:
         if frame.is_empty():
@@ -120,7 +174,8 @@ class PostgreSQLDialect(Dialect):
         """
         import adbc_driver_postgresql.dbapi as adbc
 
-        uri = source.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        url = source.engine.url.set(drivername="postgresql").update_query_dict(connection_timeouts(source))
+        uri = url.render_as_string(hide_password=False)
         query = str(statement.compile(dialect=source.dialect, compile_kwargs={"literal_binds": True}))
         with adbc.connect(uri) as connection, connection.cursor() as cursor:
             cursor.execute(query)
@@ -156,7 +211,9 @@ class PostgreSQLDialect(Dialect):
         writer = cache.connection.driver_connection
         copied, reported = 0, 0
         with (
-            source_copy_blocks(source.engine.url, copy_out, compiled.params) as blocks,
+            source_copy_blocks(
+                source.engine.url, copy_out, compiled.params, options=connection_timeouts(source)
+            ) as blocks,
             writer.cursor() as in_cursor,  # type: ignore[union-attr]
         ):
             with in_cursor.copy(copy_in) as into:
@@ -225,6 +282,45 @@ class PostgreSQLDialect(Dialect):
         return postgresql.insert(table)
 
 
+def libpq_timeouts(timeouts: Timeouts) -> dict[str, int]:
+    """The catalog connection's timeouts as libpq parameters (whole seconds; libpq takes no less)."""
+    idle = max(1, round(timeouts.keepalive))
+    return {
+        "connect_timeout": max(1, math.ceil(timeouts.connect)),
+        "keepalives": 1,
+        "keepalives_idle": idle,
+        "keepalives_interval": idle,
+        "keepalives_count": KEEPALIVE_PROBES,
+    }
+
+
+def connection_timeouts(conn: sa.Connection) -> dict[str, str]:
+    """The timeouts the sync's own connection to this server was opened with, for the further
+    connections the fast paths open to it (the ADBC reader, the source side of a copy)."""
+    parameters = conn.connection.driver_connection.info.get_parameters()  # type: ignore[union-attr]
+    return {k: v for k, v in parameters.items() if k in TIMEOUT_PARAMETERS}
+
+
+def _diagnostics(error: BaseException) -> tuple[str | None, bool, str] | None:
+    """(SQLSTATE, whether it is an OperationalError, message) of a psycopg, psycopg2 or ADBC error;
+    None for any other error."""
+    orig = driver_error(error)
+    if isinstance(orig, psycopg.Error):
+        return orig.sqlstate, isinstance(orig, psycopg.OperationalError), str(orig)
+    if isinstance(orig, psycopg2.Error):
+        return orig.pgcode, isinstance(orig, psycopg2.OperationalError), str(orig)
+    if isinstance(orig, adbc_driver_manager.Error):
+        return orig.sqlstate, isinstance(orig, adbc_driver_manager.OperationalError), str(orig)
+    return None
+
+
+def _startup_refusal(message: str) -> bool:
+    """Whether libpq's message of a failed connection holds a server reply that does not clear up
+    by itself (the module docstring says why this reads text)."""
+    replies = [m.group(1) for m in _SERVER_REPLY.finditer(message)]
+    return any(not reply.startswith(STARTUP_STATES_THAT_CLEAR_UP) for reply in replies)
+
+
 def _plain(batch: pa.RecordBatch) -> pa.RecordBatch:
     """Extension arrays (ADBC's opaque numeric) replaced by their text storage."""
     columns = [c.storage if isinstance(c, pa.ExtensionArray) else c for c in batch.columns]
@@ -248,19 +344,22 @@ def to_copy_csv(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 @contextmanager
-def source_copy_blocks(url: sa.URL, query: str, params: Mapping[str, Any]) -> Iterator[Iterator[bytes]]:
+def source_copy_blocks(
+    url: sa.URL, query: str, params: Mapping[str, Any], *, options: Mapping[str, str] | None = None
+) -> Iterator[Iterator[bytes]]:
     """The output of `COPY ... TO STDOUT` on the source, as blocks of COPY_BLOCK bytes.
 
     psycopg 3 hands every row to Python (one CopyData message a row, 1.3 us each), which made
     the relay 1.44-1.54x a psql-to-psql pipe at a million rows. psycopg2's `copy_expert` runs the same
     loop in C into an OS pipe, on its own thread and connection: 1.04x the psql pipe, with the pipe
     widened to COPY_BLOCK. Bounds are bound client-side (`mogrify`), as COPY takes no server-side
-    parameters.
+    parameters. `options` are further libpq parameters (the sync's timeouts).
 
     A failure on the source side ends the blocks with its error; a failure on the consumer's side
     cancels the source query, and the producer stops on the closed pipe.
     """
     args, kwargs = _PSYCOPG2.create_connect_args(url.set(drivername="postgresql+psycopg2"))
+    kwargs = {**kwargs, **(options or {})}
     connection = psycopg2.connect(*args, application_name="sync_assets source copy", **kwargs)
     read_fd, write_fd = os.pipe()
     _widen(write_fd)

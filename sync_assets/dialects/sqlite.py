@@ -11,7 +11,7 @@ import polars as pl
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
-from sync_assets.dialects.base import Capabilities, Dialect, driver_error
+from sync_assets.dialects.base import Capabilities, Dialect, Timeouts, driver_error
 from sync_assets.sync.types import ColumnType, Kind, from_sqlalchemy
 
 # SQLite keeps 15 significant digits when it stores a NUMERIC value as REAL
@@ -42,7 +42,8 @@ class SQLiteDialect(Dialect):
         file_database=True,
     )
 
-    def engine_options(self, url: sa.URL, *, role: str) -> dict[str, Any]:
+    def engine_options(self, url: sa.URL, *, role: str, timeouts: Timeouts) -> dict[str, Any]:
+        # A file: no connection to time out or keep alive.
         if role == "cache" and url.database and url.database != ":memory:":
             Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         return {"connect_args": {"timeout": BUSY_TIMEOUT_SECONDS}}

@@ -11,21 +11,27 @@ driver reads the TDS stream as rows are fetched, so memory stays one batch.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.sql import sqltypes
 
 from sync_assets.dialects import odbc
-from sync_assets.dialects.base import Capabilities, Dialect, driver_error
+from sync_assets.dialects.base import Capabilities, Dialect, Timeouts, driver_error
+from sync_assets.dialects.deadline import connect_within
 from sync_assets.sync.types import ColumnType, Kind, from_sqlalchemy
 
-LOGIN_TIMEOUT_SECONDS = 30
 # Retryable ASE message numbers; the retryable SQLSTATEs are ODBC's, in odbc.py
 # (https://help.sap.com/docs/SAP_ASE, "Troubleshooting: Error Messages"):
 # 1204 out of locks, 1205 deadlock victim, 12205 lock wait timeout. FreeTDS client errors
 # (include/sybdb.h): 20003 SYBETIME, 20004 SYBEREAD, 20006 SYBEWRIT, 20009 SYBECONN, 20017 SYBESEOF.
 TRANSIENT_ERRORS = frozenset({1204, 1205, 12205, 20003, 20004, 20006, 20009, 20017})
+# Refusals no retry fixes: ASE 4002 login failed (bad name or password, locked or expired login:
+# ASE does not say which), FreeTDS 20014 TDSEPWD "Login incorrect". ASE's 4001 (cannot open the
+# default database) is left to the SQLSTATE: SAP says to retry it while the database recovers.
+PERMANENT_ERRORS = frozenset({4002, 20014})
+LOGOUT_GRACE_SECONDS = 5
 
 
 class BIGDATETIME(sqltypes.DateTime):
@@ -92,21 +98,41 @@ class SybaseDialect(Dialect):
         time_zones=False,
     )
 
-    def engine_options(self, url: sa.URL, *, role: str) -> dict[str, Any]:
-        # pyodbc adds unknown keywords to the connection string; APP names the session in sysprocesses.
-        return {"connect_args": {"timeout": LOGIN_TIMEOUT_SECONDS, "APP": f"sync_assets {role}"}}
+    def engine_options(self, url: sa.URL, *, role: str, timeouts: Timeouts) -> dict[str, Any]:
+        # pyodbc's `timeout` is the login timeout, which FreeTDS also applies to the TCP connect;
+        # FreeTDS turns keep-alive on for every socket itself (src/tds/net.c: 40 s idle, then
+        # every 2 s), with nothing to set. pyodbc adds unknown keywords to the connection string;
+        # APP names the session in sysprocesses.
+        return {
+            "connect_args": {"timeout": max(1, math.ceil(timeouts.connect)), "APP": f"sync_assets {role}"}
+        }
 
     def prepare_engine(self, engine: sa.Engine, *, role: str) -> None:
         teach_reflection(engine.dialect)
+
+        @sa.event.listens_for(engine, "do_connect")
+        def _bounded(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+            # FreeTDS (1.3) reports a login timeout over TDS 5.0, then waits for ever for the
+            # server to acknowledge its logout (tds_disconnect retries every 5 s); the grace
+            # lets its own error through where it returns.
+            timeout = cparams.get("timeout")
+            return connect_within(
+                lambda: dialect.connect(*cargs, **cparams), timeout, grace=LOGOUT_GRACE_SECONDS
+            )
 
     def source_type(self, type_: sa.types.TypeEngine[Any], *, table: str, column: str) -> ColumnType:
         exact = _exact_type(type_)
         return exact if exact is not None else from_sqlalchemy(type_, table=table, column=column)
 
     def is_transient(self, error: BaseException) -> bool:
+        if self.is_permanent(error):
+            return False
         return bool(odbc.is_transient_error(driver_error(error), TRANSIENT_ERRORS)) or super().is_transient(
             error
         )
+
+    def is_permanent(self, error: BaseException) -> bool:
+        return odbc.is_permanent_error(driver_error(error), PERMANENT_ERRORS, TRANSIENT_ERRORS)
 
 
 def teach_reflection(dialect: sa.Dialect) -> None:

@@ -15,7 +15,9 @@ import sqlalchemy as sa
 from pydantic import Field
 
 from sync_assets.catalog import placeholders
+from sync_assets.catalog.models import DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEPALIVE
 from sync_assets.dialects import Dialect, get_dialect
+from sync_assets.dialects.base import Timeouts
 from sync_assets.errors import SyncError
 
 Role = Literal["source", "cache"]
@@ -30,6 +32,12 @@ class SqlDatabase(dg.ConfigurableResource):
     )
     password: str | None = Field(default=None, description="${VAR} holding the password, if any")
     demo: bool = Field(default=False, description="create the demo source data on first use")
+    connect_timeout: float = Field(
+        default=DEFAULT_CONNECT_TIMEOUT.total_seconds(), description="seconds a connection may take to open"
+    )
+    keepalive: float = Field(
+        default=DEFAULT_KEEPALIVE.total_seconds(), description="seconds before an idle connection is probed"
+    )
 
     def resolved_url(self, *, table: str | None = None) -> sa.URL:
         """The URL with placeholders filled in; the caller must not log it unmasked."""
@@ -55,6 +63,14 @@ class SqlDatabase(dg.ConfigurableResource):
     def display_url(self, *, table: str | None = None) -> str:
         return self.resolved_url(table=table).render_as_string(hide_password=True)
 
+    def describe(self, role: Role, *, table: str | None = None) -> str:
+        """How messages name this connection: "source connection 'jde' (postgresql://alice@host/erp)"."""
+        try:
+            shown = self.display_url(table=table)
+        except SyncError:
+            shown = self.url  # an unset ${VAR}: the template, which holds no secret
+        return f"{role} connection '{self.name}' ({shown})"
+
     @contextmanager
     def engine(self, *, role: Role, table: str | None = None) -> Iterator[tuple[sa.Engine, Dialect]]:
         """An engine for one sync, disposed afterwards; the caller owns its connections."""
@@ -64,7 +80,8 @@ class SqlDatabase(dg.ConfigurableResource):
             from sync_assets.demo.generator import ensure_demo_source
 
             ensure_demo_source(url)
-        engine = sa.create_engine(url, **dialect.engine_options(url, role=role))
+        timeouts = Timeouts(connect=self.connect_timeout, keepalive=self.keepalive)
+        engine = sa.create_engine(url, **dialect.engine_options(url, role=role, timeouts=timeouts))
         dialect.prepare_engine(engine, role=role)
         try:
             yield engine, dialect

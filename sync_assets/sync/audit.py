@@ -14,7 +14,8 @@ import sqlalchemy as sa
 from sync_assets.catalog.models import SYNC_LOG_TABLE
 from sync_assets.dialects.ddl import AddColumn
 
-RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
+# `cancelled`: interrupted (Ctrl-C, SIGTERM, a run terminated from the UI); the cache is unchanged.
+RUNNING, SUCCEEDED, FAILED, CANCELLED = "running", "succeeded", "failed", "cancelled"
 HOST = socket.gethostname()
 ABANDONED_MESSAGE = "abandoned: the process running this sync ended before it finished"
 ERROR_MAX_CHARS = 4000
@@ -199,13 +200,16 @@ def succeed(conn: sa.Connection, attempt: int, outcome: Outcome) -> None:
     )
 
 
-def fail(conn: sa.Connection, attempt: int, *, error: str, mode: str | None, rows_read: int) -> None:
-    """Close a running attempt as failed; an attempt that already committed stays succeeded."""
+def fail(
+    conn: sa.Connection, attempt: int, *, error: str, mode: str | None, rows_read: int, status: str = FAILED
+) -> None:
+    """Close a running attempt as failed (or cancelled); an attempt that already committed stays
+    succeeded."""
     conn.execute(
         sa.update(sync_log)
         .where(sync_log.c.id == attempt, sync_log.c.status == RUNNING)
         .values(
-            status=FAILED, finished_at=now(), error=error[:ERROR_MAX_CHARS], mode=mode, rows_read=rows_read
+            status=status, finished_at=now(), error=error[:ERROR_MAX_CHARS], mode=mode, rows_read=rows_read
         )
     )
 

@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 import sqlalchemy as sa
@@ -20,9 +20,10 @@ from sync_assets.catalog.models import Catalog, TableSpec, UpdateType
 from sync_assets.dialects import Dialect
 from sync_assets.dialects.base import is_transient
 from sync_assets.dialects.upsert import UpsertCounts
-from sync_assets.errors import DataError, SyncError, SyncTransientError, UpdateTypeNotAllowed
+from sync_assets.errors import DataError, SyncCancelled, SyncError, SyncTransientError, UpdateTypeNotAllowed
 from sync_assets.resources.database import SqlDatabase
 from sync_assets.sync import audit, watermark
+from sync_assets.sync.interrupts import InterruptWatch, interrupts_deferred, is_interrupt
 from sync_assets.sync.reader import read_batches
 from sync_assets.sync.redact import redact
 from sync_assets.sync.source import Source, describe
@@ -31,6 +32,7 @@ from sync_assets.sync.types import from_polars
 
 FULL, INCREMENTAL = audit.FULL, audit.INCREMENTAL
 Log = Callable[[str], None]
+Side = Literal["source", "cache"]
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,8 @@ def run_sync(
     log: Log,
     is_run_alive: Callable[[str], bool] | None = None,
 ) -> SyncResult:
-    """Sync `table` for `update_type`; raises SyncError (secrets masked) when it cannot.
+    """Sync `table` for `update_type`; raises SyncError (secrets masked) when it cannot, and
+    SyncCancelled when it is interrupted (recorded as `cancelled`; the cache is unchanged).
 
     `is_run_alive` tells whether a run of another machine still runs (Dagster's run status), for
     the source's `max_parallel` slots and for closing abandoned attempts.
@@ -84,21 +87,35 @@ def run_sync(
         )
         raise UpdateTypeNotAllowed(msg, table=table.name)
     secrets = source_db.secrets(table=table.name) + cache_db.secrets(table=table.name)
+    connections = {
+        "source": source_db.describe("source", table=table.name),
+        "cache": cache_db.describe("cache", table=table.name),
+    }
+    job = _Sync(catalog, table, update_type, run_id, log, secrets, connections)
+    job.is_run_alive = is_run_alive
     try:
-        with (
-            source_db.engine(role="source", table=table.name) as (source_engine, source_dialect),
-            cache_db.engine(role="cache", table=table.name) as (cache_engine, cache_dialect),
-        ):
-            job = _Sync(catalog, table, update_type, run_id, log, secrets)
-            job.is_run_alive = is_run_alive
+        with contextlib.ExitStack() as engines:
+            engines.enter_context(job.interrupts)
+            job._at("connect", "source")
+            source_engine, source_dialect = engines.enter_context(
+                source_db.engine(role="source", table=table.name)
+            )
+            job._at("connect", "cache")
+            cache_engine, cache_dialect = engines.enter_context(
+                cache_db.engine(role="cache", table=table.name)
+            )
             return job.run(source_engine, source_dialect, cache_engine, cache_dialect)
     except SyncError as err:
         err.args = (redact(str(err), secrets),)
         raise
-    except sa.exc.SQLAlchemyError as err:  # before the attempt was recorded: connecting, sync_log
-        text = redact(describe_error(err, phase="connect"), secrets)
-        msg = f"table '{table.name}' ({update_type.value}): {text}"
-        raise _error_class(err)(msg, table=table.name) from None
+    except SyncCancelled:
+        raise
+    except BaseException as err:  # before the attempt was recorded: connecting, sync_log
+        if is_interrupt(err):
+            raise job.cancelled() from err
+        if isinstance(err, sa.exc.SQLAlchemyError):
+            raise job.error(err) from None
+        raise
 
 
 class _Sync:
@@ -110,13 +127,40 @@ class _Sync:
         run_id: str,
         log: Log,
         secrets: list[str],
+        connections: dict[str, str],
     ) -> None:
         self.catalog, self.table, self.update_type = catalog, table, update_type
         self.run_id, self.log, self.secrets = run_id, log, secrets
+        self.connections = connections  # how messages name each side: "source connection 'jde' (url)"
         self.rows_read = 0
         self.mode: str | None = None
-        self.phase = "plan"
+        self.phase, self.side = "connect", "cache"  # what runs now, and on which connection (None: both)
+        self.committed = False
+        self.interrupts = InterruptWatch()
         self.is_run_alive: Callable[[str], bool] | None = None
+
+    def _at(self, phase: str, side: Side | None) -> None:
+        """Enter `phase` on `side`: a checkpoint, where an interrupt that was swallowed is raised."""
+        self.interrupts.check()
+        self.phase, self.side = phase, side
+
+    def error(self, err: Exception) -> SyncError:
+        """A driver error as one line naming the table, the update type, the phase and the
+        connection (SQLAlchemy's carry the whole statement); transient or permanent by its code."""
+        connection = self.connections[self.side] if self.side else None
+        text = redact(describe_error(err, phase=self.phase, connection=connection), self.secrets)
+        msg = f"table '{self.table.name}' ({self.update_type.value}): {text}"
+        return _error_class(err)(msg, table=self.table.name)
+
+    def cancelled(self) -> SyncCancelled:
+        msg = f"table '{self.table.name}' ({self.update_type.value}): {self.cancellation()}"
+        return SyncCancelled(msg, table=self.table.name)
+
+    def cancellation(self) -> str:
+        """What an interrupt did, for sync_log and the UI."""
+        if self.committed:
+            return f"cancelled in the {self.phase} phase, after the commit: the synced rows are in the cache"
+        return f"cancelled in the {self.phase} phase; nothing was changed"
 
     def run(
         self,
@@ -130,19 +174,19 @@ class _Sync:
             attempt = self._open_attempt(cache, cache_dialect)
             started = time.monotonic()
             try:
+                self._at("connect", "source")
                 with source_engine.connect() as source_conn:
+                    self._at("plan", "source")
                     result = self._sync(source_conn, source_dialect, cache, cache_dialect, attempt, started)
             except BaseException as err:  # cancellation and kills of the step included
-                self._record_failure(cache_engine, cache_dialect, attempt, err)
-                if isinstance(err, Exception) and not isinstance(err, SyncError):
-                    # Driver errors (SQLAlchemy's carry the whole statement) become one line that
-                    # names the table, the update type and the phase.
-                    text = redact(describe_error(err, phase=self.phase), self.secrets)
-                    msg = f"table '{self.table.name}' ({self.update_type.value}): {text}"
+                with interrupts_deferred():  # the interrupt that follows the first must not cut this short
+                    self._record_end(cache_engine, cache_dialect, attempt, err)
+                if is_interrupt(err):
+                    raise self.cancelled() from err
+                if not isinstance(err, SyncError):
                     cause = None if isinstance(err, sa.exc.SQLAlchemyError) else err
-                    raise _error_class(err)(msg, table=self.table.name) from cause
-                if isinstance(err, SyncError):
-                    err.args = (f"{err} ({self.update_type.value} sync, {self.phase} phase)",)
+                    raise self.error(err) from cause
+                err.args = (f"{err} ({self.update_type.value} sync, {self.phase} phase)",)
                 raise
         return result
 
@@ -198,14 +242,15 @@ class _Sync:
             outcome = self._commit(
                 cache, cache_dialect, attempt, plan, target, staging, exists, replace, loaded_max
             )
-        self.phase = "cleanup"
+            self.committed = True
+        self._at("cleanup", "cache")
         try:
             with cache.begin():
                 staging.drop(cache)
             cache_dialect.after_commit(cache, target)
         except sa.exc.SQLAlchemyError as err:
             # The rows are committed and sync_log says so; leftovers go at the next sync.
-            text = redact(describe_error(err, phase=None), self.secrets)
+            text = redact(describe_error(err, phase=None, connection=self.connections["cache"]), self.secrets)
             self.log(f"{self.table.name}: clean-up after the commit failed: {text}")
         if plan.mode == FULL and not self.table.post_sql:
             row_count = outcome.rows_inserted  # the reload is the whole table (a count: 0.25 s per 1M rows)
@@ -251,13 +296,17 @@ class _Sync:
         with cache.begin():
             staging.create(cache)
             if plan.mode == INCREMENTAL and plan.high is not None:
-                self.phase = "copy"
+                self._at("copy", None)
                 self.rows_read = dialect.copy_rows(source_conn, statement, cache, staging, log=self.log)
             loaded_max = self._max_watermark(cache, staging)
 
         def replace() -> Any:
             def fill(dest: sa.Table) -> int:
-                return dialect.copy_rows(source_conn, statement, cache, dest, log=self.log)
+                # The reload builds keys and indexes and renames around this: the swap proper.
+                self._at("copy", None)
+                rows = dialect.copy_rows(source_conn, statement, cache, dest, log=self.log)
+                self._at("swap", "cache")
+                return rows
 
             self.rows_read = dialect.reload(cache, target, fill)
             return self._max_watermark(cache, target)
@@ -272,10 +321,11 @@ class _Sync:
         if source.schema() is not None and (fixes := cache_value_fixes(source, dialect)):
             batches = _mapped(batches, lambda frame: frame.with_columns(fixes))
         try:
-            self.phase = "read"
+            self._at("read", "source")
             first = next(batches, None)
             source = self._settle_types(source, first)
             target = target_table(source, dialect)
+            self._at("read", "cache")  # the target as it is now
             exists = check_existing(cache, target, dialect, table=self.table.name)
             cache.commit()
             staging = dialect.staging_table(target, suffix=f"_{uuid.uuid4().hex[:8]}")
@@ -292,6 +342,7 @@ class _Sync:
     def _plan(self, source_conn: sa.Connection, source: Source, cache: sa.Connection) -> _Plan:
         """Full or incremental, and the watermark window of an incremental."""
         table = self.table
+        self._at("plan", "cache")
         has_synced, last = audit.last_watermark(cache, table.name)
         target_exists = sa.inspect(cache).has_table(table.target)
         cache.commit()
@@ -302,6 +353,7 @@ class _Sync:
             self.log(f"{table.name}: {why}, so this {self.update_type.value} sync loads in full")
             return self._planned(_Plan(FULL))
         assert table.updated_at is not None
+        self._at("plan", "source")
         high = source.read_max_watermark(source_conn)
         previous = watermark.decode(last.watermark, source.column(table.updated_at).type, like=high)
         low = None
@@ -362,13 +414,13 @@ class _Sync:
             staging.create(cache)
             frame = first
             while frame is not None:
-                self.phase = "stage"
+                self._at("stage", "cache")
                 dialect.bulk_load(cache, staging, frame)
                 self.rows_read += frame.height
                 if updated_at is not None:
                     loaded_max = watermark.later(loaded_max, frame.get_column(updated_at).max())
                 self.log(f"{self.table.name}: {self.rows_read:,} rows read and staged")
-                self.phase = "read"
+                self._at("read", "source")
                 frame = next(batches, None)
         return loaded_max
 
@@ -386,7 +438,7 @@ class _Sync:
     ) -> audit.Outcome:
         """The one transaction readers notice: swap or merge, and close the sync_log row."""
         table = self.table
-        self.phase = "swap" if plan.mode == FULL else "merge"
+        self._at("swap" if plan.mode == FULL else "merge", "cache")
         with dialect.write_transaction(cache):
             if not exists:
                 target.create(cache)
@@ -432,7 +484,7 @@ class _Sync:
         """The catalog's post-processing, `{table}` standing for the quoted cache table."""
         if not self.table.post_sql:
             return
-        self.phase = "post_sql"
+        self._at("post_sql", "cache")
         quoted = cache.dialect.identifier_preparer.format_table(target)
         for statement in self.table.post_sql:
             cache.execute(sa.text(statement.replace("{table}", quoted)))
@@ -474,16 +526,22 @@ class _Sync:
         }
         return source.with_types(types)
 
-    def _record_failure(self, engine: sa.Engine, dialect: Dialect, attempt: int, err: BaseException) -> None:
-        text = redact(describe_error(err, phase=self.phase), self.secrets)
+    def _record_end(self, engine: sa.Engine, dialect: Dialect, attempt: int, err: BaseException) -> None:
+        """Close the attempt as failed, or as cancelled when `err` is an interrupt (no Exception:
+        KeyboardInterrupt, SystemExit, Dagster's DagsterExecutionInterruptedError)."""
+        if is_interrupt(err):
+            status, text = audit.CANCELLED, self.cancellation()
+        else:
+            status = audit.FAILED
+            connection = self.connections[self.side] if self.side and not isinstance(err, SyncError) else None
+            text = redact(describe_error(err, phase=self.phase, connection=connection), self.secrets)
         try:
             with engine.connect() as conn, dialect.write_transaction(conn):
-                audit.fail(conn, attempt, error=text, mode=self.mode, rows_read=self.rows_read)
+                audit.fail(conn, attempt, error=text, mode=self.mode, rows_read=self.rows_read, status=status)
         except sa.exc.SQLAlchemyError as audit_err:
             # The cache itself is unreachable; the next sync marks this attempt abandoned.
-            self.log(
-                f"{self.table.name}: could not record the failure in sync_log: {type(audit_err).__name__}"
-            )
+            name = type(audit_err).__name__
+            self.log(f"{self.table.name}: could not record the {status} attempt in sync_log: {name}")
 
 
 def _mapped(
@@ -503,12 +561,15 @@ def _error_class(err: BaseException) -> type[SyncError]:
     return SyncTransientError if is_transient(err) else SyncError
 
 
-def describe_error(err: BaseException, *, phase: str | None) -> str:
-    """One line for sync_log and the UI: the driver's message without the SQL statement."""
+def describe_error(err: BaseException, *, phase: str | None, connection: str | None = None) -> str:
+    """One line for sync_log and the UI: the driver's message without the SQL statement, after the
+    phase and the connection it happened on, when known."""
     if isinstance(err, sa.exc.DBAPIError) and err.orig is not None:
         text = f"{type(err.orig).__name__}: {str(err.orig).strip()}"
     elif isinstance(err, SyncError):
         text = str(err)
     else:
         text = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+    if connection:
+        text = f"{connection}: {text}"
     return f"{phase} phase: {text}" if phase else text

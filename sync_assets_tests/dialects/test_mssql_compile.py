@@ -12,6 +12,7 @@ from sqlalchemy.dialects import mssql, sqlite
 
 from sync_assets.catalog.models import TableSpec
 from sync_assets.dialects import get_dialect, odbc
+from sync_assets.dialects.base import Timeouts
 from sync_assets.dialects.ddl import AddColumn
 from sync_assets.dialects.merge import Merge
 from sync_assets.dialects.mssql import (
@@ -517,6 +518,85 @@ def test_transient_errors_by_sqlstate_and_error_number(cls_name, state, message,
     assert DIALECT.is_transient(error) is transient
     wrapped = sa.exc.DBAPIError.instance("SELECT 1", None, error, Exception)
     assert DIALECT.is_transient(wrapped) is transient
+
+
+@pytest.mark.parametrize(
+    ("state", "message"),
+    [
+        (
+            "28000",
+            "[28000] [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]Login failed for user 'jde'. (18456) (SQLDriverConnect)",
+        ),
+        (
+            "28000",
+            "[28000] [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]Login failed for user 'jde'. Reason: The account is disabled. (18470) (SQLDriverConnect)",
+        ),
+        ("42000", "[42000] [FreeTDS][SQL Server]Login failed for user 'jde'. (18456) (SQLDriverConnect)"),
+        (
+            "28000",
+            "[28000] [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]Login failed for user 'jde' because the account is currently locked out. The system administrator can unlock it. (18486) (SQLDriverConnect)",
+        ),
+        (
+            "28000",
+            "[28000] [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]Login failed for user 'jde'. Reason: The password of the account has expired. (18487) (SQLDriverConnect)",
+        ),
+        (
+            "28000",
+            "[28000] [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]Login failed for user 'jde'. Reason: The password of the account must be changed. (18488) (SQLDriverConnect)",
+        ),
+        (
+            "42000",
+            "[42000] [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]The SELECT permission was denied on the object 'F4801', database 'JDE', schema 'PRODDTA'. (229) (SQLExecDirectW)",
+        ),
+        # A connection SQLSTATE, retried on its own, around a refused login.
+        (
+            "08001",
+            "[08001] [FreeTDS][SQL Server]Unable to connect to data source (0) (SQLDriverConnect); [42000] [FreeTDS][SQL Server]Login failed for user 'jde'. (18456)",
+        ),
+        ("08S01", "[08S01] [FreeTDS][SQL Server]Login incorrect. (20014) (SQLDriverConnect)"),
+    ],
+    ids=[
+        "login-failed",
+        "disabled",
+        "freetds-42000",
+        "locked-out",
+        "expired",
+        "must-change",
+        "permission",
+        "08001-wrapped",
+        "freetds-login-incorrect",
+    ],
+)
+def test_refused_logins_and_permissions_are_never_retried(state, message):
+    error = _pyodbc_error("Error", state, message)
+    wrapped = sa.exc.DBAPIError.instance("connect", None, error, Exception)
+    for err in (error, wrapped):
+        assert DIALECT.is_permanent(err) and not DIALECT.is_transient(err)
+
+
+def test_cannot_open_database_stays_transient():
+    """4060 comes after the password was accepted, and Azure SQL returns it while a database
+    fails over (SqlClient retries it too): retried, with 18456 beside it or not."""
+    message = (
+        '[42000] [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]Cannot open database "JDE" '
+        "requested by the login. The login failed. (4060) (SQLDriverConnect); [28000] [Microsoft][ODBC "
+        "Driver 18 for SQL Server][SQL Server]Login failed for user 'jde'. (18456)"
+    )
+    error = _pyodbc_error("Error", "42000", message)
+    assert DIALECT.is_transient(error) and not DIALECT.is_permanent(error)
+
+
+def test_login_timeout_and_keepalive_by_driver():
+    timeouts = Timeouts(connect=30, keepalive=45)
+    microsoft = sa.make_url("mssql+pyodbc://u@h/db?driver=ODBC+Driver+18+for+SQL+Server")
+    assert DIALECT.engine_options(microsoft, role="cache", timeouts=timeouts) == {
+        "connect_args": {"timeout": 30, "APP": "sync_assets cache", "KeepAlive": 45, "KeepAliveInterval": 1}
+    }
+    # FreeTDS turns keep-alive on by itself and has no keyword for it.
+    freetds = sa.make_url("mssql+pyodbc://u@h/db?driver=FreeTDS")
+    assert DIALECT.engine_options(freetds, role="source", timeouts=timeouts) == {
+        "connect_args": {"timeout": 30, "APP": "sync_assets source"}
+    }
 
 
 def test_native_numbers_come_only_from_the_diagnostic_suffix():

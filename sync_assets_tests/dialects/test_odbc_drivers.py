@@ -1,4 +1,5 @@
-"""odbc.py against real ODBC drivers: psqlODBC for loading, FreeTDS for error classification."""
+"""odbc.py against real ODBC drivers: psqlODBC for loading, FreeTDS for error classification and
+timeouts (against a TDS peer that refuses logins, and a server that never answers)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,15 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from sync_assets.dialects import get_dialect, odbc
-from sync_assets_tests.helpers import free_port
+from sync_assets.dialects.base import Timeouts, is_transient
+from sync_assets.dialects.deadline import LoginTimeout
+from sync_assets_tests.helpers import free_port, silent_server
+from sync_assets_tests.tds import ServerMessage, refusing_tds_server
 
 INSTALL_HINT = "apt-get install unixodbc odbc-postgresql"
 PSQLODBC = "PostgreSQL Unicode"
 MAX_DECIMAL = Decimal("9999999999999999999999999999.9999999999")
+TIMEOUTS = Timeouts(connect=2, keepalive=60)
 
 
 def _pyodbc():
@@ -194,3 +199,89 @@ def test_connection_refused_through_freetds_is_transient():
     assert caught.value.orig.args[0].startswith("08")
     assert dialect.is_transient(caught.value)
     assert dialect.is_transient(caught.value.orig)
+
+
+def _freetds():
+    pyodbc = _pyodbc()
+    if "FreeTDS" not in pyodbc.drivers():
+        pytest.skip("FreeTDS not installed: apt-get install unixodbc tdsodbc")
+    return pyodbc
+
+
+def _refused_login(kind: str, messages: list[ServerMessage]) -> sa.exc.DBAPIError:
+    """The error the real FreeTDS driver raises when the server refuses the login with `messages`,
+    through an engine made with the dialect's own options (login timeout, APP)."""
+    _freetds()
+    tds_version = "7.4" if kind == "mssql" else "5.0"
+    dialect = get_dialect(kind)
+    with refusing_tds_server(messages, tds_version=tds_version) as port:
+        url = sa.URL.create(
+            f"{kind}+pyodbc",
+            username="sync",
+            password="secret",
+            host="127.0.0.1",
+            port=port,
+            database="erp",
+            query={"driver": "FreeTDS", "TDS_Version": tds_version},
+        )
+        engine = sa.create_engine(url, **dialect.engine_options(url, role="source", timeouts=TIMEOUTS))
+        dialect.prepare_engine(engine, role="source")
+        try:
+            with pytest.raises(sa.exc.DBAPIError) as caught:
+                engine.connect()
+        finally:
+            engine.dispose()
+    return caught.value
+
+
+@pytest.mark.parametrize(
+    ("kind", "number", "text"),
+    [
+        ("mssql", 18456, "Login failed for user 'sync'."),
+        ("mssql", 18486, "Login failed for user 'sync' because the account is currently locked out."),
+        ("mssql", 18487, "Login failed for user 'sync'. Reason: The password of the account has expired."),
+        ("sybase", 4002, "Login failed."),
+    ],
+    ids=["mssql-login-failed", "mssql-locked-out", "mssql-password-expired", "ase-login-failed"],
+)
+def test_a_refused_login_through_freetds_is_permanent(kind, number, text):
+    """A wrong password must fail once: retrying it locks service accounts (sync_assets issue 10)."""
+    error = _refused_login(kind, [ServerMessage(number, text)])
+    assert f"({number})" in str(error.orig)
+    dialect = get_dialect(kind)
+    assert dialect.is_permanent(error) and not dialect.is_transient(error)
+    assert not is_transient(error)  # whichever dialects are loaded
+
+
+def test_azure_database_unavailable_sent_with_login_failed_stays_transient():
+    """Azure SQL refuses logins to a database that fails over with 40613 and 18456 together."""
+    error = _refused_login(
+        "mssql",
+        [
+            ServerMessage(40613, "Database 'erp' on server 'x' is not currently available.", severity=17),
+            ServerMessage(18456, "Login failed for user 'sync'."),
+        ],
+    )
+    assert "(40613)" in str(error.orig)
+    assert get_dialect("mssql").is_transient(error)
+
+
+@pytest.mark.parametrize("kind", ["mssql", "sybase"])
+def test_a_server_that_never_answers_the_login_times_out_as_transient(kind):
+    """The login timeout reaches FreeTDS; over TDS 5.0 FreeTDS then waits for ever on its logout,
+    which the dialect's own deadline ends (dialects/deadline.py)."""
+    _freetds()
+    dialect = get_dialect(kind)
+    tds_version = "7.4" if kind == "mssql" else "5.0"
+    with silent_server() as port:
+        url = sa.make_url(
+            f"{kind}+pyodbc://sync:secret@127.0.0.1:{port}/erp?driver=FreeTDS&TDS_Version={tds_version}"
+        )
+        engine = sa.create_engine(url, **dialect.engine_options(url, role="source", timeouts=TIMEOUTS))
+        dialect.prepare_engine(engine, role="source")
+        try:
+            with pytest.raises((sa.exc.DBAPIError, LoginTimeout)) as caught:
+                engine.connect()
+        finally:
+            engine.dispose()
+    assert dialect.is_transient(caught.value) and not dialect.is_permanent(caught.value)

@@ -15,6 +15,8 @@ from sqlalchemy.dialects import oracle
 
 from sync_assets.catalog.models import TableSpec
 from sync_assets.dialects import get_dialect
+from sync_assets.dialects.base import Timeouts
+from sync_assets.dialects.deadline import LoginTimeout
 from sync_assets.dialects.oracle import (
     Timestamp,
     _case_insensitive,
@@ -26,7 +28,7 @@ from sync_assets.dialects.oracle import (
 from sync_assets.errors import ColumnNotFound, UnsupportedType
 from sync_assets.sync.source import Source, _check_columns, source_columns
 from sync_assets.sync.types import ColumnType, Kind, polars_dtype
-from sync_assets_tests.helpers import free_port
+from sync_assets_tests.helpers import free_port, silent_server
 
 DIALECT = get_dialect("oracle")
 ORACLE = oracle.dialect()
@@ -276,12 +278,35 @@ def test_transient_oracle_errors(message, code):
     ("message", "code"),
     [
         ("ORA-00942: table or view does not exist", 942),
-        ("ORA-01017: invalid username/password; logon denied", 1017),
         ("ORA-01722: invalid number", 1722),
     ],
 )
 def test_permanent_oracle_errors(message, code):
-    assert not DIALECT.is_transient(sa.exc.DatabaseError("SELECT 1", {}, error(message, code)))
+    err = sa.exc.DatabaseError("SELECT 1", {}, error(message, code))
+    assert not DIALECT.is_transient(err) and not DIALECT.is_permanent(err)
+
+
+@pytest.mark.parametrize(
+    ("message", "code"),
+    [
+        ("ORA-01017: invalid credential or not authorized; logon denied", 1017),
+        ("ORA-28000: The account is locked.", 28000),
+        ("ORA-28001: the password has expired", 28001),
+        ("ORA-01045: Login denied. User JDE lacks CREATE SESSION privilege.", 1045),
+        ("ORA-01005: null password given; logon denied", 1005),
+        ("ORA-28040: No matching authentication protocol", 28040),
+        ("ORA-01031: insufficient privileges", 1031),
+        ("DPY-4001: no credentials specified", 0),
+        ("DPY-3015: password verifier type 0x939 is not supported by python-oracledb in thin mode", 0),
+    ],
+)
+def test_refused_logins_and_privileges_are_never_retried(message, code):
+    """Even where oracledb marks the error recoverable, a refused login is not retried: repeated
+    bad logins lock the JDE service account (sync_assets issue 10)."""
+    for recoverable in (False, True):
+        err = oracledb.OperationalError(_Error(message, code=code, isrecoverable=recoverable))
+        assert DIALECT.is_permanent(err) and not DIALECT.is_transient(err)
+        assert not DIALECT.is_transient(sa.exc.OperationalError("connect", {}, err))
 
 
 def test_a_refused_connection_from_the_real_driver_is_transient():
@@ -292,8 +317,44 @@ def test_a_refused_connection_from_the_real_driver_is_transient():
     assert DIALECT.is_transient(caught.value)
 
 
-def test_session_is_named_and_thin():
-    assert DIALECT.engine_options(sa.make_url("oracle+oracledb://u@h/?service_name=x"), role="source") == {
-        "connect_args": {"program": "sync_assets source"}
+def test_session_is_named_thin_and_bounded():
+    options = DIALECT.engine_options(
+        sa.make_url("oracle+oracledb://u@h/?service_name=x"),
+        role="source",
+        timeouts=Timeouts(connect=30, keepalive=90),
+    )
+    # expire_time is in minutes, rounded up.
+    assert options == {
+        "connect_args": {"program": "sync_assets-source", "tcp_connect_timeout": 30, "expire_time": 2}
     }
     assert oracledb.is_thin_mode()
+
+
+def _engine(port: int, timeouts: Timeouts) -> sa.Engine:
+    """An engine made as the resource makes it: the dialect's options and connection hooks."""
+    url = sa.make_url(f"oracle+oracledb://u:p@127.0.0.1:{port}/?service_name=free")
+    engine = sa.create_engine(url, **DIALECT.engine_options(url, role="source", timeouts=timeouts))
+    DIALECT.prepare_engine(engine, role="source")
+    return engine
+
+
+def test_the_engine_options_reach_the_real_driver():
+    """A refused port through the dialect's engine: oracledb takes every option (a `program` with a
+    space was refused as DPY-3029 before any connection was tried) and reports DPY-6005."""
+    engine = _engine(free_port(), Timeouts(connect=5, keepalive=60))
+    with pytest.raises(sa.exc.DBAPIError) as caught:
+        engine.connect()
+    engine.dispose()
+    assert caught.value.orig.args[0].full_code == "DPY-6005"
+    assert DIALECT.is_transient(caught.value)
+
+
+def test_a_server_that_never_answers_the_login_times_out_as_transient():
+    """tcp_connect_timeout bounds only the TCP connect (python-oracledb issue 451); the dialect's
+    deadline bounds the login, so a listener that never answers cannot hang the sync."""
+    with silent_server() as port:
+        engine = _engine(port, Timeouts(connect=1, keepalive=60))
+        with pytest.raises(LoginTimeout) as caught:
+            engine.connect()
+        engine.dispose()
+    assert DIALECT.is_transient(caught.value) and not DIALECT.is_permanent(caught.value)

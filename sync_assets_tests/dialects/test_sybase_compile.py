@@ -11,6 +11,7 @@ from sqlalchemy_sybase import base as ase
 
 from sync_assets.catalog.models import TableSpec
 from sync_assets.dialects import get_dialect
+from sync_assets.dialects.base import Timeouts
 from sync_assets.dialects.sybase import (
     BIGDATETIME,
     BIGTIME,
@@ -27,6 +28,7 @@ from sync_assets.sync.types import ColumnType, Kind
 from sync_assets_tests.helpers import free_port
 
 DIALECT = get_dialect("sybase")
+TIMEOUTS = Timeouts(connect=30, keepalive=60)
 ASE = sa.create_engine("sybase+pyodbc://sync@cms_dsn/cms?driver=FreeTDS").dialect  # pyodbc: qmark binds
 teach_reflection(ASE)
 
@@ -209,7 +211,6 @@ def test_transient_ase_errors(state, message):
     ("state", "message"),
     [
         ("42S02", "[42S02] [FreeTDS][SQL Server]orders not found. (208) (SQLExecDirectW)"),
-        ("28000", "[28000] [FreeTDS][SQL Server]Login failed. (4002) (SQLDriverConnect)"),
         ("22003", "[22003] [FreeTDS][SQL Server]Arithmetic overflow (247) (SQLFetch); [01000] note (12055)"),
     ],
 )
@@ -217,10 +218,31 @@ def test_permanent_ase_errors(state, message):
     assert not DIALECT.is_transient(sa.exc.DBAPIError("SELECT 1", {}, odbc_error(state, message)))
 
 
+@pytest.mark.parametrize(
+    ("state", "message"),
+    [
+        ("28000", "[28000] [FreeTDS][SQL Server]Login failed. (4002) (SQLDriverConnect)"),
+        ("42000", "[42000] [FreeTDS][SQL Server]Login failed.\n (4002) (SQLDriverConnect)"),
+        # Wrapped in a connection SQLSTATE, which alone would be retried.
+        (
+            "08001",
+            "[08001] [FreeTDS][SQL Server]Unable to connect to data source (0) (SQLDriverConnect); "
+            "[42000] [FreeTDS][SQL Server]Login failed. (4002)",
+        ),
+        ("08001", "[08001] [FreeTDS][SQL Server]Login incorrect. (20014) (SQLDriverConnect)"),
+    ],
+    ids=["28000", "42000", "08001-wrapped", "freetds-login-incorrect"],
+)
+def test_refused_logins_are_never_retried(state, message):
+    err = sa.exc.DBAPIError("connect", {}, odbc_error(state, message))
+    assert DIALECT.is_permanent(err) and not DIALECT.is_transient(err)
+
+
 def test_engine_names_its_session_and_bounds_the_login():
-    assert DIALECT.engine_options(sa.make_url("sybase+pyodbc://u@h/db"), role="source") == {
-        "connect_args": {"timeout": 30, "APP": "sync_assets source"}
-    }
+    options = DIALECT.engine_options(
+        sa.make_url("sybase+pyodbc://u@h/db"), role="source", timeouts=Timeouts(connect=12.5, keepalive=60)
+    )
+    assert options == {"connect_args": {"timeout": 13, "APP": "sync_assets source"}}
 
 
 def test_a_closed_port_through_pyodbc_and_freetds_is_transient():
@@ -237,7 +259,7 @@ def test_a_closed_port_through_pyodbc_and_freetds_is_transient():
         database="cms",
         query={"driver": "FreeTDS", "TDS_Version": "5.0"},
     )
-    engine = sa.create_engine(url, **DIALECT.engine_options(url, role="source"))
+    engine = sa.create_engine(url, **DIALECT.engine_options(url, role="source", timeouts=TIMEOUTS))
     DIALECT.prepare_engine(engine, role="source")
     try:
         with pytest.raises(sa.exc.DBAPIError) as caught:
