@@ -321,6 +321,13 @@ class FlakyProxy:
         self.tcp = (upstream.host or "127.0.0.1", upstream.port or 5432)
         self.server = socket.create_server(("127.0.0.1", 0))
         self.port = self.server.getsockname()[1]
+        self.url = sa.URL.create(  # the upstream database, reached through this proxy
+            "postgresql+psycopg",
+            username=upstream.username,
+            host="127.0.0.1",
+            port=self.port,
+            database=upstream.database,
+        )
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:

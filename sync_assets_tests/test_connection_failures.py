@@ -252,17 +252,10 @@ def test_the_fast_paths_own_connections_time_out_too(tmp_path, monkeypatch, make
     create_source(source_url, [order_row(i) for i in range(1, 51)])
     proxy = FlakyProxy(source_url, drops=0, answered=1)
     try:
-        via_proxy = sa.URL.create(
-            "postgresql+psycopg",
-            username=source_url.username,
-            host="127.0.0.1",
-            port=proxy.port,
-            database=source_url.database,
-        )
         harness = make_harness(
             tmp_path,
             monkeypatch,
-            source_url=via_proxy,
+            source_url=proxy.url,
             cache_url=cache_url,
             tables=[ORDERS],
             connection={"connect_timeout": "2s", "retries": {"max_retries": 0}},

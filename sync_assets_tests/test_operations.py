@@ -36,17 +36,10 @@ def test_dropped_connection_is_retried_and_succeeds(tmp_path, monkeypatch, make_
     create_source(source_url, [order_row(i) for i in range(1, 101)])
     proxy = FlakyProxy(source_url)
     try:
-        via_proxy = sa.URL.create(
-            "postgresql+psycopg",
-            username=source_url.username,
-            host="127.0.0.1",
-            port=proxy.port,
-            database=source_url.database,
-        )
         harness = make_harness(
             tmp_path,
             monkeypatch,
-            source_url=via_proxy,
+            source_url=proxy.url,
             cache_url=cache_url,
             tables=[ORDERS],
             connection=FAST_RETRIES,
