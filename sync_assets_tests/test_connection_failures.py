@@ -289,3 +289,46 @@ def test_libpq_gets_the_catalog_timeouts_unless_the_url_sets_its_own():
     own = sa.make_url("postgresql+psycopg://u@erp/jde?connect_timeout=5&keepalives=0")
     args = PG.engine_options(own, role="cache", timeouts=timeouts)["connect_args"]
     assert "connect_timeout" not in args and "keepalives" not in args, "the URL's own settings win"
+
+
+@pytest.mark.parametrize("cache_kind", ["sqlite", "postgresql"])
+def test_a_psycopg2_source_url_takes_the_fast_paths_too(tmp_path, monkeypatch, make_database, cache_kind):
+    """The ADBC reader (into SQLite) and the server copy (into PostgreSQL) open connections of
+    their own with the timeouts of the sync's connection, whichever driver that one uses."""
+    source_url, cache_url = make_database("postgresql"), make_database(cache_kind)
+    create_source(source_url, [order_row(i) for i in range(1, 101)])
+    harness = make_harness(
+        tmp_path,
+        monkeypatch,
+        source_url=source_url.set(drivername="postgresql+psycopg2"),
+        cache_url=cache_url,
+        tables=[ORDERS],
+        connection={"connect_timeout": "7s"},
+    )
+    result = harness.sync("orders", "mass")
+    assert result.success, failure_message(result)
+    assert read_rows(cache_url, "orders") == read_rows(source_url, "orders")
+
+
+def test_connection_names_in_messages_show_no_query_secrets(tmp_path, monkeypatch, make_database):
+    """A driver option in the URL's query can be a secret (`sslpassword`, an ODBC `PWD=` inside
+    `odbc_connect`): the connection is named by driver, user, host, port and database only."""
+    cache_url = make_database("sqlite")
+    secret = "Query-Secret-77f1"
+    port = free_port()
+    refused = f"postgresql+psycopg://reader@127.0.0.1:{port}/erp?sslpassword={secret}"
+    harness = make_harness(
+        tmp_path,
+        monkeypatch,
+        source_url=cache_url,
+        cache_url=cache_url,
+        tables=[ORDERS],
+        connection={"retries": {"max_retries": 0}},
+    )
+    monkeypatch.setenv("SYNC_TEST_SOURCE_URL", refused)
+    result = harness.sync("orders", "mass")
+    message = failure_message(result)
+    assert f"source connection 'src' (postgresql+psycopg://reader@127.0.0.1:{port}/erp)" in message
+    (row,) = sync_log_rows(cache_url, "orders")
+    assert secret not in message and secret not in row["error"]
+    assert not any(secret in (e.user_message or "") for e in harness.instance.all_logs(result.run_id))

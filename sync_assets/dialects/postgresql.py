@@ -297,8 +297,10 @@ def libpq_timeouts(timeouts: Timeouts) -> dict[str, int]:
 def connection_timeouts(conn: sa.Connection) -> dict[str, str]:
     """The timeouts the sync's own connection to this server was opened with, for the further
     connections the fast paths open to it (the ADBC reader, the source side of a copy)."""
-    parameters = conn.connection.driver_connection.info.get_parameters()  # type: ignore[union-attr]
-    return {k: v for k, v in parameters.items() if k in TIMEOUT_PARAMETERS}
+    raw: Any = conn.connection.driver_connection
+    # psycopg 3 reports them through `info`; a `postgresql+psycopg2://` URL gives psycopg2's.
+    getter = getattr(raw.info, "get_parameters", None) or raw.get_dsn_parameters
+    return {k: v for k, v in getter().items() if k in TIMEOUT_PARAMETERS}
 
 
 def _diagnostics(error: BaseException) -> tuple[str | None, bool, str] | None:

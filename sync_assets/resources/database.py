@@ -61,14 +61,18 @@ class SqlDatabase(dg.ConfigurableResource):
         return [str(password)] if password else []
 
     def display_url(self, *, table: str | None = None) -> str:
-        return self.resolved_url(table=table).render_as_string(hide_password=True)
+        """Driver, user, host, port and database: never the password nor the query, where drivers
+        take further secrets (`odbc_connect=...PWD=...`, `sslpassword`)."""
+        url = self.resolved_url(table=table)
+        return url.set(password=None, query={}).render_as_string(hide_password=False)
 
     def describe(self, role: Role, *, table: str | None = None) -> str:
         """How messages name this connection: "source connection 'jde' (postgresql://alice@host/erp)"."""
         try:
             shown = self.display_url(table=table)
         except SyncError:
-            shown = self.url  # an unset ${VAR}: the template, which holds no secret
+            # An unset ${VAR}: the template, which holds no secret; a literal URL is not shown.
+            shown = self.url if placeholders.has_placeholders(self.url) else "the configured URL"
         return f"{role} connection '{self.name}' ({shown})"
 
     @contextmanager
