@@ -17,7 +17,9 @@ import psutil
 import pytest
 import sqlalchemy as sa
 import yaml
+from click.testing import CliRunner
 
+from sync_assets.cli import main
 from sync_assets.sync import audit
 from sync_assets_tests.cli import by_row, cli_process, run_cli, status_json
 from sync_assets_tests.helpers import (
@@ -290,6 +292,22 @@ def test_without_dagster_home_sync_log_alone_is_shown(setup):
     assert found[("broken", "mass")]["state"] == "failed"
     assert found[("lots", "daily")]["state"] == "never"
     assert result.exit_code == 1
+
+
+def test_an_instance_whose_storage_cannot_be_reached_leaves_sync_log_to_tell(setup, tmp_path):
+    """DAGSTER_HOME names PostgreSQL storage nobody listens on: no traceback, the note says so."""
+    harness, _ = setup
+    assert harness.sync("orders", "mass").success
+    home = tmp_path / "unreachable_home"
+    home.mkdir()
+    url = f"postgresql+psycopg2://dagster@127.0.0.1:{free_port()}/dagster"
+    (home / "dagster.yaml").write_text(yaml.safe_dump({"storage": {"postgres": {"postgres_url": url}}}))
+    runner = CliRunner(env={"SYNC_ASSETS_CATALOG": str(harness.path), "DAGSTER_HOME": str(home)})
+    result = runner.invoke(main, ["status", "--json"])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    assert "Traceback" not in result.output
+    assert f"the Dagster instance in DAGSTER_HOME={home} cannot be opened" in result.stderr
+    assert by_row(json.loads(result.stdout))[("orders", "daily")]["state"] == "ok"
 
 
 @pytest.mark.parametrize("fault", ["unset_variable", "refused"])

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from sync_assets.catalog.models import SYNC_LOG_TABLE, Catalog, TableSpec, UpdateType
 from sync_assets.dialects import Dialect
+from sync_assets.dialects.base import DATABASE_ERRORS
 from sync_assets.errors import SyncError
 from sync_assets.resources.database import SqlDatabase
 from sync_assets.sync import audit, watermark
@@ -102,7 +103,7 @@ def connect(resources: CheckResources, table: TableSpec, *, source: bool) -> Ite
                     opened.cache, cache_dialect, stack.enter_context(engine.connect()), dialect
                 )
             yield opened
-    except (SyncError, sa.exc.SQLAlchemyError) as err:
+    except (SyncError, *DATABASE_ERRORS) as err:
         text = redact(describe_error(err, phase=None), secrets)
         prefix = "" if isinstance(err, SyncError) else f"table '{table.name}': "
         raise dg.Failure(description=f"{prefix}{text}", allow_retries=False) from None

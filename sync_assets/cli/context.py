@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sync_assets.catalog.loader import CATALOG_ENV_VAR, catalog_path, load_catalog
 from sync_assets.catalog.models import Catalog, TableSpec
 from sync_assets.dialects import Dialect, get_dialect
+from sync_assets.dialects.base import DATABASE_ERRORS
 from sync_assets.errors import CatalogError, SyncError
 from sync_assets.resources.database import Role, SqlDatabase
 from sync_assets.sync.redact import redact
@@ -68,7 +69,7 @@ def connected(database: SqlDatabase, *, role: Role) -> Iterator[tuple[sa.Connect
     try:
         with database.engine(role=role) as (engine, dialect), engine.connect() as conn:
             yield conn, dialect
-    except (SyncError, sa.exc.SQLAlchemyError) as err:
+    except (SyncError, *DATABASE_ERRORS) as err:
         raise Unreachable(_named(database, role, err)) from None
 
 
@@ -108,8 +109,9 @@ def dagster_instance(*, without: str, note: Callable[[str], Any]) -> Iterator[dg
         return
     try:
         instance = dg.DagsterInstance.get()
-    except (dg.DagsterError, OSError) as err:
-        note(f"the Dagster instance in DAGSTER_HOME={home} cannot be opened ({err}): {without}")
+    except Exception as err:  # its storage is another system (dagster-postgres raises plain Exceptions)
+        kind = type(err).__name__
+        note(f"the Dagster instance in DAGSTER_HOME={home} cannot be opened ({kind}): {without}")
         yield None
         return
     try:

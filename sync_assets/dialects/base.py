@@ -45,6 +45,11 @@ class Timeouts:
     keepalive: float  # an idle connection is probed after this, so a dead peer is noticed
 
 
+# What talking to a database can raise besides SyncError: SQLAlchemy's errors (drivers' included),
+# and the login deadline of dialects whose driver leaves part of the login unbounded.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (sa.exc.SQLAlchemyError, LoginTimeout)
+
+
 class Dialect:
     """Base behaviour in SQLAlchemy Core; database modules override what differs."""
 

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from sync_assets.catalog.models import Catalog, TableSpec, UpdateType
 from sync_assets.dialects import Dialect
-from sync_assets.dialects.base import is_transient
+from sync_assets.dialects.base import DATABASE_ERRORS, is_transient
 from sync_assets.dialects.upsert import UpsertCounts
 from sync_assets.errors import DataError, SyncCancelled, SyncError, SyncTransientError, UpdateTypeNotAllowed
 from sync_assets.resources.database import SqlDatabase
@@ -113,7 +113,7 @@ def run_sync(
     except BaseException as err:  # before the attempt was recorded: connecting, sync_log
         if is_interrupt(err):
             raise job.cancelled() from err
-        if isinstance(err, sa.exc.SQLAlchemyError):
+        if isinstance(err, DATABASE_ERRORS):
             raise job.error(err) from None
         raise
 
@@ -184,7 +184,7 @@ class _Sync:
                 if is_interrupt(err):
                     raise self.cancelled() from err
                 if not isinstance(err, SyncError):
-                    cause = None if isinstance(err, sa.exc.SQLAlchemyError) else err
+                    cause = None if isinstance(err, DATABASE_ERRORS) else err
                     raise self.error(err) from cause
                 err.args = (f"{err} ({self.update_type.value} sync, {self.phase} phase)",)
                 raise
