@@ -212,3 +212,39 @@ def test_a_blocking_check_failing_after_the_load_is_a_failed_sync_not_a_recovery
 
 def _materialized(result: dg.ExecuteInProcessResult) -> bool:
     return bool(result.get_asset_materialization_events())
+
+
+def test_the_staleness_sensor_leaves_a_check_a_run_is_evaluating_to_that_run(
+    tmp_path, monkeypatch, make_database, make_instance
+):
+    """While a sync's step has a staleness check planned, the sensor records nothing over it (its
+    row would hide the run's own result); once that run ended without a result, the sensor does."""
+    from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluationPlanned
+
+    source_url, cache_url = make_database("sqlite"), make_database("sqlite")
+    harness = make_harness(
+        tmp_path,
+        monkeypatch,
+        source_url=source_url,
+        cache_url=cache_url,
+        tables=[ITEMS],
+        defaults={"schedules": {"daily": "0 3 * * *"}},
+    )
+    instance = harness.instance = make_instance("sqlite")
+    key = dg.AssetKey(["src", "items"])
+    run = dg.DagsterRun(job_name="__ASSET_JOB", run_id="in-progress", status=dg.DagsterRunStatus.STARTED)
+    instance.add_run(run)
+    instance.report_dagster_event(
+        dg.DagsterEvent(
+            event_type_value=dg.DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED.value,
+            job_name=run.job_name,
+            event_specific_data=AssetCheckEvaluationPlanned(asset_key=key, check_name="daily_fresh"),
+        ),
+        run_id=run.run_id,
+    )
+    sensors = Sensors(harness.defs, instance)
+    assert not sensors.tick(FRESHNESS_SENSOR).asset_events, "the run will record it"
+    instance.report_run_failed(run)
+    (recorded,) = sensors.tick(FRESHNESS_SENSOR).asset_events
+    assert (recorded.check_name, recorded.passed) == ("daily_fresh", True)
+    assert not sensors.tick(FRESHNESS_SENSOR).asset_events

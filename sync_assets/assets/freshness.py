@@ -20,8 +20,16 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 from croniter import croniter
 
-# Dagster has no public API for a schedule's running state; the webserver reads it this way.
+# Dagster has no public API for a schedule's running state or a check's executions; its webserver
+# reads them this way.
 from dagster._core.scheduler.instigation import InstigatorStatus, InstigatorType
+from dagster._core.storage.asset_check_execution_record import (
+    COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES as COMPLETED,
+)
+from dagster._core.storage.asset_check_execution_record import (
+    AssetCheckExecutionRecord,
+    AssetCheckExecutionRecordStatus,
+)
 
 from sync_assets.assets.partitions import partitions_for
 from sync_assets.assets.schedules import ScheduleGroup, groups_by_table, schedule_groups
@@ -228,20 +236,32 @@ def schedule_states(
 
 def latest_evaluations(
     instance: dg.DagsterInstance, keys: Sequence[dg.AssetCheckKey]
-) -> dict[dg.AssetCheckKey, dg.AssetCheckEvaluation]:
-    """The latest completed evaluation of each check (any partition), in a few queries.
+) -> dict[dg.AssetCheckKey, dg.AssetCheckEvaluation | None]:
+    """The latest completed evaluation of each check (any partition), in a few queries; None for a
+    check a run that has not finished is evaluating right now (it will record the result itself).
 
     Read from the check-execution index, which every event log storage keeps (run-sharded SQLite
-    included), not by scanning events with a cursor.
+    included), not by scanning events with a cursor. A check left planned by a run that ended
+    without evaluating it (a crash, a failed sync) falls back to its latest completed evaluation.
     """
-    found: dict[dg.AssetCheckKey, dg.AssetCheckEvaluation] = {}
+    found: dict[dg.AssetCheckKey, dg.AssetCheckEvaluation | None] = {}
     storage = instance.event_log_storage
     for start in range(0, len(keys), LOOKUP_BATCH):
         batch = keys[start : start + LOOKUP_BATCH]
-        for key, record in storage.get_latest_asset_check_execution_by_key(batch).items():
-            event = record.event.dagster_event if record.event else None
+        for key, latest in storage.get_latest_asset_check_execution_by_key(batch).items():
+            record: AssetCheckExecutionRecord | None = latest
+            if key not in batch or record is None:
+                continue
+            if record.status is AssetCheckExecutionRecordStatus.PLANNED:
+                run = instance.get_run_by_id(record.run_id)
+                if run is not None and not run.is_finished:
+                    found[key] = None
+                    continue
+                done = storage.get_asset_check_execution_history(key, limit=1, status=COMPLETED)
+                record = done[0] if done else None
+            event = record.event.dagster_event if record and record.event else None
             data = event.event_specific_data if event else None
-            if key in batch and isinstance(data, dg.AssetCheckEvaluation):
+            if isinstance(data, dg.AssetCheckEvaluation):
                 found[key] = data
     return found
 
@@ -270,6 +290,8 @@ def build_freshness_sensor(items: Sequence[Staleness], *, interval_seconds: int 
         recorded = latest_evaluations(context.instance, [item.check_key for item in items])
         events = []
         for item in items:
+            if item.check_key in recorded and recorded[item.check_key] is None:
+                continue  # a sync's step is evaluating it now
             result = item.evaluate(context.instance, schedules=schedules)
             previous = recorded.get(item.check_key)
             if previous is not None and _recorded_state(previous) == result.metadata[STATE_METADATA].value:
