@@ -4,7 +4,6 @@ loads in full; the reset is a sync_log row, honoured until a sync succeeds after
 from __future__ import annotations
 
 import os
-import socket
 from datetime import timedelta
 
 import pytest
@@ -52,7 +51,7 @@ def test_reset_to_a_timestamp_reads_from_it_without_lookback(tmp_path, monkeypat
     assert (reset["update_type"], reset["mode"]) == ("incremental", "incremental")
     assert reset["watermark_to"] == watermark.encode(at) == "2026-03-01 08:00:11.123467"
     assert reset["run_id"].startswith("reset-")
-    assert (reset["host"], reset["pid"]) == (socket.gethostname(), os.getpid()), "the command's process"
+    assert (reset["host"], reset["pid"]) == (audit.HOST, os.getpid()), "the command's process"
     assert reset["started_at"] == reset["finished_at"] and reset["rows_read"] is None
 
     # A sync that fails after the reset leaves it in place.
@@ -123,9 +122,7 @@ def test_reset_refuses_what_it_cannot_do(tmp_path, monkeypatch, make_database):
         )
     engine.dispose()
     message = refused("orders", "--to", "2026-03-01")
-    assert (
-        f"table 'orders' is being synced by run r1 (pid {os.getpid()} on {socket.gethostname()})" in message
-    )
+    assert f"table 'orders' is being synced by run r1 (pid {os.getpid()} on {audit.HOST})" in message
     assert [r for r in sync_log_rows(cache_url) if r["status"] == "reset"] == []
     assert len(sync_log_rows(cache_url)) == len(before) + 1, "only the running attempt was added"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -193,7 +192,7 @@ def test_a_live_attempt_is_running_and_one_whose_process_is_gone_is_abandoned(se
     assert hourly["running"] == [
         {
             "run_id": "live",
-            "host": socket.gethostname(),
+            "host": audit.HOST,
             "pid": os.getpid(),
             "started_at": hourly["running"][0]["started_at"],
         }
@@ -418,7 +417,7 @@ def test_a_real_sync_holding_the_table_is_running_for_a_status_process(setup):
         mass = by_row(json.loads(shown.stdout))[("orders", "mass")]
         assert mass["state"] == "running"
         (attempt,) = mass["running"]
-        assert attempt["host"] == socket.gethostname() and psutil.pid_exists(attempt["pid"])
+        assert attempt["host"] == audit.HOST and psutil.pid_exists(attempt["pid"])
         assert harness.instance.get_run_by_id(attempt["run_id"]) is not None, "the Dagster run's id"
         refused = run_cli("reset", "orders", "--full", catalog=harness.path, instance=harness.instance)
         assert refused.exit_code == 1

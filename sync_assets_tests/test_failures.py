@@ -157,6 +157,36 @@ def test_a_failure_after_the_commit_never_turns_a_succeeded_attempt_into_a_faile
     engine.dispose()
 
 
+def test_an_attempt_this_process_could_not_close_does_not_block_its_next_sync(
+    tmp_path, monkeypatch, make_database
+):
+    """A sync whose failure could not be recorded (the cache was down) leaves its row `running`
+    with this process's pid; the process's next sync of the table closes it as abandoned instead
+    of waiting for itself (execute_in_process runs every step in this process)."""
+    from sync_assets.sync import audit
+
+    source_url, cache_url = make_database("sqlite"), make_database("sqlite")
+    create_source(source_url, [order_row(i) for i in range(1, 11)])
+    harness = make_harness(tmp_path, monkeypatch, source_url=source_url, cache_url=cache_url, tables=[ORDERS])
+    engine = sa.create_engine(cache_url)
+    audit.ensure_table(engine)
+    with engine.begin() as conn:  # as an attempt of this process left it
+        left = audit.start(
+            conn,
+            table="orders",
+            target="orders",
+            source="src",
+            update_type="mass",
+            run_id="r",
+            retention_days=9,
+        )
+    engine.dispose()
+    assert harness.sync("orders", "mass").success
+    log = sync_log_rows(cache_url, "orders")
+    assert [(r["id"], r["status"]) for r in log] == [(left, "failed"), (left + 1, "succeeded")]
+    assert log[0]["error"].startswith("abandoned")
+
+
 def _generate_pg_orders(url: sa.URL, rows: int) -> None:
     """`rows` orders generated inside PostgreSQL, plus a switch that makes the source query fail."""
     engine = sa.create_engine(url)

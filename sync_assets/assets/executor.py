@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import socket
 from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
 
+from sync_assets.sync.audit import HOST, process_exists
+
 WORKER_TAG = "sync_assets/run_worker"
-HOST = socket.gethostname()
 IN_PROGRESS = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
 
 
@@ -121,12 +121,4 @@ def reap_dead_runs(instance: dg.DagsterInstance, *, current_run_id: str | None =
 def _gone(worker: str) -> bool:
     """Whether the worker `host:pid` is a process of this machine that no longer exists."""
     host, _, pid = worker.rpartition(":")
-    if host != HOST or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    return host == HOST and pid.isdigit() and not process_exists(int(pid))

@@ -16,7 +16,19 @@ from sync_assets.dialects.ddl import AddColumn
 
 # `cancelled`: interrupted (Ctrl-C, SIGTERM, a run terminated from the UI); the cache is unchanged.
 RUNNING, SUCCEEDED, FAILED, CANCELLED = "running", "succeeded", "failed", "cancelled"
-HOST = socket.gethostname()
+
+
+def _this_machine() -> str:
+    """This machine as sync_log and run tags name it: its host name, and on Linux its PID
+    namespace, which containers that share the host's name (Docker's host network) do not share."""
+    name = socket.gethostname()
+    try:
+        return f"{name}/pidns:{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return name
+
+
+HOST = _this_machine()
 ABANDONED_MESSAGE = "abandoned: the process running this sync ended before it finished"
 ERROR_MAX_CHARS = 4000
 # Not an attempt: `sync-assets reset` moved where the table's next incremental starts (see last_watermark).
@@ -117,26 +129,14 @@ def start(
     closed as abandoned first; old rows are purged. Call inside a transaction that serialises
     starts (see Dialect.serialize_starts).
     """
-    running = conn.execute(
-        sa.select(
-            sync_log.c.id,
-            sync_log.c.table_name,
-            sync_log.c.source,
-            sync_log.c.host,
-            sync_log.c.pid,
-            sync_log.c.run_id,
-        ).where(
-            sync_log.c.status == RUNNING, sa.or_(sync_log.c.table_name == table, sync_log.c.source == source)
-        )
-    ).all()
-    dead = [row.id for row in running if not is_alive(row, is_run_alive)]
-    if dead:
-        conn.execute(
-            sa.update(sync_log)
-            .where(sync_log.c.id.in_(dead))
-            .values(status=FAILED, finished_at=now(), error=ABANDONED_MESSAGE)
-        )
-    live = [row for row in running if row.id not in dead]
+    # This process is about to sync: an attempt it still has open is an earlier one that could
+    # not record its end (the cache was down), as a process runs one sync at a time.
+    live = _live_attempts(
+        conn,
+        sa.or_(sync_log.c.table_name == table, sync_log.c.source == source),
+        is_run_alive,
+        mine_are_over=True,
+    )
     if same := next((row for row in live if row.table_name == table), None):
         return _being_synced(table, same)
     busy = sum(1 for row in live if row.source == source)
@@ -165,19 +165,57 @@ def _being_synced(table: str, row: sa.Row[Any]) -> Busy:
     return Busy(f"table '{table}' is being synced by run {row.run_id} (pid {row.pid} on {row.host})")
 
 
+def _live_attempts(
+    conn: sa.Connection,
+    which: sa.ColumnElement[bool],
+    is_run_alive: Callable[[str], bool] | None,
+    *,
+    mine_are_over: bool = False,
+) -> list[sa.Row[Any]]:
+    """The running attempts `which` selects whose process may still run them; the others (and,
+    with `mine_are_over`, those of this very process) are closed as abandoned."""
+    running = conn.execute(
+        sa.select(
+            sync_log.c.id,
+            sync_log.c.table_name,
+            sync_log.c.source,
+            sync_log.c.host,
+            sync_log.c.pid,
+            sync_log.c.run_id,
+        ).where(sync_log.c.status == RUNNING, which)
+    ).all()
+    dead = [
+        row.id
+        for row in running
+        if (mine_are_over and row.host == HOST and row.pid == os.getpid()) or not is_alive(row, is_run_alive)
+    ]
+    if dead:
+        conn.execute(
+            sa.update(sync_log)
+            .where(sync_log.c.id.in_(dead))
+            .values(status=FAILED, finished_at=now(), error=ABANDONED_MESSAGE)
+        )
+    return [row for row in running if row.id not in dead]
+
+
 def is_alive(row: sa.Row[Any], is_run_alive: Callable[[str], bool] | None) -> bool:
     """On this machine, whether the process still exists; elsewhere, what Dagster knows of the run."""
-    if row.host == HOST and row.pid is not None:
-        try:
-            os.kill(row.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
     if row.host is None:
         return False  # written before hosts were recorded: nothing can still be running it
+    if row.host == HOST and row.pid is not None:
+        return process_exists(row.pid)
     return is_run_alive(row.run_id) if is_run_alive and row.run_id else True
+
+
+def process_exists(pid: int) -> bool:
+    """Whether a process of this machine has this pid (one of another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def succeed(conn: sa.Connection, attempt: int, outcome: Outcome) -> None:
@@ -269,12 +307,7 @@ def reset(
     Refused while a sync of the table runs: it would overwrite the reset when it succeeds. Call
     inside the transaction that serialises starts (see Dialect.serialize_starts), as start() is.
     """
-    running = conn.execute(
-        sa.select(sync_log.c.id, sync_log.c.host, sync_log.c.pid, sync_log.c.run_id).where(
-            sync_log.c.status == RUNNING, sync_log.c.table_name == table
-        )
-    ).all()
-    if live := next((row for row in running if is_alive(row, is_run_alive)), None):
+    if live := next(iter(_live_attempts(conn, sync_log.c.table_name == table, is_run_alive)), None):
         return _being_synced(table, live)
     at = now()
     row = conn.execute(
