@@ -246,6 +246,14 @@ def test_staleness_warns_then_fails_with_age():
     assert state(old, 15 + 35) is Freshness.FRESH
     stopped = assess(daily, warn, fail, last_success=None, schedule=ScheduleState(False), now=started)
     assert stopped.passed and stopped.state is Freshness.NOT_SCHEDULED
+    # Running, but no start time on record (older instigator states): counted from the last success.
+    since_ever = ScheduleState(running=True, started_at=None)
+    assert (
+        assess(daily, warn, fail, last_success=None, schedule=since_ever, now=started).state
+        is Freshness.STALE
+    )
+    recent = assess(daily, warn, fail, last_success=started - 3600, schedule=since_ever, now=started)
+    assert recent.state is Freshness.FRESH
 
 
 def load_catalog_text(text: str):

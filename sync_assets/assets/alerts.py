@@ -3,8 +3,9 @@
 Both keep a small state in their cursor (what is failing now) and alert on changes only: once
 when a table's sync or a check starts failing, once when it recovers, never for a repeat. Both read
 through storage calls every Dagster instance supports, run-sharded SQLite included: finished runs
-from the run storage, check results from the check-execution index. Two changes between ticks
-collapse into the latest state.
+from the run storage, check results from the check-execution index. The failure sensor reads
+every run that finished since its last tick (from its first tick on); for a check, two changes
+between two ticks collapse into the latest state.
 
 Dagster's own run-failure sensors stay silent when a non-blocking check fails and say nothing
 when a table recovers; open-source Dagster sends no freshness alerts.
@@ -28,6 +29,8 @@ ALERTER_KEY = "sync_alerter"
 FAILURE_SENSOR = "sync_failure_alerts"
 CHECK_SENSOR = "sync_check_alerts"
 RUNS_PER_TICK = 200
+# On the Failure of a sync that was interrupted (Ctrl-C, Terminate): a cancellation, not a failure.
+CANCELLED_METADATA = "sync_assets/cancelled"
 # Runs finishing in the same instant as the cursor are read again and skipped by id.
 OVERLAP = timedelta(seconds=1)
 
@@ -62,7 +65,9 @@ def build_failure_alert_sensor(tables: Mapping[dg.AssetKey, bool]) -> dg.SensorD
         sent = 0
         for record in records:
             run = record.dagster_run
-            if run.run_id in seen:
+            # A run re-tagged after it ended (the run-retry daemon does) shows up again, out of order.
+            ended_before = record.end_time is not None and record.end_time < (since - OVERLAP).timestamp()
+            if run.run_id in seen or ended_before:
                 continue
             if _ours(run, tables):
                 sent += _report(context, sync_alerter, run, tables, by_step, failing)
@@ -106,11 +111,12 @@ def _report(
     synced = {e.asset_key for e in _events(instance, run.run_id, dg.DagsterEventType.ASSET_MATERIALIZATION)}
     errors: dict[dg.AssetKey, str] = {}
     if run.status == dg.DagsterRunStatus.FAILURE:
-        for event in _events(instance, run.run_id, dg.DagsterEventType.STEP_FAILURE):
+        failures = list(_events(instance, run.run_id, dg.DagsterEventType.STEP_FAILURE))
+        for event in failures:
             key = by_step.get(event.step_key or "")
-            if key is not None:
+            if key is not None and not _cancelled(event):
                 errors[key] = _error_text(event)
-        if not errors:  # the run failed around its steps (crashed, reaped): every unsynced table
+        if not failures:  # the run failed around its steps (crashed, reaped): every unsynced table
             message = _run_failure_message(instance, run.run_id)
             errors = {k: message for k in selected if k not in synced}
     sent = 0
@@ -144,6 +150,11 @@ def _run_failure_message(instance: dg.DagsterInstance, run_id: str) -> str:
     for event in _events(instance, run_id, dg.DagsterEventType.RUN_FAILURE):
         return (event.message or "run failed").strip()
     return "run failed"
+
+
+def _cancelled(event: dg.DagsterEvent) -> bool:
+    data = event.step_failure_data.user_failure_data if event.step_failure_data else None
+    return data is not None and CANCELLED_METADATA in (data.metadata or {})
 
 
 def _error_text(event: dg.DagsterEvent) -> str:

@@ -1,10 +1,15 @@
-"""The asset factory: one asset per catalog table, partitioned by update type."""
+"""The asset factory: one asset per catalog table, partitioned by update type when it has a watermark."""
 
 from collections.abc import Iterator, Sequence
 
 import dagster as dg
 
-from sync_assets.assets.alerts import ALERTER_KEY, build_check_alert_sensor, build_failure_alert_sensor
+from sync_assets.assets.alerts import (
+    ALERTER_KEY,
+    CANCELLED_METADATA,
+    build_check_alert_sensor,
+    build_failure_alert_sensor,
+)
 from sync_assets.assets.executor import build_executor
 from sync_assets.assets.freshness import Staleness, build_freshness_sensor, schedule_states, stalenesses
 from sync_assets.assets.metadata import result_metadata
@@ -31,15 +36,19 @@ def build_table_asset(
     catalog: Catalog,
     table: TableSpec,
     translator: SyncAssetTranslator | None = None,
-    staleness: Sequence[Staleness] = (),
+    staleness: Sequence[Staleness] | None = None,
 ) -> dg.AssetsDefinition:
     """The table's sync and all its checks in one op: one step process per table and run.
 
     The checks run right after the sync, in the same process; selected alone (the UI's "Execute
-    checks"), they run without a sync.
+    checks"), they run without a sync. `staleness`: the table's staleness checks, when the caller
+    built every table's at once (`stalenesses`).
     """
     translator = translator or SyncAssetTranslator()
     spec = translator.get_asset_spec(table, catalog)
+    if staleness is None:
+        keys = {t.name: translator.get_asset_key(t) for t in catalog.tables}
+        staleness = stalenesses(catalog, keys)[table.name]
     verification = table_checks(catalog, table, spec.key)
     check_specs = [s.spec for s in staleness] + [c.spec for c in verification]
 
@@ -94,7 +103,7 @@ def _cancelled(table: TableSpec, interrupt: BaseException) -> dg.Failure:
     description = (
         str(interrupt) if isinstance(interrupt, SyncCancelled) else f"table '{table.name}': cancelled"
     )
-    return dg.Failure(description=description, allow_retries=False)
+    return dg.Failure(description=description, allow_retries=False, metadata={CANCELLED_METADATA: True})
 
 
 def _evaluate(check: TableCheck, resources: CheckResources) -> dg.AssetCheckResult:

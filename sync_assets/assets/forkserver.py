@@ -1,5 +1,5 @@
-"""Imported only in the forkserver the step processes fork from (`preload_modules` in
-`executor_for`): that server ignores SIGTERM.
+"""Imported only in the forkserver the step processes fork from (its `preload_modules`, set in
+assets/executor.py): that server ignores SIGTERM.
 
 `kill -TERM` to the process group of a `dagster asset materialize` run killed the forkserver
 (Python's ignores only SIGINT), and Dagster then took every running step for crashed (exit code

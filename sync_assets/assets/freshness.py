@@ -33,7 +33,7 @@ from dagster._core.storage.asset_check_execution_record import (
 
 from sync_assets.assets.partitions import partitions_for
 from sync_assets.assets.schedules import ScheduleGroup, groups_by_table, schedule_groups
-from sync_assets.catalog.models import Catalog, UpdateType
+from sync_assets.catalog.models import FAIL_INTERVALS, WARN_INTERVALS, Catalog, UpdateType
 
 FRESHNESS_SENSOR = "sync_freshness"
 STATE_METADATA = "sync_assets/state"
@@ -95,7 +95,9 @@ def assess(
     kind = group.update_type.value
     if not schedule.running:
         return Assessment(Freshness.NOT_SCHEDULED, f"not scheduled: {group.name} is stopped")
-    due = first_due(group, schedule.started_at or now)
+    # A running schedule with no start time on record (older Dagster states) counts as running
+    # since ever: staleness from its last success alone.
+    due = first_due(group, schedule.started_at) if schedule.started_at is not None else 0.0
     if now < due and (last_success is None or last_success < due):
         when = datetime.fromtimestamp(due, UTC).strftime("%Y-%m-%d %H:%M UTC")
         return Assessment(
@@ -112,6 +114,8 @@ def assess(
         state = Freshness.FRESH
     if last_success is not None and last_success >= due:
         text = f"{state.value}: last {kind} sync {ago} ago"
+    elif schedule.started_at is None:
+        return Assessment(state, f"{state.value}: no successful {kind} sync while {group.name} runs")
     else:
         text = f"{state.value}: no successful {kind} sync since {group.name} was first due, {ago} ago"
     return Assessment(state, text, age_s=round(age, 1))
@@ -204,8 +208,8 @@ def stalenesses(catalog: Catalog, key_of: Mapping[str, dg.AssetKey]) -> dict[str
             Staleness(
                 key_of[table.name],
                 groups[(table.name, update_type)],
-                warn=schedule.interval() * 1.5,
-                fail=schedule.interval() * 3,
+                warn=schedule.interval() * WARN_INTERVALS,
+                fail=schedule.interval() * FAIL_INTERVALS,
                 partitioned=partitions_for(table) is not None,
             )
             for update_type, schedule in table.schedules_for(catalog.defaults).items()

@@ -73,7 +73,9 @@ def schedule_groups(catalog: Catalog) -> list[ScheduleGroup]:
         for update_type, schedule in table.schedules_for(catalog.defaults).items():
             members[(update_type, schedule)].append(table)
     names: dict[str, tuple[UpdateType, Schedule]] = {}
-    for update_type, schedule in members:
+    # In a stable order, so the same catalog always gives the same names (a running schedule's
+    # state is stored under its name).
+    for update_type, schedule in sorted(members, key=lambda k: (k[0].value, k[1].cron, str(k[1].timezone))):
         name = _name(catalog, update_type, schedule)
         if name in names:  # two spellings of the same cron read the same
             name += "_" + hashlib.sha256(schedule.cron.encode()).hexdigest()[:6]

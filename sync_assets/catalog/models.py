@@ -30,6 +30,8 @@ from sync_assets.catalog.operations import (
 )
 
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
+# A schedule's sync is late after this many of its intervals without a success, stale after that.
+WARN_INTERVALS, FAIL_INTERVALS = 1.5, 3
 SYNC_LOG_TABLE = "sync_log"
 # Resource keys sync_assets itself (or Dagster) uses besides the connections.
 RESERVED_RESOURCE_KEYS = frozenset({"sync_alerter", "io_manager"})
@@ -235,14 +237,15 @@ class TableSpec(_Strict):
         }
 
     def freshness_for(self, defaults: Defaults) -> Freshness | None:
-        """Explicit windows, else derived from the fastest schedule: warn after 1.5x, fail after 3x."""
+        """Explicit windows, else derived from the fastest schedule as the staleness checks derive
+        theirs (the `source_lag` check fails past the fail window when `max_lag` is not set)."""
         if self.freshness or defaults.freshness:
             return self.freshness or defaults.freshness
         schedules = self.schedules_for(defaults)
         if not schedules:
             return None
         fastest = min(s.interval() for s in schedules.values())
-        return Freshness(warn_after=fastest * 1.5, fail_after=fastest * 3)
+        return Freshness(warn_after=fastest * WARN_INTERVALS, fail_after=fastest * FAIL_INTERVALS)
 
     def lookback_for(self, update_type: UpdateType, defaults: Defaults) -> timedelta:
         if update_type in self.lookback:

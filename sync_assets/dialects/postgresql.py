@@ -2,7 +2,7 @@
 
 Errors are classified by SQLSTATE, except where libpq has none: a connection that fails while it
 opens. libpq keeps the server's reply to the startup packet to itself, so psycopg, psycopg2 and
-ADBC all raise it without a SQLSTATE. There, and only there (`_startup_refusal`), the message
+ADBC all raise it without a SQLSTATE. For an error without one (`_startup_refusal`), the message
 decides: a reply from the server (libpq writes it as `SEVERITY:  text`, e.g. `FATAL:  password
 authentication failed for user "alice"`) is a refusal, permanent, unless it names a server state
 that clears up by itself (starting up, shutting down, in recovery, too many clients); libpq's own

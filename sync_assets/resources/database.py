@@ -63,8 +63,7 @@ class SqlDatabase(dg.ConfigurableResource):
     def display_url(self, *, table: str | None = None) -> str:
         """Driver, user, host, port and database: never the password nor the query, where drivers
         take further secrets (`odbc_connect=...PWD=...`, `sslpassword`)."""
-        url = self.resolved_url(table=table)
-        return url.set(password=None, query={}).render_as_string(hide_password=False)
+        return self.resolved_url(table=table).set(query={}).render_as_string(hide_password=True)
 
     def describe(self, role: Role, *, table: str | None = None) -> str:
         """How messages name this connection: "source connection 'jde' (postgresql://alice@host/erp)"."""

@@ -1,8 +1,8 @@
 """What sync_log tells of each table and update type: last success, last failure, live attempts.
 
-Read in two queries whatever the catalog's size: the latest row id of every (table, update type,
-status, mode), then those rows; plus the rows still marked running, judged alive or abandoned
-as a new sync would judge them (audit.is_alive).
+Read in a few queries whatever the catalog's size: the latest row id of every (table, update
+type, status, mode), those rows (in batches of ids), and the rows still marked running, judged
+alive or abandoned as a new sync would judge them (audit.is_alive).
 """
 
 from __future__ import annotations

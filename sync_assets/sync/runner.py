@@ -97,14 +97,14 @@ def run_sync(
         with contextlib.ExitStack() as engines:
             engines.enter_context(job.interrupts)
             job._at("connect", "source")
-            source_engine, source_dialect = engines.enter_context(
+            source_engine, job.dialects["source"] = engines.enter_context(
                 source_db.engine(role="source", table=table.name)
             )
             job._at("connect", "cache")
-            cache_engine, cache_dialect = engines.enter_context(
+            cache_engine, job.dialects["cache"] = engines.enter_context(
                 cache_db.engine(role="cache", table=table.name)
             )
-            return job.run(source_engine, source_dialect, cache_engine, cache_dialect)
+            return job.run(source_engine, job.dialects["source"], cache_engine, job.dialects["cache"])
     except SyncError as err:
         err.args = (redact(str(err), secrets),)
         raise
@@ -137,6 +137,7 @@ class _Sync:
         self.phase, self.side = "connect", "cache"  # what runs now, and on which connection (None: both)
         self.committed = False
         self.interrupts = InterruptWatch()
+        self.dialects: dict[str, Dialect] = {}  # each side's, once its engine exists
         self.is_run_alive: Callable[[str], bool] | None = None
 
     def _at(self, phase: str, side: Side | None) -> None:
@@ -147,10 +148,16 @@ class _Sync:
     def error(self, err: Exception) -> SyncError:
         """A driver error as one line naming the table, the update type, the phase and the
         connection (SQLAlchemy's carry the whole statement); transient or permanent by its code."""
-        connection = self.connections[self.side] if self.side else None
+        if self.side:
+            connection = self.connections[self.side]
+        else:  # a copy between the two
+            connection = f"{self.connections['source']} to {self.connections['cache']}"
         text = redact(describe_error(err, phase=self.phase, connection=connection), self.secrets)
         msg = f"table '{self.table.name}' ({self.update_type.value}): {text}"
-        return _error_class(err)(msg, table=self.table.name)
+        # The failing side's database decides (one vendor's code can mean another thing elsewhere).
+        dialect = self.dialects.get(self.side) if self.side else None
+        transient = dialect.is_transient(err) if dialect else is_transient(err)
+        return (SyncTransientError if transient else SyncError)(msg, table=self.table.name)
 
     def cancelled(self) -> SyncCancelled:
         msg = f"table '{self.table.name}' ({self.update_type.value}): {self.cancellation()}"
@@ -555,10 +562,6 @@ def _mapped(
         close = getattr(batches, "close", None)
         if close is not None:
             close()
-
-
-def _error_class(err: BaseException) -> type[SyncError]:
-    return SyncTransientError if is_transient(err) else SyncError
 
 
 def describe_error(err: BaseException, *, phase: str | None, connection: str | None = None) -> str:
