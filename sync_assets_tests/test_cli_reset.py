@@ -134,3 +134,40 @@ def test_a_reset_with_an_offset_applies_to_a_naive_watermark_as_utc(tmp_path, mo
     synced = materialization(harness.sync("orders", "daily"))
     assert synced["sync_assets/rows_read"] == ROWS - 10
     assert sync_log_rows(cache_url, "orders")[-1]["watermark_from"] == "2026-03-01 08:00:11.123467"
+
+
+def test_reset_takes_the_watermark_columns_own_type(tmp_path, monkeypatch, make_database):
+    """An integer watermark (a row version) resets to a number; a timestamp for it is refused, as
+    the next incremental could not read it. The source says the column's type."""
+    source_url, cache_url = make_database("sqlite"), make_database("sqlite")
+    engine = sa.create_engine(source_url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("CREATE TABLE versions (id INTEGER PRIMARY KEY, name TEXT, version INTEGER NOT NULL)")
+        )
+        conn.execute(sa.text("INSERT INTO versions VALUES (1, 'a', 10), (2, 'b', 20), (3, 'c', 30)"))
+    engine.dispose()
+    spec = {"name": "versions", "source_table": "versions", "primary_key": ["id"], "updated_at": "version"}
+    harness = make_harness(tmp_path, monkeypatch, source_url=source_url, cache_url=cache_url, tables=[spec])
+    assert harness.sync("versions", "mass").success
+
+    refused = run_cli("reset", "versions", "--to", "2026-03-01 08:00:00", catalog=harness.path, instance=None)
+    assert refused.exit_code == 1
+    assert "--to '2026-03-01 08:00:00' is not a number, and `version` holds integer values" in refused.output
+    assert [r["status"] for r in sync_log_rows(cache_url, "versions")] == ["succeeded"]
+
+    accepted = run_cli("reset", "versions", "--to", "20", catalog=harness.path, instance=None)
+    assert accepted.exit_code == 0, accepted.output
+    daily = harness.sync("versions", "daily")
+    assert daily.success
+    assert materialization(daily)["sync_assets/rows_read"] == 2, "versions 20 and 30"
+    assert sync_log_rows(cache_url, "versions")[-1]["watermark_from"] == "20"
+
+
+def test_reset_says_why_when_the_source_cannot_be_asked(tmp_path, monkeypatch, make_database):
+    harness, _, _ = _harness(tmp_path, monkeypatch, make_database)
+    monkeypatch.delenv("SYNC_TEST_SOURCE_URL")
+    result = run_cli("reset", "orders", "--to", "2026-03-01", catalog=harness.path, instance=None)
+    assert result.exit_code == 1
+    assert "cannot check --to against the source's `updated_at` column" in result.output
+    assert "SYNC_TEST_SOURCE_URL is not set" in result.output

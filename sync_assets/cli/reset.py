@@ -5,11 +5,14 @@ from __future__ import annotations
 import functools
 import uuid
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import click
 
 from sync_assets.assets.factory import resources_for, run_is_alive
+from sync_assets.catalog.models import Catalog, TableSpec
 from sync_assets.cli.context import (
     Unreachable,
     catalog_option,
@@ -19,7 +22,10 @@ from sync_assets.cli.context import (
     load,
     table_named,
 )
+from sync_assets.errors import SyncError
 from sync_assets.sync import audit, watermark
+from sync_assets.sync.source import describe
+from sync_assets.sync.types import Kind
 
 WITHOUT_INSTANCE = "a sync sync_log shows running on another machine is taken as still running"
 
@@ -45,7 +51,7 @@ def reset(table: str, catalog_file: Path | None, to: str | None, full: bool) -> 
             f"table '{table}' has no `updated_at` column: its only sync is the mass, which always loads "
             "in full, so there is no watermark to reset"
         )
-    mark = None if to is None else watermark.encode(_timestamp(to))
+    mark = None if to is None else watermark.encode(_watermark(catalog, spec, to))
     with dagster_instance(without=WITHOUT_INSTANCE, note=lambda text: click.echo(text, err=True)) as instance:
         try:
             with connected(resources_for(catalog)[catalog.cache], role="cache") as (conn, dialect):
@@ -70,8 +76,26 @@ def reset(table: str, catalog_file: Path | None, to: str | None, full: bool) -> 
     click.echo(f"{table}: the next daily or hourly sync {what} (sync_log id {recorded}, status 'reset')")
 
 
-def _timestamp(text: str) -> datetime:
+def _watermark(catalog: Catalog, spec: TableSpec, text: str) -> Any:
+    """`--to` as a value of the table's watermark column, whose type the source says: a reset the
+    next sync could not read would fail every incremental until another reset."""
     try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        fail(f"--to '{text}' is not an ISO 8601 timestamp (for example 2026-03-01 08:00:00)")
+        with connected(resources_for(catalog)[spec.source], role="source") as (conn, dialect):
+            column = describe(conn, spec, dialect).column(str(spec.updated_at))
+    except Unreachable as err:
+        fail(f"cannot check --to against the source's `{spec.updated_at}` column: {err}")
+    except SyncError as err:  # the table or a column the catalog names is not in the source
+        fail(str(err))
+    kind = column.type.kind if column.type is not None else Kind.DATETIME  # a query's: its values decide
+    try:
+        if kind in (Kind.DATETIME, Kind.DATE):
+            value = datetime.fromisoformat(text)
+            return value.date() if kind is Kind.DATE else value
+        parse = {Kind.INTEGER: int, Kind.DECIMAL: Decimal, Kind.FLOAT: float}.get(kind)
+        if parse is None:
+            fail(f"table '{spec.name}': a `{spec.updated_at}` watermark of {column.type} cannot be reset")
+        return parse(text)
+    except (ValueError, ArithmeticError):
+        if kind in (Kind.DATETIME, Kind.DATE):
+            fail(f"--to '{text}' is not an ISO 8601 timestamp (for example 2026-03-01 08:00:00)")
+        fail(f"--to '{text}' is not a number, and `{spec.updated_at}` holds {kind.value} values")
