@@ -366,14 +366,6 @@ _MODULES = {
 _LOADED: dict[str, Dialect] = {}
 
 
-def is_transient(error: BaseException) -> bool:
-    """True if a loaded database module recognises `error` as transient and none as permanent."""
-    dialects = list(_LOADED.values())
-    if any(dialect.is_permanent(error) for dialect in dialects):
-        return False
-    return any(dialect.is_transient(error) for dialect in dialects)
-
-
 def driver_error(error: BaseException) -> BaseException:
     """The driver's own exception inside a SQLAlchemy wrapper, or the error itself."""
     if isinstance(error, sa.exc.DBAPIError) and error.orig is not None:

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from sync_assets.catalog.models import Catalog, TableSpec, UpdateType
 from sync_assets.dialects import Dialect
-from sync_assets.dialects.base import DATABASE_ERRORS, is_transient
+from sync_assets.dialects.base import DATABASE_ERRORS
 from sync_assets.dialects.upsert import UpsertCounts
 from sync_assets.errors import DataError, SyncCancelled, SyncError, SyncTransientError, UpdateTypeNotAllowed
 from sync_assets.resources.database import SqlDatabase
@@ -154,9 +154,10 @@ class _Sync:
             connection = f"{self.connections['source']} to {self.connections['cache']}"
         text = redact(describe_error(err, phase=self.phase, connection=connection), self.secrets)
         msg = f"table '{self.table.name}' ({self.update_type.value}): {text}"
-        # The failing side's database decides (one vendor's code can mean another thing elsewhere).
-        dialect = self.dialects.get(self.side) if self.side else None
-        transient = dialect.is_transient(err) if dialect else is_transient(err)
+        # The failing side's database decides (one vendor's code can mean another thing elsewhere);
+        # a copy runs between two databases of one kind. Before any engine exists: permanent.
+        dialect = self.dialects.get(self.side or "cache")
+        transient = dialect is not None and dialect.is_transient(err)
         return (SyncTransientError if transient else SyncError)(msg, table=self.table.name)
 
     def cancelled(self) -> SyncCancelled:
