@@ -20,8 +20,9 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
+from sync_assets_tests.dagster_dev import demo_home
+
 _counter = itertools.count()
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
@@ -102,16 +103,15 @@ def make_instance(
     made: list[dg.DagsterInstance] = []
 
     def make(kind: str) -> dg.DagsterInstance:
-        home = tmp_path / f"dagster_home_{kind}_{next(_counter)}"
-        home.mkdir()
-        config = yaml.safe_load((ROOT / "dagster.yaml").read_text())
+        home = demo_home(tmp_path / f"dagster_home_{kind}_{next(_counter)}")
         if kind == "postgresql":
+            config = yaml.safe_load((home / "dagster.yaml").read_text())
             url = request.getfixturevalue("make_pg_database")()
             # dagster-postgres needs psycopg2: SQLAlchemy 2.1 gives plain postgresql:// to psycopg 3,
             # under which its NOTIFY statement fails.
             dagster_url = url.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
             config["storage"] = {"postgres": {"postgres_url": dagster_url}}
-        (home / "dagster.yaml").write_text(yaml.safe_dump(config))
+            (home / "dagster.yaml").write_text(yaml.safe_dump(config))
         instance = dg.DagsterInstance.from_config(str(home))
         made.append(instance)
         return instance

@@ -8,7 +8,8 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -26,6 +27,8 @@ from sync_assets.sync.audit import sync_log
 
 BASE_TIME = datetime(2026, 3, 1, 8, 0, 0, 123456)
 ROOT = Path(__file__).resolve().parent.parent
+# The catalog entry of the `orders` source table that create_source makes.
+ORDERS = {"name": "orders", "source_table": "orders", "primary_key": ["id"], "updated_at": "updated_at"}
 
 
 def orders_table(metadata: sa.MetaData, name: str = "orders", *, primary_key: bool = True) -> sa.Table:
@@ -139,14 +142,22 @@ def materialize_cli(
 ) -> subprocess.Popen[str]:
     """`dagster asset materialize` in its own process, on the given catalog and DAGSTER_HOME.
 
-    `partition=None` for mass-only tables, which have no partitions.
+    `partition=None` for mass-only tables, which have no partitions. Its output comes through a
+    pipe, or goes where `stdout=` says.
     """
     env = {**os.environ, "SYNC_ASSETS_CATALOG": str(catalog), "DAGSTER_HOME": str(home)}
     command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "sync_assets.definitions"]
     command += ["--select", select] + (["--partition", partition] if partition else [])
-    return subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen
-    )
+    popen = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True, **popen}
+    return subprocess.Popen(command, env=env, **popen)
+
+
+def wait_until(condition: Callable[[], bool], what: str, *, seconds: float = 180) -> None:
+    """Poll `condition` until it holds: for what will certainly happen, with a generous deadline."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {seconds} s for {what}"
+        time.sleep(0.5)
 
 
 def staging_tables(url: sa.URL) -> list[str]:
@@ -252,8 +263,8 @@ def free_port() -> int:
 
 
 def start_schedule(instance: dg.DagsterInstance, defs: dg.Definitions, name: str, at: datetime) -> None:
-    """Start a schedule as the UI or `dagster schedule start` does, but as of `at` (in the past):
-    a RUNNING instigator state stamped with that start time, which staleness counts from."""
+    """Start a schedule as the UI or `dagster schedule start` does, but as of `at` (in the past, or
+    ahead): a RUNNING instigator state stamped with that start time, which staleness counts from."""
     from dagster._core.remote_representation.external import RemoteRepository
     from dagster._core.remote_representation.external_data import RepositorySnap
     from dagster._core.remote_representation.handle import RepositoryHandle

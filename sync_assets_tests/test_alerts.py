@@ -94,7 +94,7 @@ def test_alerts_fire_once_and_recover_once_tick_after_tick(
     assert not harness.sync("broken", "mass").success
     for _ in range(3):
         sensors.all()
-    assert titles() == [f"Sync failed (mass): broken, run {_last_run(harness.instance, 'broken')}"]
+    assert titles() == [f"Sync failed (mass): broken, run {_failed_run(harness.instance, 'broken')}"]
     assert "broken: table 'broken': source table missing does not exist" in received[0]["text"]
     assert "Failure" not in received[0]["text"]
 
@@ -164,11 +164,12 @@ def test_a_check_failing_before_the_first_tick_is_reported_once(
     assert [r["title"] for r in received] == ["Check warned: src/orders:no_bad_codes"]
 
 
-def _last_run(instance: dg.DagsterInstance, table: str) -> str:
-    (record,) = instance.get_run_records(
-        dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]), limit=1, order_by="update_timestamp"
-    )
-    return record.dagster_run.run_id
+def _failed_run(instance: dg.DagsterInstance, table: str) -> str:
+    """The id of the one failed run that synced `table`."""
+    key = dg.AssetKey(["src", table])
+    failed = instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
+    (run_id,) = [r.dagster_run.run_id for r in failed if key in (r.dagster_run.asset_selection or ())]
+    return run_id
 
 
 def test_a_blocking_check_failing_after_the_load_is_a_failed_sync_not_a_recovery(

@@ -4,30 +4,30 @@ untouched, the table is not wedged, and the next run recovers by itself (no daem
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import time
-from pathlib import Path
 
 import dagster as dg
 import psutil
 import pytest
 
 from sync_assets.assets.executor import WORKER_TAG
+from sync_assets_tests.dagster_dev import demo_home
+from sync_assets_tests.gate import (
+    GATED_DEFAULTS,
+    GATED_TABLE,
+    LAST_ID,
+    Gate,
+    create_gated_source,
+    grow_gated_source,
+    materialize_to_the_gate,
+)
 from sync_assets_tests.helpers import (
-    create_source,
-    grow_source,
     make_harness,
     materialize_cli,
-    order_row,
     read_rows,
     staging_tables,
     sync_log_rows,
 )
-
-ROOT = Path(__file__).resolve().parent.parent
-ORDERS = {"name": "orders", "source_table": "orders", "primary_key": ["id"], "updated_at": "updated_at"}
-BIG = 200_000
 
 
 @pytest.mark.parametrize(
@@ -37,53 +37,45 @@ BIG = 200_000
 def test_sigkill_mid_mass_sync_then_recovery(tmp_path, monkeypatch, make_database, cache_kind, victim):
     """`run`: the whole CLI process group dies (the run worker included), so nothing reports the
     run's end and its pool slot stays claimed until the next run frees it; `step`: only the
-    process running the sync dies, and the run worker retries the step (the connection's retries)."""
-    source_url, cache_url = make_database("sqlite"), make_database(cache_kind)
-    create_source(source_url, [order_row(i) for i in range(1, 501)])
+    process running the sync dies, and the run worker retries the step (the connection's retries).
+    The source's read waits at a gate when the kill comes, so the kill certainly lands mid-read."""
+    source_url, cache_url = make_database("postgresql"), make_database(cache_kind)
+    create_gated_source(source_url)
     harness = make_harness(
         tmp_path,
         monkeypatch,
         source_url=source_url,
         cache_url=cache_url,
-        tables=[ORDERS],
-        defaults={"batch_size": 5000},
+        tables=[GATED_TABLE],
+        defaults=GATED_DEFAULTS,
     )
     assert harness.sync("orders", "mass").success
     before = read_rows(cache_url, "orders")
-    grow_source(source_url, first_id=100_000, rows=BIG)
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")  # pools: one sync per table
+    grow_gated_source(source_url)
+    home = demo_home(tmp_path / "dagster_home")  # the repo's dagster.yaml: pools, one sync per table
 
-    process = materialize_cli(harness.path, home, select="src/orders", start_new_session=True)
-    staged = 0
-    deadline = time.monotonic() + 120
-    assert process.stdout is not None
-    for line in process.stdout:
-        if "rows read and staged" in line:
-            staged += 1
-            if staged == 3:  # well inside the load: 15,000 of 200,500 rows staged
-                break
-        assert time.monotonic() < deadline, "the sync never reported progress"
-    assert staged == 3, "the CLI ended before the sync was under way"
-    steps = psutil.Process(process.pid).children(recursive=True)
-    if victim == "run":
+    output_path = tmp_path / "cli.log"
+    with Gate(source_url) as gate:
+        process = materialize_to_the_gate(harness.path, home, gate, output_path)
+        steps = psutil.Process(process.pid).children(recursive=True)
+        if victim == "step":
+            (running,) = [r for r in sync_log_rows(cache_url, "orders") if r["status"] == "running"]
+            os.kill(running["pid"], signal.SIGKILL)
+            gate.release()  # the retry of the step reads through the gate
+            process.wait(timeout=300)  # the run worker retries the step
+            output = output_path.read_text()
+            assert process.returncode == 0, output[-3000:]
+            assert "STEP_UP_FOR_RETRY" in output and "ChildProcessCrashException" in output
+            log = sync_log_rows(cache_url, "orders")
+            assert [r["status"] for r in log] == ["succeeded", "failed", "succeeded"]
+            assert log[1]["error"].startswith("abandoned")
+            assert read_rows(cache_url, "orders") == read_rows(source_url, "orders")
+            return
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=30)
-    else:
-        (running,) = [r for r in sync_log_rows(cache_url, "orders") if r["status"] == "running"]
-        os.kill(running["pid"], signal.SIGKILL)
-        output, _ = process.communicate(timeout=300)
-        assert process.returncode == 0, output[-3000:]
-        assert "STEP_UP_FOR_RETRY" in output and "ChildProcessCrashException" in output
-        log = sync_log_rows(cache_url, "orders")
-        assert [r["status"] for r in log] == ["succeeded", "failed", "succeeded"]
-        assert log[1]["error"].startswith("abandoned")
-        assert read_rows(cache_url, "orders") == read_rows(source_url, "orders")
-        return
-    # The step processes die with the group; wait for them too, as a DuckDB file stays locked
-    # until its writer is gone.
-    psutil.wait_procs(steps, timeout=30)
+        # The step processes die with the group; wait for them too, as a DuckDB file stays locked
+        # until its writer is gone. Then the gate opens, and the killed read's server query ends.
+        psutil.wait_procs(steps, timeout=30)
 
     assert read_rows(cache_url, "orders") == before, "a killed sync leaves the target unchanged"
     log = sync_log_rows(cache_url, "orders")
@@ -102,7 +94,7 @@ def test_sigkill_mid_mass_sync_then_recovery(tmp_path, monkeypatch, make_databas
     assert read_rows(cache_url, "orders") == read_rows(source_url, "orders")
     log = sync_log_rows(cache_url, "orders")
     assert [r["status"] for r in log] == ["succeeded", "failed", "succeeded"]
-    assert log[2]["rows_read"] == BIG + 500
+    assert log[2]["rows_read"] == LAST_ID
     assert not staging_tables(cache_url)
     with dg.DagsterInstance.from_config(str(home)) as instance:
         runs = {r.dagster_run.run_id: r.dagster_run for r in instance.get_run_records()}

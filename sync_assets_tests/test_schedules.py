@@ -202,7 +202,9 @@ def test_staleness_counts_from_the_first_due_tick_of_a_running_schedule(defs, in
     instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key, partition="hourly"))
     now = datetime.now(UTC)
     start_schedule(instance, defs, "sync_daily", now - timedelta(days=4))  # first due 3 to 4 days ago
-    start_schedule(instance, defs, "sync_hourly", now)  # its first tick is still to come
+    # Started as of half an hour ahead, not now: an hh:05 tick between this start and the sensor's
+    # evaluation would make the first tick a past one. Its first tick is then certainly to come.
+    start_schedule(instance, defs, "sync_hourly", now + timedelta(minutes=30))
     first = _tick(defs, instance)
     evaluations = {(e.asset_key.path[-1], e.check_name): e for e in first.asset_events}
     daily = evaluations[("orders", "daily_fresh")]

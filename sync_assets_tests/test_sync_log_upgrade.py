@@ -8,15 +8,14 @@ import time
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.dialects import oracle, postgresql, sqlite
+import sqlalchemy_sybase
+from sqlalchemy.dialects import mssql, oracle, postgresql, sqlite
 
 from sync_assets.dialects.ddl import AddColumn
 from sync_assets.dialects.duckdb import DuckDBReflectingDialect
 from sync_assets.sync import audit
 from sync_assets.sync.audit import sync_log
-from sync_assets_tests.helpers import create_source, make_harness, order_row, sync_log_rows
-
-ORDERS = {"name": "orders", "source_table": "orders", "primary_key": ["id"], "updated_at": "updated_at"}
+from sync_assets_tests.helpers import ORDERS, create_source, make_harness, order_row, sync_log_rows
 
 
 def create_old_sync_log(url: sa.URL) -> None:
@@ -133,8 +132,11 @@ def test_two_syncs_adding_the_column_at_once_both_go_on(make_database):
         (postgresql.dialect(), "ALTER TABLE sync_log ADD COLUMN rows_unchanged BIGINT"),
         (DuckDBReflectingDialect(), "ALTER TABLE sync_log ADD COLUMN rows_unchanged BIGINT"),
         (oracle.dialect(), "ALTER TABLE sync_log ADD rows_unchanged NUMBER(19)"),
+        # No COLUMN keyword in T-SQL, nor in ASE's Transact-SQL.
+        (mssql.dialect(), "ALTER TABLE sync_log ADD rows_unchanged BIGINT NULL"),
+        (sqlalchemy_sybase.dialect(), "ALTER TABLE sync_log ADD rows_unchanged BIGINT NULL"),
     ],
-    ids=["sqlite", "postgresql", "duckdb", "oracle"],
+    ids=["sqlite", "postgresql", "duckdb", "oracle", "mssql", "sybase"],
 )
 def test_add_column_ddl(dialect, expected):
     assert str(AddColumn(sync_log, sync_log.c.rows_unchanged).compile(dialect=dialect)) == expected
