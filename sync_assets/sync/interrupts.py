@@ -66,6 +66,11 @@ class InterruptWatch:
 
     def _wrap(self, previous: Handler) -> Handler:
         def remember_then_handle(signum: int, frame: FrameType | None) -> Any:
+            # One interrupt ends the sync. A second (the group's signal, then Dagster's forwarded
+            # one) could land while the first unwinds to where the cancellation is recorded, and
+            # cut that short: it adds nothing, and check() raises the first if it was swallowed.
+            if self.pending is not None:
+                return None
             self.pending = signum
             return previous(signum, frame)
 
