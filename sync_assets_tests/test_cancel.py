@@ -15,6 +15,7 @@ import pytest
 from dagster import DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient
 
+from sync_assets.assets.alerts import FAILURE_SENSOR
 from sync_assets_tests.dagster_dev import demo_home, running_dagster_dev
 from sync_assets_tests.gate import (
     GATED_DEFAULTS,
@@ -28,6 +29,7 @@ from sync_assets_tests.gate import (
     staged_batches,
 )
 from sync_assets_tests.helpers import (
+    Harness,
     make_harness,
     materialize_cli,
     read_rows,
@@ -73,7 +75,7 @@ def _only_run(home: Path, seen: set[str]) -> tuple[dg.DagsterRun, list[str]]:
     ids=["sqlite-sigint", "sqlite-sigterm", "postgresql-sigint", "postgresql-sigterm"],
 )
 def test_an_interrupted_cli_sync_is_cancelled_not_retried(
-    tmp_path, monkeypatch, make_database, cache_kind, signum, times
+    tmp_path, monkeypatch, make_database, webhook, cache_kind, signum, times
 ):
     """SIGINT left the row `running` in two of three tries (a second interrupt, the group's
     SIGINT plus Dagster's forwarding, cut the recording short); SIGTERM the same. Repeated (on one
@@ -88,11 +90,15 @@ def test_an_interrupted_cli_sync_is_cancelled_not_retried(
         tables=[GATED_TABLE],
         defaults=GATED_DEFAULTS,
         connection=RETRIES,
+        extra={"alerts": {"webhook_url": "${SYNC_TEST_WEBHOOK}"}},
     )
+    url, alerts = webhook
+    monkeypatch.setenv("SYNC_TEST_WEBHOOK", url)
     assert harness.sync("orders", "mass").success
     before = read_rows(cache_url, "orders")
     grow_gated_source(source_url)
     home, seen = demo_home(tmp_path / "dagster_home"), set()
+    cursor = _failure_alerts(harness, home, cursor=None)  # watching from here on
 
     for attempt in range(1, times + 1):
         with Gate(source_url) as gate:  # released once the CLI and its steps are gone
@@ -112,6 +118,9 @@ def test_an_interrupted_cli_sync_is_cancelled_not_retried(
         # record, so Dagster counts the interrupt as a failure of the run.
         assert run.status == DagsterRunStatus.FAILURE
 
+    _failure_alerts(harness, home, cursor=cursor)
+    assert alerts == [], "a cancelled sync is not a failed one: no alert"
+
     recovery = materialize_cli(harness.path, home, select="src/orders")
     output, _ = recovery.communicate(timeout=300)
     assert recovery.returncode == 0, output[-3000:]
@@ -120,6 +129,19 @@ def test_an_interrupted_cli_sync_is_cancelled_not_retried(
     assert [r["status"] for r in log] == ["succeeded"] + ["cancelled"] * times + ["succeeded"]
     assert log[-1]["rows_read"] == LAST_ID
     assert not staging_tables(cache_url)
+
+
+def _failure_alerts(harness: Harness, home: Path, *, cursor: str | None) -> str | None:
+    """One tick of the failure-alert sensor on the instance under `home`; its new cursor."""
+    defs = harness.defs
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        context = dg.build_sensor_context(
+            instance=instance,
+            cursor=cursor,
+            repository_def=defs.get_repository_def(),
+            resources={"sync_alerter": defs.resources["sync_alerter"]},
+        )
+        return defs.resolve_sensor_def(FAILURE_SENSOR).evaluate_tick(context).cursor
 
 
 def test_a_run_terminated_from_the_ui_is_cancelled_not_retried(tmp_path, monkeypatch, make_database):
