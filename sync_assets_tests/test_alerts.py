@@ -164,6 +164,66 @@ def test_a_check_failing_before_the_first_tick_is_reported_once(
     assert [r["title"] for r in received] == ["Check warned: src/orders:no_bad_codes"]
 
 
+@pytest.mark.parametrize("instance_kind", ["sqlite", "postgresql"])
+def test_a_run_failure_recorded_late_is_still_reported(
+    tmp_path, monkeypatch, make_database, make_instance, webhook, instance_kind
+):
+    """A run whose failure is stamped earlier than runs the sensor has already read (the process
+    that failed it was slow to commit, as on a loaded machine) and re-tagged after (the retry
+    daemon does): reported once all the same. One run end per read, so that ticks page through."""
+    monkeypatch.setattr("sync_assets.assets.alerts.RUNS_PER_TICK", 1)
+    url, received = webhook
+    monkeypatch.setenv("SYNC_TEST_WEBHOOK", url)
+    source_url, cache_url = make_database("sqlite"), make_database("sqlite")
+    create_source(source_url, [order_row(i) for i in range(1, 6)])
+    harness = make_harness(
+        tmp_path,
+        monkeypatch,
+        source_url=source_url,
+        cache_url=cache_url,
+        tables=[ORDERS, BROKEN],
+        extra={"alerts": {"webhook_url": "${SYNC_TEST_WEBHOOK}"}},
+    )
+    instance = harness.instance = make_instance(instance_kind)
+    sensors = Sensors(harness.defs, instance)
+    sensors.tick(FAILURE_SENSOR)
+    assert harness.sync("orders", "mass").success
+    sensors.tick(FAILURE_SENSOR)  # has read a run that ended now
+
+    crashed = dg.DagsterRun(
+        job_name="__ASSET_JOB",
+        run_id="crashed",
+        status=dg.DagsterRunStatus.STARTED,
+        asset_selection=frozenset({dg.AssetKey(["src", "broken"])}),
+        tags={"dagster/partition": "mass"},
+    )
+    instance.add_run(crashed)
+    instance.report_dagster_event(
+        dg.DagsterEvent(
+            event_type_value=dg.DagsterEventType.RUN_FAILURE.value,
+            job_name=crashed.job_name,
+            message="Run execution process for crashed was terminated by signal 9 (SIGKILL).",
+        ),
+        run_id=crashed.run_id,
+        timestamp=(datetime.now(UTC) - timedelta(minutes=10)).timestamp(),
+    )
+    assert instance.get_run_by_id("crashed").status == dg.DagsterRunStatus.FAILURE
+    instance.add_run_tags("crashed", {"dagster/will_retry": "false"})
+    assert not harness.sync("broken", "mass").success  # failing still: no second alert
+    with sa.create_engine(source_url).begin() as conn:
+        conn.execute(sa.text("CREATE TABLE missing (id INTEGER PRIMARY KEY, name TEXT)"))
+    recovery = harness.sync("broken", "mass")
+    assert recovery.success
+    for _ in range(4):
+        sensors.tick(FAILURE_SENSOR)
+    assert [r["title"] for r in received] == [
+        "Sync failed (mass): broken, run crashed",
+        "Recovered: src/broken:mass",
+    ]
+    assert "terminated by signal 9" in received[0]["text"]
+    assert f"synced by run {recovery.run_id}; failing since run crashed" in received[1]["text"]
+
+
 def _failed_run(instance: dg.DagsterInstance, table: str) -> str:
     """The id of the one failed run that synced `table`."""
     key = dg.AssetKey(["src", table])

@@ -2,10 +2,11 @@
 
 Both keep a small state in their cursor (what is failing now) and alert on changes only: once
 when a table's sync or a check starts failing, once when it recovers, never for a repeat. Both read
-through storage calls every Dagster instance supports, run-sharded SQLite included: finished runs
-from the run storage, check results from the check-execution index. The failure sensor reads
-every run that finished since its last tick (from its first tick on); for a check, two changes
-between two ticks collapse into the latest state.
+through storage calls every Dagster instance supports, run-sharded SQLite included: run ends from
+the run-status index (by storage id, the way Dagster's own run-status sensors read it), check
+results from the check-execution index. The failure sensor reads every run that ended since its
+last tick (from its first tick on); for a check, two changes between two ticks collapse into the
+latest state.
 
 Dagster's own run-failure sensors stay silent when a non-blocking check fails and say nothing
 when a table recovers; open-source Dagster sends no freshness alerts.
@@ -15,8 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import dagster as dg
 
@@ -31,8 +31,8 @@ CHECK_SENSOR = "sync_check_alerts"
 RUNS_PER_TICK = 200
 # On the Failure of a sync that was interrupted (Ctrl-C, Terminate): a cancellation, not a failure.
 CANCELLED_METADATA = "sync_assets/cancelled"
-# Runs finishing in the same instant as the cursor are read again and skipped by id.
-OVERLAP = timedelta(seconds=1)
+RunEnd = Literal[dg.DagsterEventType.RUN_SUCCESS, dg.DagsterEventType.RUN_FAILURE]
+RUN_ENDS: tuple[RunEnd, ...] = (dg.DagsterEventType.RUN_SUCCESS, dg.DagsterEventType.RUN_FAILURE)
 
 
 def build_failure_alert_sensor(tables: Mapping[dg.AssetKey, bool]) -> dg.SensorDefinition:
@@ -48,41 +48,54 @@ def build_failure_alert_sensor(tables: Mapping[dg.AssetKey, bool]) -> dg.SensorD
     def _sensor(context: dg.SensorEvaluationContext, sync_alerter: Alerter) -> dg.SkipReason:
         state = json.loads(context.cursor or "{}")
         failing: dict[str, str] = state.get("failing", {})
-        if "since" not in state:  # first tick: alert on what fails from now on
-            context.update_cursor(json.dumps({"since": _now(), "seen": {}, "failing": failing}))
-            return dg.SkipReason("started: watching runs that finish from now on")
-        since = datetime.fromisoformat(state["since"])
-        seen: dict[str, str] = state.get("seen", {})
-        records = context.instance.get_run_records(
-            filters=dg.RunsFilter(
-                statuses=[dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.SUCCESS],
-                updated_after=since - OVERLAP,
-            ),
-            order_by="update_timestamp",
-            ascending=True,
-            limit=RUNS_PER_TICK,
-        )
+        if "after" not in state:  # first tick: alert on what ends from now on
+            latest = (_run_ends(context.instance, kind, None, limit=1, ascending=False) for kind in RUN_ENDS)
+            last = max((r.storage_id for page in latest for r in page.records), default=-1)
+            context.update_cursor(json.dumps({"after": last, "failing": failing}))
+            return dg.SkipReason("started: watching runs that end from now on")
+        ends, after = _ends_since(context.instance, state["after"])
+        runs = _runs(context.instance, {record.run_id for record in ends})
         sent = 0
-        for record in records:
-            run = record.dagster_run
-            # A run re-tagged after it ended (the run-retry daemon does) shows up again, out of order.
-            ended_before = record.end_time is not None and record.end_time < (since - OVERLAP).timestamp()
-            if run.run_id in seen or ended_before:
-                continue
-            if _ours(run, tables):
+        for record in ends:
+            run = runs.get(record.run_id)
+            if run is not None and _ours(run, tables):
                 sent += _report(context, sync_alerter, run, tables, by_step, failing)
-            stamp = record.update_timestamp.replace(tzinfo=UTC)
-            since = max(since, stamp)
-            seen[run.run_id] = stamp.isoformat()
-        seen = {r: t for r, t in seen.items() if datetime.fromisoformat(t) > since - OVERLAP}
-        context.update_cursor(json.dumps({"since": since.isoformat(), "seen": seen, "failing": failing}))
-        return dg.SkipReason(f"{len(records)} finished runs read, {sent} alerts sent, {len(failing)} failing")
+        context.update_cursor(json.dumps({"after": after, "failing": failing}))
+        return dg.SkipReason(f"{len(ends)} finished runs read, {sent} alerts sent, {len(failing)} failing")
 
     return _sensor
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat()
+def _run_ends(
+    instance: dg.DagsterInstance, kind: RunEnd, after: int | None, limit: int, ascending: bool = True
+) -> dg.EventRecordsResult:
+    """Read from the index every storage keeps run status changes in (run-sharded SQLite too)."""
+    records_filter = dg.RunStatusChangeRecordsFilter(event_type=kind, after_storage_id=after)
+    return instance.fetch_run_status_changes(records_filter, limit=limit, ascending=ascending)
+
+
+def _ends_since(instance: dg.DagsterInstance, after: int) -> tuple[list[dg.EventLogRecord], int]:
+    """Run successes and failures recorded after storage id `after`, in the order they were
+    recorded, and the id to read from next time.
+
+    Each kind is read separately (one event type per call); when one hits the page limit, both
+    stop at its last id so a failure and the success that follows it stay in order.
+    """
+    pages = [_run_ends(instance, kind, after, RUNS_PER_TICK) for kind in RUN_ENDS]
+    full = [page.records[-1].storage_id for page in pages if page.has_more and page.records]
+    stop = min(full, default=None)
+    ends = sorted(
+        (r for page in pages for r in page.records if stop is None or r.storage_id <= stop),
+        key=lambda r: r.storage_id,
+    )
+    return ends, (ends[-1].storage_id if ends else after)
+
+
+def _runs(instance: dg.DagsterInstance, run_ids: set[str]) -> dict[str, dg.DagsterRun]:
+    if not run_ids:
+        return {}
+    records = instance.get_run_records(filters=dg.RunsFilter(run_ids=sorted(run_ids)))
+    return {r.dagster_run.run_id: r.dagster_run for r in records}
 
 
 def _ours(run: dg.DagsterRun, tables: Mapping[dg.AssetKey, bool]) -> bool:
