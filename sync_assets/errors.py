@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlalchemy as sa
+
 
 class SyncError(Exception):
     """Base class; `table` names the catalog table the error belongs to, when there is one."""
@@ -83,3 +85,17 @@ class UpdateTypeNotAllowed(SyncError):
 
 class DataError(SyncError):
     """A source value cannot be converted to its column's type."""
+
+
+def describe_error(err: BaseException, *, phase: str | None, connection: str | None = None) -> str:
+    """One line for sync_log and the UI: the driver's message without the SQL statement, after the
+    phase and the connection it happened on, when known."""
+    if isinstance(err, sa.exc.DBAPIError) and err.orig is not None:
+        text = f"{type(err.orig).__name__}: {str(err.orig).strip()}"
+    elif isinstance(err, SyncError):
+        text = str(err)
+    else:
+        text = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+    if connection:
+        text = f"{connection}: {text}"
+    return f"{phase} phase: {text}" if phase else text

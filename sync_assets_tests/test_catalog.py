@@ -187,3 +187,36 @@ def test_a_connect_timeout_under_a_second_is_refused(tmp_path):
         '  cache: {url: "sqlite:///c.sqlite", connect_timeout: 0s}',
     )
     assert "catalog.yaml:3: connections.cache.connect_timeout: must be at least 1s" in _error(tmp_path, text)
+
+
+@pytest.mark.parametrize(
+    ("url", "refused"),
+    [
+        ("oracle+oracledb://sync@erp/?service_name=JDE", "oracle"),
+        ("sybase+pyodbc://sync@cms", "sybase"),
+        ("mssql+pyodbc://sync@sap/cache?driver=ODBC+Driver+18+for+SQL+Server", None),
+        ("postgresql+psycopg://sync@localhost/cache", None),
+        ("${CACHE_URL}", None),  # the scheme is not known until a sync connects
+    ],
+)
+def test_a_source_only_database_named_as_the_cache_is_refused_at_load(tmp_path, url, refused):
+    text = GOOD.replace('cache: {url: "sqlite:///cache.sqlite"}', f'cache: {{url: "{url}"}}')
+    if refused is None:
+        _load(tmp_path, text)
+        return
+    message = _error(tmp_path, text)
+    assert f"catalog.yaml:3: connections.cache.url: {refused} is a source-only database" in message, message
+    assert "(caches: duckdb, mssql, postgresql, sqlite)" in message
+
+
+def test_a_source_only_cache_behind_a_placeholder_is_refused_when_a_sync_connects(tmp_path, monkeypatch):
+    from sync_assets.errors import SyncError
+    from sync_assets.resources.database import SqlDatabase
+
+    monkeypatch.setenv("CACHE_URL", "oracle+oracledb://sync@erp/?service_name=JDE")
+    database = SqlDatabase(name="erp", url="${CACHE_URL}")
+    refused = pytest.raises(SyncError, match="oracle is a source-only database and cannot be the cache")
+    with refused, database.engine(role="cache", table="orders"):
+        pass
+    with database.engine(role="source", table="orders") as (engine, dialect):
+        assert dialect.name == "oracle" and engine.dialect.name == "oracle"

@@ -13,7 +13,7 @@ from sqlalchemy.dialects import mssql, oracle, sqlite
 
 from sync_assets.catalog.loader import load_catalog
 from sync_assets.errors import CatalogError, DataError
-from sync_assets.sync import jde
+from sync_assets.sources import jde
 from sync_assets.sync.watermark import encode
 from sync_assets_tests.helpers import failure_message, make_harness, materialization, sync_log_rows
 

@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from sync_assets.dialects import get_dialect
-from sync_assets.sync.types import ColumnType, Kind
+from sync_assets.types import ColumnType, Kind
 from sync_assets_tests.helpers import failure_message, make_harness, sync_log_rows
 
 KINDS = ["sqlite", "postgresql", "duckdb"]
@@ -338,7 +338,7 @@ def test_allowed_lossy_timestamps_are_truncated_never_rounded_up():
     """DuckDB rounds nanoseconds into a TIMESTAMPTZ or TIME (23:59:59.999999999 became 24:00:00);
     the batch is truncated to the cache's digits first, so every cache keeps the same value."""
     from sync_assets.catalog.models import TableSpec
-    from sync_assets.sync.source import Source, SourceColumn
+    from sync_assets.sources.sql import SourceColumn, SqlTable
     from sync_assets.sync.target import cache_value_fixes
 
     spec = TableSpec(name="t", source="s", source_table="t", primary_key=["id"], allow_lossy=["*"])
@@ -358,14 +358,14 @@ def test_allowed_lossy_timestamps_are_truncated_never_rounded_up():
             "local": pl.Series([last_ns + 123_456_789]).cast(pl.Datetime("ns")),
         }
     )
-    duckdb_cut = frame.with_columns(cache_value_fixes(Source(spec, columns), get_dialect("duckdb")))
+    duckdb_cut = frame.with_columns(cache_value_fixes(SqlTable(spec, columns), get_dialect("duckdb")))
     assert duckdb_cut.row(0) == (
         1,
         datetime(2026, 5, 1, 23, 59, 59, 999999, tzinfo=UTC),
         time(23, 59, 59, 999999),
         frame["local"][0],  # TIMESTAMP_NS keeps all 9 digits
     )
-    mssql_cut = frame.with_columns(cache_value_fixes(Source(spec, columns), get_dialect("mssql")))
+    mssql_cut = frame.with_columns(cache_value_fixes(SqlTable(spec, columns), get_dialect("mssql")))
     assert mssql_cut["local"].cast(pl.Int64)[0] % 100 == 0  # 7 digits: whole 100 ns
     assert mssql_cut["local"].cast(pl.Int64)[0] % 1_000_000_000 == 123_456_700
 
@@ -373,13 +373,13 @@ def test_allowed_lossy_timestamps_are_truncated_never_rounded_up():
 def test_uuids_reach_the_cache_in_canonical_lower_case():
     """SQL Server hands out UNIQUEIDENTIFIER text in upper case; a text cache gets the canonical form."""
     from sync_assets.catalog.models import TableSpec
-    from sync_assets.sync.source import Source, SourceColumn
+    from sync_assets.sources.sql import SourceColumn, SqlTable
     from sync_assets.sync.target import cache_value_fixes
 
     spec = TableSpec(name="t", source="s", source_table="t", primary_key=["ref"])
     columns = [SourceColumn("ref", "ref", ColumnType(Kind.UUID), sa.column("ref"))]
     frame = pl.DataFrame({"ref": ["0A1B2C3D-4E5F-4071-8293-A4B5C6D7E8F9", None]})
-    fixed = frame.with_columns(cache_value_fixes(Source(spec, columns), get_dialect("sqlite")))
+    fixed = frame.with_columns(cache_value_fixes(SqlTable(spec, columns), get_dialect("sqlite")))
     assert fixed["ref"].to_list() == ["0a1b2c3d-4e5f-4071-8293-a4b5c6d7e8f9", None]
 
 

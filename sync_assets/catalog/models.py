@@ -28,6 +28,7 @@ from sync_assets.catalog.operations import (
     ValidationRule,
     Verification,
 )
+from sync_assets.dialects.base import source_only
 
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
 # A schedule's sync is late after this many of its intervals without a success, stale after that.
@@ -86,6 +87,14 @@ class ConnectionSpec(_Strict):
     keepalive: Duration = Field(
         default=DEFAULT_KEEPALIVE, description="an idle connection is probed after this (TCP keep-alive)"
     )
+
+    def database(self) -> str | None:
+        """The kind of database the URL names (SQLAlchemy's dialect name); None while a
+        placeholder stands for the scheme."""
+        try:
+            return sa.make_url(placeholders.substitute(self.url, "SYNCVAR")).get_backend_name()
+        except sa.exc.ArgumentError:
+            return None
 
     @field_validator("connect_timeout", "keepalive")
     @classmethod
@@ -272,6 +281,8 @@ class Catalog(_Strict):
             found.append((("connections", name), f"'{name}' is reserved; name the connection differently"))
         if self.cache not in self.connections:
             found.append((("cache",), f"unknown connection '{self.cache}' (known: {self._known()})"))
+        elif (database := self.connections[self.cache].database()) and (why := source_only(database)):
+            found.append((("connections", self.cache, "url"), why))
         names: dict[str, int] = {}
         targets: dict[str, int] = {}
         for i, table in enumerate(self.tables):

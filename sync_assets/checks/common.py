@@ -12,14 +12,14 @@ import dagster as dg
 import sqlalchemy as sa
 
 from sync_assets.catalog.models import SYNC_LOG_TABLE, Catalog, TableSpec, UpdateType
-from sync_assets.dialects import Dialect
+from sync_assets.dialects import CacheDialect, SourceDialect
 from sync_assets.dialects.base import DATABASE_ERRORS
-from sync_assets.errors import SyncError
+from sync_assets.errors import SyncError, describe_error
 from sync_assets.resources.database import SqlDatabase
+from sync_assets.sources.sql import SqlTable
 from sync_assets.sync import audit, watermark
+from sync_assets.sync.audit import INCREMENTAL
 from sync_assets.sync.redact import redact
-from sync_assets.sync.runner import INCREMENTAL, describe_error
-from sync_assets.sync.source import Source
 
 SAMPLE_SIZE = 5  # offending keys or rows shown as evidence
 
@@ -74,11 +74,11 @@ class Connections:
     """The connections of one check evaluation; `source` is None unless the check asked for it."""
 
     cache: sa.Connection
-    cache_dialect: Dialect
+    cache_dialect: CacheDialect
     source: sa.Connection | None = None
-    source_dialect: Dialect | None = None
+    source_dialect: SourceDialect | None = None
 
-    def require_source(self) -> tuple[sa.Connection, Dialect]:
+    def require_source(self) -> tuple[sa.Connection, SourceDialect]:
         assert self.source is not None and self.source_dialect is not None, "opened without source"
         return self.source, self.source_dialect
 
@@ -186,7 +186,7 @@ class SettledRange:
         high = "+inf" if self.high is None else str(self.high)
         return f"{self.column} in [{low}, {high})"
 
-    def source_select(self, source: Source) -> sa.Select[Any]:
+    def source_select(self, source: SqlTable) -> sa.Select[Any]:
         """The source's settled rows, every column under its cache name."""
         return source.select(low=self.low, below=self.high)
 
@@ -204,7 +204,7 @@ class SettledRange:
 
 
 def settled_range(
-    catalog: Catalog, table: TableSpec, *, source: Source, source_conn: sa.Connection, last: LastSync
+    catalog: Catalog, table: TableSpec, *, source: SqlTable, source_conn: sa.Connection, last: LastSync
 ) -> SettledRange:
     """[watermark_from, watermark_to - lookback) after an incremental, (-inf, ...) after a full load.
 

@@ -19,7 +19,7 @@ from sync_assets.checks.common import (
     shown,
     table_check,
 )
-from sync_assets.sync.source import describe
+from sync_assets.sources.sql import reflect
 
 SOURCE_LAG = "source_lag"
 DEFAULT_MAX_LAG = timedelta(days=1)
@@ -42,7 +42,7 @@ def lag_checks(catalog: Catalog, table: TableSpec, asset_key: dg.AssetKey) -> li
             if absent is not None:
                 return absent
             source_conn, source_dialect = opened.require_source()
-            source_max = describe(source_conn, table, source_dialect).read_max_watermark(source_conn)
+            source_max = reflect(source_conn, table, source_dialect).read_max_watermark(source_conn)
             cache_max = opened.cache.execute(sa.select(sa.func.max(target.c[updated_at]))).scalar()
         return _judge(table, max_lag, source_max=source_max, cache_max=cache_max)
 

@@ -9,6 +9,7 @@ import dagster as dg
 import polars as pl
 import sqlalchemy as sa
 
+from sync_assets.batches import to_frame
 from sync_assets.catalog.models import Catalog, TableSpec
 from sync_assets.catalog.operations import Verification
 from sync_assets.checks.common import (
@@ -25,8 +26,7 @@ from sync_assets.checks.common import (
     shown_key,
     table_check,
 )
-from sync_assets.sync.reader import to_frame
-from sync_assets.sync.source import Source, describe
+from sync_assets.sources.sql import SqlTable, reflect
 from sync_assets.sync.target import canonical_uuids
 
 RECONCILIATION = "reconciliation"
@@ -47,7 +47,7 @@ def reconciliation_checks(catalog: Catalog, table: TableSpec, asset_key: dg.Asse
 class _Sides:
     """What both comparisons start from, or the result to give when there is nothing to compare."""
 
-    source: Source
+    source: SqlTable
     target: sa.Table
     settled: SettledRange
 
@@ -58,7 +58,7 @@ def _sides(opened: Connections, catalog: Catalog, table: TableSpec) -> _Sides | 
     if target is None or last is None:
         return not_synced(table)
     source_conn, source_dialect = opened.require_source()
-    source = describe(source_conn, table, source_dialect)
+    source = reflect(source_conn, table, source_dialect)
     absent = missing_columns(table, target, source.names, severity=WARN, what="of the source")
     if absent is not None:
         return absent

@@ -14,12 +14,11 @@ import sqlalchemy as sa
 
 from sync_assets.catalog.loader import CATALOG_ENV_VAR, catalog_path, load_catalog
 from sync_assets.catalog.models import Catalog, TableSpec
-from sync_assets.dialects import Dialect, get_dialect
+from sync_assets.dialects import get_dialect
 from sync_assets.dialects.base import DATABASE_ERRORS
-from sync_assets.errors import CatalogError, SyncError
+from sync_assets.errors import CatalogError, SyncError, describe_error
 from sync_assets.resources.database import Role, SqlDatabase
 from sync_assets.sync.redact import redact
-from sync_assets.sync.runner import describe_error
 
 catalog_option = click.option(
     "--catalog",
@@ -58,7 +57,7 @@ class Unreachable(Exception):
 
 
 @contextmanager
-def connected(database: SqlDatabase, *, role: Role) -> Iterator[tuple[sa.Connection, Dialect]]:
+def connected(database: SqlDatabase, *, role: Role) -> Iterator[tuple[sa.Connection, Any]]:
     """A connection to `database` for the block, closed afterwards (never committed here).
 
     Anything that keeps the block from running (an unset variable, a missing file, a refused

@@ -23,9 +23,9 @@ from sync_assets.cli.context import (
     table_named,
 )
 from sync_assets.errors import SyncError
+from sync_assets.sources.sql import reflect
 from sync_assets.sync import audit, watermark
-from sync_assets.sync.source import describe
-from sync_assets.sync.types import Kind
+from sync_assets.types import Kind
 
 WITHOUT_INSTANCE = "a sync sync_log shows running on another machine is taken as still running"
 
@@ -81,7 +81,7 @@ def _watermark(catalog: Catalog, spec: TableSpec, text: str) -> Any:
     next sync could not read would fail every incremental until another reset."""
     try:
         with connected(resources_for(catalog)[spec.source], role="source") as (conn, dialect):
-            column = describe(conn, spec, dialect).column(str(spec.updated_at))
+            column = reflect(conn, spec, dialect).column(str(spec.updated_at))
     except Unreachable as err:
         fail(f"cannot check --to against the source's `{spec.updated_at}` column: {err}")
     except SyncError as err:  # the table or a column the catalog names is not in the source

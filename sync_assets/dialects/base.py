@@ -1,7 +1,10 @@
-"""The interface every database module implements, and the registry that picks one.
+"""The interfaces database modules implement, by role, and the registry that picks one.
 
-Shared code asks a `Dialect` for everything that differs between databases (engine options,
-DDL types, staging, bulk load, upsert) and never looks at `engine.dialect.name` itself.
+Shared code asks a dialect for everything that differs between databases and never looks at
+`engine.dialect.name` itself: a `SourceDialect` for reading (reflection, source types, Arrow
+reads), a `CacheDialect` for holding the cache (DDL types, staging, bulk load, swap, upsert).
+Source-only databases (Oracle, Sybase) are `SourceDialect`s alone, so they have no cache method
+to inherit and fail, and the catalog refuses them as the cache.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import sqlalchemy as sa
 
 from sync_assets.dialects.deadline import LoginTimeout
 from sync_assets.dialects.upsert import Pairs, UpsertCounts, staged_changes
-from sync_assets.sync.types import ColumnType, Kind, from_sqlalchemy, needs_text_transport
+from sync_assets.types import ColumnType, Kind, from_sqlalchemy, needs_text_transport
 
 
 @dataclass(frozen=True)
@@ -27,9 +30,7 @@ class Capabilities:
 
     max_identifier_length: int
     transactional_ddl: bool  # CREATE/DROP roll back with the transaction
-    temp_tables_per_session: bool  # staging can live in a session temp table
     same_engine_copy: bool = False  # copy_rows() can move rows from a source of the same kind
-    supports_merge: bool = False  # MERGE statement (else INSERT ... ON CONFLICT)
     max_parameters: int | None = None  # bound parameters per statement (SQL Server: 2,100)
     max_decimal_precision: int | None = None  # widest exact DECIMAL; None = unbounded numeric
     max_fractional_digits: int = 6  # sub-second digits a timestamp/time column keeps
@@ -50,13 +51,13 @@ class Timeouts:
 DATABASE_ERRORS: tuple[type[Exception], ...] = (sa.exc.SQLAlchemyError, LoginTimeout)
 
 
-class Dialect:
-    """Base behaviour in SQLAlchemy Core; database modules override what differs."""
+class Database:
+    """What every database module says, whichever side it is on: engine options, and which of its
+    errors are worth a retry. Behaviour in SQLAlchemy Core; modules override what differs."""
 
     name: ClassVar[str]
     capabilities: ClassVar[Capabilities]
 
-    # -- engines ---------------------------------------------------------------------------------
     def engine_options(self, url: sa.URL, *, role: str, timeouts: Timeouts) -> dict[str, Any]:
         """Extra create_engine() arguments; `role` is "source" or "cache".
 
@@ -76,7 +77,30 @@ class Dialect:
         path = Path(url.database).expanduser()
         return None if path.exists() else f"{path} does not exist"
 
-    # -- source tables ---------------------------------------------------------------------------
+    def is_transient(self, error: BaseException) -> bool:
+        """Worth a retry: the connection dropped, or the database asked us to try again.
+
+        Modules classify their driver's errors by SQLSTATE or vendor code, never by message text,
+        and a permanent error (`is_permanent`) is never transient.
+        """
+        if isinstance(error, LoginTimeout):
+            return True
+        return (
+            isinstance(error, sa.exc.DBAPIError)
+            and error.connection_invalidated
+            and not self.is_permanent(error)
+        )
+
+    def is_permanent(self, error: BaseException) -> bool:
+        """Refused for good: a wrong password, a locked or expired account, a missing privilege or
+        database. Never retried, whatever else the error says (a server closes the connection
+        after refusing a login, and repeated bad logins lock service accounts)."""
+        return False
+
+
+class SourceDialect(Database):
+    """A database read as a source: reflection, the types it delivers, its Arrow reader."""
+
     def reflect_table(self, conn: sa.Connection, name: str, *, schema: str | None) -> sa.Table:
         """The source table the catalog names; modules add what SQLAlchemy's reflection misses."""
         return sa.Table(name, sa.MetaData(), schema=schema, autoload_with=conn)
@@ -95,10 +119,25 @@ class Dialect:
         """`column` as exact text. A `Cast` (or subclass), so comparisons can unwrap the raw column."""
         return sa.cast(column, sa.Text)
 
-    # -- types -----------------------------------------------------------------------------------
     def source_type(self, type_: sa.types.TypeEngine[Any], *, table: str, column: str) -> ColumnType:
         """What a reflected source column holds."""
         return from_sqlalchemy(type_, table=table, column=column)
+
+    def arrow_batches(
+        self,
+        source: sa.Connection,
+        statement: sa.Select[Any],
+        *,
+        schema: dict[str, pl.DataType],
+        table: str,
+        batch_size: int,
+    ) -> Iterator[pl.DataFrame] | None:
+        """Batches from the driver's own Arrow reader, cast to `schema`; None where there is none."""
+        return None
+
+
+class CacheDialect(Database):
+    """A database that holds the cache: DDL types, staging, bulk loads, copies, swaps and upserts."""
 
     def column_type(self, ct: ColumnType) -> sa.types.TypeEngine[Any]:
         """The DDL type of a cache column that holds `ct` without loss."""
@@ -154,33 +193,11 @@ class Dialect:
         """A coarse family used to tell whether an existing cache column still fits."""
         return _family(type_)
 
-    # -- transactions ----------------------------------------------------------------------------
     @contextmanager
     def write_transaction(self, conn: sa.Connection) -> Iterator[None]:
         """The transaction that swaps or merges staged rows into the target."""
         with conn.begin():
             yield
-
-    # -- errors ----------------------------------------------------------------------------------
-    def is_transient(self, error: BaseException) -> bool:
-        """Worth a retry: the connection dropped, or the database asked us to try again.
-
-        Modules classify their driver's errors by SQLSTATE or vendor code, never by message text,
-        and a permanent error (`is_permanent`) is never transient.
-        """
-        if isinstance(error, LoginTimeout):
-            return True
-        return (
-            isinstance(error, sa.exc.DBAPIError)
-            and error.connection_invalidated
-            and not self.is_permanent(error)
-        )
-
-    def is_permanent(self, error: BaseException) -> bool:
-        """Refused for good: a wrong password, a locked or expired account, a missing privilege or
-        database. Never retried, whatever else the error says (a server closes the connection
-        after refusing a login, and repeated bad logins lock service accounts)."""
-        return False
 
     def is_duplicate_key(self, conn: sa.Connection, error: BaseException) -> bool:
         """A unique or primary key violation (the source held the same key twice), whether it
@@ -196,7 +213,6 @@ class Dialect:
         SQLite's write transaction (BEGIN IMMEDIATE) already does.
         """
 
-    # -- staging ---------------------------------------------------------------------------------
     def staging_table(self, target: sa.Table, *, suffix: str) -> sa.Table:
         """A session temp table shaped like the target, without constraints."""
         name = f"_sync_stage_{target.name}"[: self.capabilities.max_identifier_length - len(suffix)] + suffix
@@ -206,18 +222,6 @@ class Dialect:
     def bulk_load(self, conn: sa.Connection, staging: sa.Table, frame: pl.DataFrame) -> None:
         """Append one batch to the staging table, inside the caller's transaction."""
         raise NotImplementedError
-
-    def arrow_batches(
-        self,
-        source: sa.Connection,
-        statement: sa.Select[Any],
-        *,
-        schema: dict[str, pl.DataType],
-        table: str,
-        batch_size: int,
-    ) -> Iterator[pl.DataFrame] | None:
-        """Batches from the driver's own Arrow reader, cast to `schema`; None where there is none."""
-        return None
 
     def copy_rows(
         self,
@@ -261,7 +265,6 @@ class Dialect:
         """Set-up around copy_rows() that must happen outside any transaction (e.g. ATTACH)."""
         yield
 
-    # -- merging ---------------------------------------------------------------------------------
     def replace_rows(self, conn: sa.Connection, target: sa.Table, staging: sa.Table) -> None:
         """Full reload: readers see the old rows until the surrounding transaction commits."""
         conn.execute(sa.delete(target))
@@ -322,6 +325,10 @@ class Dialect:
         raise NotImplementedError
 
 
+class Dialect(SourceDialect, CacheDialect):
+    """A database that can be a source and the cache."""
+
+
 def latest_per_key(staging: sa.Table, *, key: Sequence[str], updated_at: str) -> sa.Subquery:
     """Staged rows deduplicated by key, keeping the highest watermark (ROW_NUMBER over the key)."""
     rank = (
@@ -363,7 +370,7 @@ _MODULES = {
     "sybase": "sync_assets.dialects.sybase",
     "mssql": "sync_assets.dialects.mssql",
 }
-_LOADED: dict[str, Dialect] = {}
+_LOADED: dict[str, Database] = {}
 
 
 def driver_error(error: BaseException) -> BaseException:
@@ -373,7 +380,16 @@ def driver_error(error: BaseException) -> BaseException:
     return error
 
 
-def get_dialect(name: str) -> Dialect:
+def source_only(name: str) -> str | None:
+    """Why the database `name` (a SQLAlchemy dialect name) cannot be the cache; None if it can,
+    or if it is not supported at all (connecting says so)."""
+    if name not in _MODULES or isinstance(get_dialect(name), CacheDialect):
+        return None
+    caches = ", ".join(sorted(n for n in _MODULES if isinstance(get_dialect(n), CacheDialect)))
+    return f"{name} is a source-only database and cannot be the cache (caches: {caches})"
+
+
+def get_dialect(name: str) -> Database:
     """The Dialect for a SQLAlchemy dialect name (`engine.dialect.name`)."""
     if name not in _LOADED:
         if name not in _MODULES:

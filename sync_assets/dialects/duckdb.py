@@ -23,10 +23,10 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import default
 from sqlalchemy.ext.compiler import compiles
 
+from sync_assets.batches import cast_batch
 from sync_assets.dialects.base import Capabilities, Dialect, Timeouts, driver_error
 from sync_assets.errors import UnsupportedType
-from sync_assets.sync.reader import cast_batch
-from sync_assets.sync.types import ColumnType, Kind, from_sqlalchemy
+from sync_assets.types import ColumnType, Kind, from_sqlalchemy
 
 # A DuckDB file has one writing process at a time; a second one fails to open it at once
 # ("Could not set lock on file"). Waiting for it beats failing, like SQLite's busy timeout.
@@ -201,7 +201,6 @@ class DuckDBDialect(Dialect):
     capabilities = Capabilities(
         max_identifier_length=255,
         transactional_ddl=True,
-        temp_tables_per_session=True,
         max_decimal_precision=38,  # https://duckdb.org/docs/stable/sql/data_types/numeric
         max_fractional_digits=9,  # TIMESTAMP_NS; TIME keeps microseconds (see loss())
         file_database=True,

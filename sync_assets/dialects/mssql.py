@@ -21,7 +21,7 @@ from sync_assets.dialects.base import Capabilities, Dialect, Timeouts, driver_er
 from sync_assets.dialects.merge import Merge
 from sync_assets.dialects.upsert import StagedChanges, UpsertCounts, staged_changes
 from sync_assets.errors import SyncTransientError
-from sync_assets.sync.types import ColumnType, Kind, from_sqlalchemy
+from sync_assets.types import ColumnType, Kind, from_sqlalchemy
 
 # https://learn.microsoft.com/en-us/sql/sql-server/maximum-capacity-specifications-for-sql-server
 MAX_PARAMETERS: Final = 2100
@@ -78,8 +78,6 @@ class MSSQLDialect(Dialect):
     capabilities = Capabilities(
         max_identifier_length=128,
         transactional_ddl=True,
-        temp_tables_per_session=True,
-        supports_merge=True,
         max_parameters=MAX_PARAMETERS,
         max_decimal_precision=MAX_DIGITS,
         max_fractional_digits=FRACTIONAL_DIGITS,

@@ -19,11 +19,11 @@ from sqlalchemy.dialects.oracle.base import OracleDialect as SAOracleDialect
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import sqltypes, visitors
 
-from sync_assets.dialects.base import Capabilities, Dialect, Timeouts, driver_error
+from sync_assets.batches import cast_batch
+from sync_assets.dialects.base import Capabilities, SourceDialect, Timeouts, driver_error
 from sync_assets.dialects.deadline import connect_within
 from sync_assets.errors import UnsupportedType
-from sync_assets.sync.reader import cast_batch
-from sync_assets.sync.types import ColumnType, Kind
+from sync_assets.types import ColumnType, Kind
 
 # NUMBER keeps 38 significant digits; NUMBER(p,0) up to 18 digits fits an int64
 # (https://docs.oracle.com/en/database/oracle/oracle-database/19/sqlrf/Data-Types.html#GUID-75209AF6-476D-4C44-A5DC-5FA70D701B78).
@@ -90,13 +90,11 @@ class Timestamp(oracle.TIMESTAMP):
         self.precision = precision
 
 
-class OracleDialect(Dialect):
+class OracleDialect(SourceDialect):
     name = "oracle"
     capabilities = Capabilities(
         max_identifier_length=128,  # 12.2+; 30 before
         transactional_ddl=False,  # DDL commits implicitly
-        temp_tables_per_session=False,  # global temporary tables are schema objects
-        supports_merge=True,
         max_parameters=65_535,
         max_decimal_precision=NUMBER_DIGITS,
         max_fractional_digits=MAX_FRACTIONAL_DIGITS,

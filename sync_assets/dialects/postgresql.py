@@ -34,9 +34,9 @@ from psycopg import sql
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import psycopg2 as sa_psycopg2
 
+from sync_assets.batches import cast_batch
 from sync_assets.dialects.base import Capabilities, Dialect, Timeouts, driver_error
-from sync_assets.sync.reader import cast_batch
-from sync_assets.sync.types import ColumnType, Kind
+from sync_assets.types import ColumnType, Kind
 
 # PostgreSQL keeps microseconds (https://www.postgresql.org/docs/current/datatype-datetime.html).
 MAX_FRACTIONAL_DIGITS = 6
@@ -100,7 +100,6 @@ class PostgreSQLDialect(Dialect):
     capabilities = Capabilities(
         max_identifier_length=63,  # NAMEDATALEN - 1
         transactional_ddl=True,
-        temp_tables_per_session=True,
         same_engine_copy=True,
     )
 

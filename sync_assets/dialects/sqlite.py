@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
 from sync_assets.dialects.base import Capabilities, Dialect, Timeouts, driver_error
-from sync_assets.sync.types import ColumnType, Kind, from_sqlalchemy
+from sync_assets.types import ColumnType, Kind, from_sqlalchemy
 
 # SQLite keeps 15 significant digits when it stores a NUMERIC value as REAL
 # (https://www.sqlite.org/datatype3.html#type_affinity); wider decimals are stored as exact text.
@@ -37,7 +37,6 @@ class SQLiteDialect(Dialect):
     capabilities = Capabilities(
         max_identifier_length=128,
         transactional_ddl=True,
-        temp_tables_per_session=True,
         same_engine_copy=True,
         file_database=True,
     )

@@ -18,9 +18,9 @@ import sqlalchemy as sa
 from sqlalchemy.sql import sqltypes
 
 from sync_assets.dialects import odbc
-from sync_assets.dialects.base import Capabilities, Dialect, Timeouts, driver_error
+from sync_assets.dialects.base import Capabilities, SourceDialect, Timeouts, driver_error
 from sync_assets.dialects.deadline import connect_within
-from sync_assets.sync.types import ColumnType, Kind, from_sqlalchemy
+from sync_assets.types import ColumnType, Kind, from_sqlalchemy
 
 # Retryable ASE message numbers; the retryable SQLSTATEs are ODBC's, in odbc.py
 # (https://help.sap.com/docs/SAP_ASE, "Troubleshooting: Error Messages"):
@@ -85,13 +85,11 @@ REFLECTED_TYPES: dict[str, type[sa.types.TypeEngine[Any]]] = {
 }
 
 
-class SybaseDialect(Dialect):
+class SybaseDialect(SourceDialect):
     name = "sybase"
     capabilities = Capabilities(
         max_identifier_length=255,  # ASE 15+; 30 before
         transactional_ddl=False,  # DDL in a transaction needs 'ddl in tran'
-        temp_tables_per_session=True,  # #temp tables
-        supports_merge=True,  # ASE 15.7+
         max_parameters=2_048,
         max_decimal_precision=38,
         max_fractional_digits=6,  # bigdatetime

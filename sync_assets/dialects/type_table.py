@@ -17,7 +17,7 @@ from sqlalchemy.dialects import mssql, oracle, postgresql, sqlite
 
 from sync_assets.dialects.base import get_dialect
 from sync_assets.errors import UnsupportedType
-from sync_assets.sync.types import ColumnType, polars_dtype
+from sync_assets.types import ColumnType, polars_dtype
 
 CACHES = ["sqlite", "postgresql", "duckdb", "mssql"]
 Sample = tuple[str, Callable[[], sa.types.TypeEngine[Any]]]

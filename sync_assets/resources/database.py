@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Literal
+from typing import Any, Literal
 
 import dagster as dg
 import sqlalchemy as sa
@@ -16,8 +16,8 @@ from pydantic import Field
 
 from sync_assets.catalog import placeholders
 from sync_assets.catalog.models import DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEPALIVE
-from sync_assets.dialects import Dialect, get_dialect
-from sync_assets.dialects.base import Timeouts
+from sync_assets.dialects import get_dialect
+from sync_assets.dialects.base import Timeouts, source_only
 from sync_assets.errors import SyncError
 
 Role = Literal["source", "cache"]
@@ -75,10 +75,16 @@ class SqlDatabase(dg.ConfigurableResource):
         return f"{role} connection '{self.name}' ({shown})"
 
     @contextmanager
-    def engine(self, *, role: Role, table: str | None = None) -> Iterator[tuple[sa.Engine, Dialect]]:
-        """An engine for one sync, disposed afterwards; the caller owns its connections."""
+    def engine(self, *, role: Role, table: str | None = None) -> Iterator[tuple[sa.Engine, Any]]:
+        """An engine for one sync, disposed afterwards; the caller owns its connections.
+
+        With it the database's dialect: a `CacheDialect` for the cache (a source-only database is
+        refused here), a `SourceDialect` for a source.
+        """
         url = self.resolved_url(table=table)
         dialect = get_dialect(url.get_backend_name())
+        if role == "cache" and (why := source_only(url.get_backend_name())):
+            raise SyncError(why, table=table)
         if self.demo and role == "source":
             from sync_assets.demo.generator import ensure_demo_source
 

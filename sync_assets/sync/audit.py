@@ -127,7 +127,7 @@ def start(
     One live sync per table holds even where Dagster's pools do not (an instance without them,
     or a step that outlived its killed run). Attempts left 'running' by a process that is gone are
     closed as abandoned first; old rows are purged. Call inside a transaction that serialises
-    starts (see Dialect.serialize_starts).
+    starts (see CacheDialect.serialize_starts).
     """
     # This process is about to sync: an attempt it still has open is an earlier one that could
     # not record its end (the cache was down), as a process runs one sync at a time.
@@ -305,7 +305,7 @@ def reset(
     """Record that the table's next incremental reads from `watermark` exactly, or (None) loads in full.
 
     Refused while a sync of the table runs: it would overwrite the reset when it succeeds. Call
-    inside the transaction that serialises starts (see Dialect.serialize_starts), as start() is.
+    inside the transaction that serialises starts (see CacheDialect.serialize_starts), as start() is.
     """
     if live := next(iter(_live_attempts(conn, sync_log.c.table_name == table, is_run_alive)), None):
         return _being_synced(table, live)

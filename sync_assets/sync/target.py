@@ -5,13 +5,13 @@ from __future__ import annotations
 import polars as pl
 import sqlalchemy as sa
 
-from sync_assets.dialects import Dialect
+from sync_assets.dialects import CacheDialect
 from sync_assets.errors import LossyType, SchemaMismatch
-from sync_assets.sync.source import Source
-from sync_assets.sync.types import Kind
+from sync_assets.sources.sql import Source
+from sync_assets.types import Kind
 
 
-def target_table(source: Source, dialect: Dialect) -> sa.Table:
+def target_table(source: Source, dialect: CacheDialect) -> sa.Table:
     """The target's definition: mapped types, the primary key, an index on the watermark.
 
     Raises LossyType when the cache cannot hold a column exactly and `allow_lossy` does not name it.
@@ -41,7 +41,7 @@ def target_table(source: Source, dialect: Dialect) -> sa.Table:
     return table
 
 
-def check_existing(conn: sa.Connection, wanted: sa.Table, dialect: Dialect, *, table: str) -> bool:
+def check_existing(conn: sa.Connection, wanted: sa.Table, dialect: CacheDialect, *, table: str) -> bool:
     """True if the target exists and fits; False if it must be created; SchemaMismatch otherwise."""
     inspector = sa.inspect(conn)
     if not inspector.has_table(wanted.name):
@@ -75,7 +75,7 @@ def check_existing(conn: sa.Connection, wanted: sa.Table, dialect: Dialect, *, t
     return True
 
 
-def cache_value_fixes(source: Source, dialect: Dialect) -> list[pl.Expr]:
+def cache_value_fixes(source: Source, dialect: CacheDialect) -> list[pl.Expr]:
     """Expressions that bring a batch to the values the cache stores: timestamps and times that
     `allow_lossy` accepts, cut to the cache's fractional digits; UUIDs in canonical lower case.
 

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sync_assets.sync.types import ColumnType, Kind
+from sync_assets.types import ColumnType, Kind
 
 
 def encode(value: Any) -> str | None:

@@ -25,10 +25,10 @@ from sync_assets.dialects.mssql import (
 )
 from sync_assets.dialects.odbc import odbc_diagnostics
 from sync_assets.errors import UnsupportedType
+from sync_assets.sources.sql import SourceColumn, SqlTable
 from sync_assets.sync.audit import sync_log
-from sync_assets.sync.source import Source, SourceColumn
 from sync_assets.sync.target import target_table
-from sync_assets.sync.types import ColumnType, Kind, needs_text_transport
+from sync_assets.types import ColumnType, Kind, needs_text_transport
 
 DIALECT = get_dialect("mssql")
 STAGE = "[#_sync_stage_Order_0123abcd]"
@@ -57,8 +57,8 @@ def reflected_orders() -> sa.Table:
     )
 
 
-def orders_source() -> Source:
-    """The Source `describe()` builds for the reflected table (types mapped, UUID read as text)."""
+def orders_source() -> SqlTable:
+    """The SqlTable `reflect()` builds for the reflected table (types mapped, UUID read as text)."""
     spec = TableSpec(
         name="orders",
         source="src",
@@ -73,7 +73,7 @@ def orders_source() -> Source:
         ct = DIALECT.source_type(col.type, table="orders", column=col.name)
         expression = DIALECT.text_expression(col) if needs_text_transport(col.type, ct) else col
         columns.append(SourceColumn(col.name, col.name, ct, expression))
-    return Source(spec, columns)
+    return SqlTable(spec, columns)
 
 
 def small_target() -> sa.Table:
@@ -631,6 +631,6 @@ def test_a_text_key_is_created_indexable():
         SourceColumn("label", "label", ColumnType(Kind.STRING), sa.column("label")),
         SourceColumn("changed", "changed", ColumnType(Kind.DATETIME, precision=6), sa.column("changed")),
     ]
-    target = target_table(Source(spec, columns), DIALECT)
+    target = target_table(SqlTable(spec, columns), DIALECT)
     ddl = sql(sa.schema.CreateTable(target))
     assert "code NVARCHAR(450) NOT NULL" in ddl and "label NVARCHAR(max) NULL" in ddl

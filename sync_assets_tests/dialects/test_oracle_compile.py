@@ -26,8 +26,8 @@ from sync_assets.dialects.oracle import (
     timestamp_bounds,
 )
 from sync_assets.errors import ColumnNotFound, UnsupportedType
-from sync_assets.sync.source import Source, _check_columns, source_columns
-from sync_assets.sync.types import ColumnType, Kind, polars_dtype
+from sync_assets.sources.sql import SqlTable, _check_columns, source_columns
+from sync_assets.types import ColumnType, Kind, polars_dtype
 from sync_assets_tests.helpers import free_port, silent_server
 
 DIALECT = get_dialect("oracle")
@@ -54,9 +54,9 @@ def f4801() -> sa.Table:
     )
 
 
-def source(**spec: object) -> Source:
+def source(**spec: object) -> SqlTable:
     table = TableSpec(name="work_orders", source="jde", source_table="F4801", source_schema="PRODDTA", **spec)
-    built = Source(table, source_columns(table, f4801(), DIALECT, typed=True))
+    built = SqlTable(table, source_columns(table, f4801(), DIALECT, typed=True))
     _check_columns(built)
     return built
 

@@ -23,8 +23,8 @@ from sync_assets.dialects.sybase import (
     teach_reflection,
 )
 from sync_assets.errors import UnsupportedType
-from sync_assets.sync.source import Source, _check_columns, source_columns
-from sync_assets.sync.types import ColumnType, Kind
+from sync_assets.sources.sql import SqlTable, _check_columns, source_columns
+from sync_assets.types import ColumnType, Kind
 from sync_assets_tests.helpers import free_port
 
 DIALECT = get_dialect("sybase")
@@ -45,7 +45,7 @@ def accounts() -> sa.Table:
     )
 
 
-def source() -> Source:
+def source() -> SqlTable:
     table = TableSpec(
         name="accounts",
         source="cms",
@@ -55,7 +55,7 @@ def source() -> Source:
         updated_at="changed_at",
         columns={"changed": "changed_at"},
     )
-    built = Source(table, source_columns(table, accounts(), DIALECT, typed=True))
+    built = SqlTable(table, source_columns(table, accounts(), DIALECT, typed=True))
     _check_columns(built)
     return built
 

@@ -1,8 +1,9 @@
-"""Source rows -> bounded polars batches. Memory is one batch, whatever the table size."""
+"""Bounded polars batches: read from a cursor, cast to the batch schema, mapped. Memory is one
+batch, whatever the table size."""
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import Any
 
 import polars as pl
@@ -82,3 +83,16 @@ def cast_batch(frame: pl.DataFrame, schema: dict[str, pl.DataType], *, table: st
                 msg = f"table '{table}': column '{name}': source values cannot be read as {dtype}"
                 raise DataError(msg, table=table) from err
         raise
+
+
+def mapped(
+    batches: Iterator[pl.DataFrame], change: Callable[[pl.DataFrame], pl.DataFrame]
+) -> Generator[pl.DataFrame]:
+    """Each batch passed through `change`; closing this closes the reader underneath."""
+    try:
+        for frame in batches:
+            yield change(frame)
+    finally:
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()

@@ -1,19 +1,27 @@
-"""What a catalog table reads from its source: columns (renamed, typed) and the SELECT."""
+"""The SQL source: a table or a query of a source database, read in batches or copied directly.
+
+`SqlTable` is what a catalog table reads (columns renamed and typed, the SELECT, the watermark in
+the source's terms, JDE conventions); `SqlSource` reads it for a sync, through the `Source`
+interface.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
 import sqlalchemy as sa
 
+from sync_assets.batches import mapped, read_batches
 from sync_assets.catalog.jde import JdeOptions
 from sync_assets.catalog.models import TableSpec
-from sync_assets.dialects import Dialect
-from sync_assets.errors import ColumnNotFound, SyncError
-from sync_assets.sync import jde
-from sync_assets.sync.types import ColumnType, Kind, polars_dtype
+from sync_assets.dialects import CacheDialect, SourceDialect
+from sync_assets.errors import ColumnNotFound, DataError, SyncError
+from sync_assets.sources import jde
+from sync_assets.sources.base import DirectCopy, Log, Source, Window
+from sync_assets.types import ColumnType, Kind, from_polars, polars_dtype
 
 
 @dataclass(frozen=True)
@@ -42,7 +50,7 @@ class JdeWatermark:
 
 
 @dataclass(frozen=True)
-class Source:
+class SqlTable:
     table: TableSpec
     columns: list[SourceColumn]
     transform: jde.Transform | None = None  # applied to every batch after it is read
@@ -152,23 +160,118 @@ class Source:
         element = self.column(name).expression
         return element.clause if isinstance(element, sa.Cast) else element  # type: ignore[return-value]
 
-    def with_types(self, types: dict[str, ColumnType]) -> Source:
+    def with_types(self, types: dict[str, ColumnType]) -> SqlTable:
         columns = [
             SourceColumn(
                 c.source_name, c.name, c.type or types[c.name], c.expression, c.read_type, c.computed
             )
             for c in self.columns
         ]
-        return Source(self.table, columns, self.transform, self.jde_watermark)
+        return SqlTable(self.table, columns, self.transform, self.jde_watermark)
 
 
-def describe(conn: sa.Connection, table: TableSpec, dialect: Dialect) -> Source:
+class SqlSource(Source):
+    """A catalog table read from a source database over one open connection."""
+
+    def __init__(
+        self, conn: sa.Connection, dialect: SourceDialect, described: SqlTable, *, batch_size: int, log: Log
+    ) -> None:
+        self.conn, self.dialect, self.described = conn, dialect, described
+        self.table = described.table
+        self.batch_size, self.log = batch_size, log
+
+    @classmethod
+    def open(
+        cls, conn: sa.Connection, dialect: SourceDialect, table: TableSpec, *, batch_size: int, log: Log
+    ) -> SqlSource:
+        """The table as reflected now (or the query's columns), renames applied."""
+        return cls(conn, dialect, reflect(conn, table, dialect), batch_size=batch_size, log=log)
+
+    @property
+    def columns(self) -> Sequence[SourceColumn]:
+        return self.described.columns
+
+    @property
+    def typed(self) -> bool:
+        return self.described.schema() is not None
+
+    def max_watermark(self) -> Any:
+        return self.described.read_max_watermark(self.conn)
+
+    def is_transient(self, error: BaseException) -> bool:
+        return self.dialect.is_transient(error)
+
+    def batches(self, window: Window | None) -> Generator[pl.DataFrame]:
+        """The `jde` transforms run here, whatever the read path: the driver's Arrow reader where
+        the table allows it and the driver has one, else rows through the DB-API cursor."""
+        described = self.described
+        batches = self._read(window or Window())
+        return batches if described.transform is None else mapped(batches, described.transformed)
+
+    def _read(self, window: Window) -> Generator[pl.DataFrame]:
+        described = self.described
+        statement = described.select(low=window.low, high=window.high)
+        schema = described.schema()
+        if schema is not None and self.table.arrow_read:
+            fast = self.dialect.arrow_batches(
+                self.conn, statement, schema=schema, table=self.table.name, batch_size=self.batch_size
+            )
+            if fast is not None:
+                return fast  # type: ignore[return-value]
+        return read_batches(
+            self.conn, statement, schema=schema, batch_size=self.batch_size, table=self.table.name
+        )
+
+    def settled(self, first: pl.DataFrame | None) -> SqlSource:
+        """A query takes its column types from its first batch."""
+        if self.typed:
+            return self
+        if first is None:
+            msg = (
+                f"table '{self.table.name}': the query returned no rows, so its column types are unknown "
+                "and the target cannot be created"
+            )
+            raise DataError(msg, table=self.table.name)
+        types = {
+            name: from_polars(dtype, table=self.table.name, column=name)
+            for name, dtype in first.schema.items()
+        }
+        return SqlSource(
+            self.conn,
+            self.dialect,
+            self.described.with_types(types),
+            batch_size=self.batch_size,
+            log=self.log,
+        )
+
+    def direct_copy(self, cache: sa.Connection, dialect: CacheDialect, target: sa.Table) -> DirectCopy | None:
+        """Same kind of database on both ends, a plain table, no `jde` transform: the databases
+        copy the rows themselves, cast to the cache types in the source query where the cache asks."""
+        table, described = self.table, self.described
+        if not table.direct_copy or table.query is not None or table.source_schema is not None:
+            return None
+        if described.transform is not None:
+            return None  # the database cannot apply the `jde` transforms
+        kinds = {c.name: c.type.kind for c in described.columns if c.type is not None}
+        if not dialect.can_copy(self.conn, cache, target, kinds):
+            return None
+        types = {c.name: c.type for c in target.columns} if dialect.cast_for_copy() else None
+
+        def copy(window: Window | None, dest: sa.Table) -> int:
+            window = window or Window()
+            statement = described.select(low=window.low, high=window.high, types=types)
+            return dialect.copy_rows(self.conn, statement, cache, dest, log=self.log)
+
+        return DirectCopy(session=lambda: dialect.copy_session(self.conn, cache), copy=copy)
+
+
+def reflect(conn: sa.Connection, table: TableSpec, dialect: SourceDialect) -> SqlTable:
     """Reflect the source table (or look at a query's columns) and apply the catalog's renames."""
     if table.source_table is not None:
         from_clause, typed = _reflect(conn, table, dialect)
     else:
         from_clause, typed = _query(conn, table), False
-    source = Source(table, source_columns(table, from_clause, dialect, typed=typed))
+    source = SqlTable(table, source_columns(table, from_clause, dialect, typed=typed))
     if table.jde is not None:
         source = _with_jde(source)
     _check_columns(source)
@@ -176,7 +279,7 @@ def describe(conn: sa.Connection, table: TableSpec, dialect: Dialect) -> Source:
 
 
 def source_columns(
-    table: TableSpec, from_clause: sa.FromClause, dialect: Dialect, *, typed: bool
+    table: TableSpec, from_clause: sa.FromClause, dialect: SourceDialect, *, typed: bool
 ) -> list[SourceColumn]:
     """The columns of a reflected table (`typed`) or a query: named, renamed and read as the dialect says."""
     columns: list[SourceColumn] = []
@@ -189,7 +292,7 @@ def source_columns(
     return columns
 
 
-def _reflect(conn: sa.Connection, table: TableSpec, dialect: Dialect) -> tuple[sa.Table, bool]:
+def _reflect(conn: sa.Connection, table: TableSpec, dialect: SourceDialect) -> tuple[sa.Table, bool]:
     assert table.source_table is not None
     try:
         reflected = dialect.reflect_table(conn, table.source_table, schema=table.source_schema)
@@ -207,7 +310,7 @@ def _query(conn: sa.Connection, table: TableSpec) -> sa.Subquery:
     return sa.text(table.query).columns(*[sa.column(k) for k in keys]).subquery("q")
 
 
-def _check_columns(source: Source) -> None:
+def _check_columns(source: SqlTable) -> None:
     table = source.table
     source_names = {c.source_name for c in source.columns}
     for renamed in table.columns:
@@ -234,7 +337,7 @@ def _from_clause(column: sa.ColumnElement[Any]) -> sa.FromClause:
     return table
 
 
-def _with_jde(source: Source) -> Source:
+def _with_jde(source: SqlTable) -> SqlTable:
     """The source under the table's `jde:` options: transformed cache types, new date + time
     columns, the batch transform and the watermark in source terms."""
     table = source.table
@@ -301,10 +404,10 @@ def _with_jde(source: Source) -> Source:
         decimals=tuple(decimals),
         trim=tuple(trimmed),
     )
-    return Source(table, columns, transform, _jde_watermark(source, options))
+    return SqlTable(table, columns, transform, _jde_watermark(source, options))
 
 
-def _jde_watermark(source: Source, options: JdeOptions) -> JdeWatermark | None:
+def _jde_watermark(source: SqlTable, options: JdeOptions) -> JdeWatermark | None:
     updated_at = source.table.updated_at
     by_source = {c.source_name: c for c in source.columns}
     if updated_at in options.times:

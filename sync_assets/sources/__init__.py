@@ -1,0 +1,1 @@
+"""Where a sync reads from: one interface (`base.Source`), one module per kind of source."""

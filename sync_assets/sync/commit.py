@@ -1,0 +1,78 @@
+"""The one transaction readers of the cache notice: swap or merge, and close the sync_log row."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from sync_assets.catalog.models import TableSpec
+from sync_assets.dialects import CacheDialect
+from sync_assets.dialects.upsert import UpsertCounts
+from sync_assets.errors import DataError, describe_error
+from sync_assets.sync import audit, watermark
+from sync_assets.sync.plan import FULL, Plan
+from sync_assets.sync.progress import Progress
+from sync_assets.sync.stage import Staged
+
+
+def commit(
+    progress: Progress,
+    table: TableSpec,
+    cache: sa.Connection,
+    dialect: CacheDialect,
+    attempt: int,
+    plan: Plan,
+    staged: Staged,
+) -> audit.Outcome:
+    """Replace (full) or upsert (incremental) the target from `staged`, and record the outcome in
+    the same transaction; the catalog's `post_sql` runs in it too where DDL is transactional."""
+    progress.at("swap" if plan.mode == FULL else "merge", "cache")
+    target = staged.target
+    with dialect.write_transaction(cache):
+        if not staged.target_exists:
+            target.create(cache)
+        if plan.mode == FULL:
+            try:
+                new_mark = staged.reload()
+            except Exception as err:
+                if not dialect.is_duplicate_key(cache, err):
+                    raise
+                key = ", ".join(table.primary_key)
+                msg = (
+                    f"table '{table.name}': the source holds duplicate (or NULL) primary key values "
+                    f"({key}), so the full load was rolled back: {describe_error(err, phase=None)}"
+                )
+                raise DataError(msg, table=table.name) from None
+            counts = UpsertCounts(inserted=progress.rows_read, updated=0, unchanged=0)
+        else:
+            assert table.updated_at is not None
+            counts = dialect.upsert(
+                cache, target, staged.staging, key=table.primary_key, updated_at=table.updated_at
+            )
+            new_mark = watermark.later(plan.previous, staged.loaded_max)
+        outcome = audit.Outcome(
+            mode=plan.mode,
+            rows_read=progress.rows_read,
+            rows_written=counts.written,
+            rows_inserted=counts.inserted,
+            rows_updated=counts.updated,
+            rows_unchanged=counts.unchanged,
+            watermark_from=watermark.encode(plan.low),
+            watermark_to=watermark.encode(new_mark),
+        )
+        audit.succeed(cache, attempt, outcome)
+        if dialect.capabilities.transactional_ddl:
+            _post_sql(progress, table, cache, target)
+    if not dialect.capabilities.transactional_ddl:
+        with cache.begin():
+            _post_sql(progress, table, cache, target)
+    return outcome
+
+
+def _post_sql(progress: Progress, table: TableSpec, cache: sa.Connection, target: sa.Table) -> None:
+    """The catalog's post-processing, `{table}` standing for the quoted cache table."""
+    if not table.post_sql:
+        return
+    progress.at("post_sql", "cache")
+    quoted = cache.dialect.identifier_preparer.format_table(target)
+    for statement in table.post_sql:
+        cache.execute(sa.text(statement.replace("{table}", quoted)))

@@ -1,0 +1,145 @@
+"""Rows from the source into a staging table of the cache, by one of two paths.
+
+The general path streams the source's polars batches into staging with the cache's bulk load. A
+direct copy (same kind of database on both ends) lets the databases move the rows themselves.
+Either way the target is untouched until the commit; `Staged` says how that commit gets its rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+import sqlalchemy as sa
+
+from sync_assets.batches import mapped
+from sync_assets.catalog.models import TableSpec
+from sync_assets.dialects import CacheDialect
+from sync_assets.sources.base import DirectCopy, Log, Source
+from sync_assets.sync import watermark
+from sync_assets.sync.plan import Plan
+from sync_assets.sync.progress import Progress
+from sync_assets.sync.target import cache_value_fixes, check_existing, target_table
+
+
+@dataclass(frozen=True)
+class Staged:
+    """What a sync staged, and how its commit uses it.
+
+    An incremental merges `staging` into `target`; a full load calls `reload` inside the commit's
+    transaction, which replaces the target's rows and returns the new watermark.
+    """
+
+    target: sa.Table
+    staging: sa.Table
+    target_exists: bool
+    loaded_max: Any  # the highest watermark staged
+    reload: Callable[[], Any]
+
+
+@dataclass(frozen=True)
+class Stager:
+    """The cache side of one sync, and the table it writes."""
+
+    progress: Progress
+    table: TableSpec
+    cache: sa.Connection
+    dialect: CacheDialect
+    log: Log
+
+    def stage(self, source: Source, plan: Plan, session: contextlib.ExitStack) -> Staged:
+        target = target_table(source, self.dialect) if source.typed else None
+        copy = source.direct_copy(self.cache, self.dialect, target) if target is not None else None
+        if target is not None and copy is not None:
+            return self._copy_directly(copy, plan, target, session)
+        return self._stage_batches(source, plan)
+
+    def _copy_directly(
+        self, copy: DirectCopy, plan: Plan, target: sa.Table, session: contextlib.ExitStack
+    ) -> Staged:
+        """The rows never pass through Python objects.
+
+        An incremental lands in staging now; a full reload goes straight into the target inside
+        the commit's transaction, where readers still see the old rows until the commit.
+        """
+        cache, dialect, progress = self.cache, self.dialect, self.progress
+        exists = check_existing(cache, target, dialect, table=self.table.name)
+        cache.commit()
+        session.enter_context(copy.session())
+        staging = dialect.staging_table(target, suffix=f"_{uuid.uuid4().hex[:8]}")
+        with cache.begin():
+            staging.create(cache)
+            if plan.window is not None and not plan.reads_nothing:
+                progress.at("copy", None)
+                progress.rows_read = copy.copy(plan.window, staging)
+            loaded_max = self._max_watermark(staging)
+
+        def reload() -> Any:
+            def fill(dest: sa.Table) -> int:
+                # The reload builds keys and indexes and renames around this: the swap proper.
+                progress.at("copy", None)
+                rows = copy.copy(None, dest)
+                progress.at("swap", "cache")
+                return rows
+
+            progress.rows_read = dialect.reload(cache, target, fill)
+            return self._max_watermark(target)
+
+        return Staged(target, staging, exists, loaded_max, reload)
+
+    def _stage_batches(self, source: Source, plan: Plan) -> Staged:
+        """The general path: source batches, bulk-loaded into staging."""
+        cache, dialect, progress = self.cache, self.dialect, self.progress
+        batches = _nothing() if plan.reads_nothing else source.batches(plan.window)
+        if source.typed and (fixes := cache_value_fixes(source, dialect)):
+            batches = mapped(batches, lambda frame: frame.with_columns(fixes))
+        try:
+            progress.at("read", "source")
+            first = next(batches, None)
+            source = source.settled(first)
+            target = target_table(source, dialect)
+            progress.at("read", "cache")  # the target as it is now
+            exists = check_existing(cache, target, dialect, table=self.table.name)
+            cache.commit()
+            staging = dialect.staging_table(target, suffix=f"_{uuid.uuid4().hex[:8]}")
+            loaded_max = self._load(staging, first, batches)
+        finally:
+            batches.close()
+
+        def reload() -> Any:
+            dialect.replace_rows(cache, target, staging)
+            return loaded_max
+
+        return Staged(target, staging, exists, loaded_max, reload)
+
+    def _load(self, staging: sa.Table, first: pl.DataFrame | None, batches: Iterator[pl.DataFrame]) -> Any:
+        """Load every batch into the staging table; returns the highest watermark loaded."""
+        cache, progress = self.cache, self.progress
+        loaded_max = None
+        updated_at = self.table.updated_at
+        with cache.begin():
+            staging.create(cache)
+            frame = first
+            while frame is not None:
+                progress.at("stage", "cache")
+                self.dialect.bulk_load(cache, staging, frame)
+                progress.rows_read += frame.height
+                if updated_at is not None:
+                    loaded_max = watermark.later(loaded_max, frame.get_column(updated_at).max())
+                self.log(f"{self.table.name}: {progress.rows_read:,} rows read and staged")
+                progress.at("read", "source")
+                frame = next(batches, None)
+        return loaded_max
+
+    def _max_watermark(self, table: sa.Table) -> Any:
+        if self.table.updated_at is None:
+            return None
+        return self.cache.execute(sa.select(sa.func.max(table.c[self.table.updated_at]))).scalar()
+
+
+def _nothing() -> Generator[pl.DataFrame]:
+    yield from ()
