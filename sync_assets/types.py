@@ -6,6 +6,7 @@ Source types (reflected through SQLAlchemy) become a `ColumnType`; each cache di
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -143,3 +144,40 @@ def polars_dtype(ct: ColumnType) -> pl.DataType:
             return pl.Binary()
         case Kind.UUID:
             return pl.String()
+
+
+_NAMED = {
+    "smallint": ColumnType(Kind.INTEGER, bits=16),
+    "int": ColumnType(Kind.INTEGER, bits=32),
+    "integer": ColumnType(Kind.INTEGER, bits=64),
+    "bigint": ColumnType(Kind.INTEGER, bits=64),
+    "double": ColumnType(Kind.FLOAT),
+    "float": ColumnType(Kind.FLOAT),
+    "text": ColumnType(Kind.STRING),
+    "string": ColumnType(Kind.STRING),
+    "boolean": ColumnType(Kind.BOOLEAN),
+    "date": ColumnType(Kind.DATE),
+    "timestamp": ColumnType(Kind.DATETIME, precision=MICROSECOND_DIGITS),
+    "timestamptz": ColumnType(Kind.DATETIME, precision=MICROSECOND_DIGITS, timezone=True),
+    "time": ColumnType(Kind.TIME),
+    "uuid": ColumnType(Kind.UUID),
+    "binary": ColumnType(Kind.BINARY),
+}
+_SIZED = re.compile(r"^(?P<name>decimal|numeric|varchar|string)\((?P<a>\d+)(?:,\s*(?P<b>\d+))?\)$")
+
+
+def parse_type(text: str) -> ColumnType:
+    """A neutral type as a catalog names it: `bigint`, `decimal(12,2)`, `varchar(20)`, `timestamp`,
+    `timestamptz`, `text` ... Raises ValueError naming the known names."""
+    name = " ".join(text.lower().split())
+    if name in _NAMED:
+        return _NAMED[name]
+    if m := _SIZED.match(name.replace(" ", "")):
+        a, b = int(m["a"]), m["b"]
+        if m["name"] in ("decimal", "numeric"):
+            return ColumnType(Kind.DECIMAL, precision=a, scale=int(b) if b is not None else 0)
+        if b is None:
+            return ColumnType(Kind.STRING, length=a)
+    known = ", ".join([*_NAMED, "decimal(p,s)", "varchar(n)"])
+    msg = f"unknown type '{text}' (known: {known})"
+    raise ValueError(msg)

@@ -154,3 +154,31 @@ def test_incremental_of_an_empty_source_reads_nothing_and_keeps_the_watermark(
     assert materialization(result)["dagster/row_count"] == 10, "incrementals never delete"
     first, second = sync_log_rows(cache_url, "orders")
     assert second["watermark_to"] == first["watermark_to"]
+
+
+def test_an_incremental_of_a_query_that_returns_nothing_keeps_the_cached_table(
+    tmp_path, monkeypatch, make_database
+):
+    """A query's column types come with its first row; with no row to read, the cached table's
+    stay (this failed with "the query returned no rows" before)."""
+    import sqlalchemy as sa
+
+    source_url, cache_url = make_database("sqlite"), make_database("sqlite")
+    table = create_source(source_url, [order_row(i) for i in range(1, 11)])
+    spec = {
+        **ORDERS,
+        "name": "q_orders",
+        "target_table": "orders",
+        "query": "SELECT id, code, qty, updated_at FROM orders",
+    }
+    spec.pop("source_table")
+    harness = make_harness(tmp_path, monkeypatch, source_url=source_url, cache_url=cache_url, tables=[spec])
+    assert harness.sync("q_orders", "mass").success
+    engine = sa.create_engine(source_url)
+    with engine.begin() as conn:
+        conn.execute(sa.delete(table))
+    engine.dispose()
+    result = harness.sync("q_orders", "daily")
+    assert result.success
+    assert materialization(result)["sync_assets/rows_read"] == 0
+    assert len(read_rows(cache_url, "orders")) == 10

@@ -7,9 +7,9 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
+from sync_assets.redact import redact
 from sync_assets.resources.database import SqlDatabase
 from sync_assets.sync.audit import now, sync_log
-from sync_assets.sync.redact import redact
 from sync_assets_tests.helpers import (
     create_source,
     failure_message,

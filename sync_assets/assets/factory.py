@@ -16,12 +16,14 @@ from sync_assets.assets.metadata import result_metadata
 from sync_assets.assets.partitions import partitions_for
 from sync_assets.assets.schedules import build_schedules
 from sync_assets.assets.translator import SyncAssetTranslator
-from sync_assets.catalog.models import Catalog, TableSpec, UpdateType
+from sync_assets.catalog.models import Catalog, ConnectionSpec, TableSpec, UpdateType
 from sync_assets.catalog.operations import Retries
+from sync_assets.catalog.rest import RestConnectionSpec
 from sync_assets.checks import CheckResources, TableCheck, table_checks
 from sync_assets.errors import SyncCancelled, SyncError, SyncTransientError
 from sync_assets.resources.alerts import Alerter
 from sync_assets.resources.database import SqlDatabase
+from sync_assets.resources.rest import RestApi
 from sync_assets.sync.runner import FULL, run_sync
 
 SOURCE_TAG = "sync_assets/source"
@@ -227,19 +229,22 @@ def retry_policy(retries: Retries) -> dg.RetryPolicy | None:
     )
 
 
-def resources_for(catalog: Catalog) -> dict[str, SqlDatabase]:
+def resources_for(catalog: Catalog) -> dict[str, SqlDatabase | RestApi]:
     """One resource per connection, holding only ${VAR} templates: nothing secret reaches the UI."""
-    return {
-        name: SqlDatabase(
-            name=name,
-            url=conn.url,
-            password=conn.password,
-            demo=conn.demo,
-            connect_timeout=conn.connect_timeout.total_seconds(),
-            keepalive=conn.keepalive.total_seconds(),
-        )
-        for name, conn in catalog.connections.items()
-    }
+    return {name: _resource(name, conn) for name, conn in catalog.connections.items()}
+
+
+def _resource(name: str, conn: ConnectionSpec | RestConnectionSpec) -> SqlDatabase | RestApi:
+    if isinstance(conn, RestConnectionSpec):
+        return RestApi(name=name, connection=conn.model_dump_json(by_alias=True))
+    return SqlDatabase(
+        name=name,
+        url=conn.url,
+        password=conn.password,
+        demo=conn.demo,
+        connect_timeout=conn.connect_timeout.total_seconds(),
+        keepalive=conn.keepalive.total_seconds(),
+    )
 
 
 def build_definitions(catalog: Catalog, translator: SyncAssetTranslator | None = None) -> dg.Definitions:

@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from sync_assets.catalog.models import Catalog
+from sync_assets.catalog.models import CONNECTION_KINDS, Catalog
 from sync_assets.errors import CatalogError
 
 CATALOG_ENV_VAR = "SYNC_ASSETS_CATALOG"
@@ -53,7 +53,7 @@ def load_catalog(path: str | os.PathLike[str] | None = None) -> Catalog:
     try:
         catalog = Catalog.model_validate(data)
     except ValidationError as err:
-        problems = [(tuple(e["loc"]), _message(e)) for e in err.errors()]
+        problems = [(_location(tuple(e["loc"])), _message(e)) for e in err.errors()]
         raise CatalogError(_report(file, data, lines, problems)) from None
     if problems := catalog.problems():
         raise CatalogError(_report(file, data, lines, problems))
@@ -76,6 +76,14 @@ def _index_lines(node: yaml.Node, path: Location, lines: dict[Location, int], fi
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             _index_lines(item, (*path, i), lines, file)
+
+
+def _location(loc: Location) -> Location:
+    """A pydantic error location as the file has it: without the tag of a connection's kind,
+    which pydantic puts after the connection's name (connections.jde.sql.url)."""
+    if len(loc) > 2 and loc[0] == "connections" and loc[2] in CONNECTION_KINDS:
+        return (*loc[:2], *loc[3:])
+    return loc
 
 
 def _message(error: Any) -> str:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from datetime import timedelta
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     PositiveInt,
+    Tag,
     field_validator,
     model_validator,
 )
@@ -28,7 +30,9 @@ from sync_assets.catalog.operations import (
     ValidationRule,
     Verification,
 )
+from sync_assets.catalog.rest import Incremental, Pagination, RestConnectionSpec
 from sync_assets.dialects.base import source_only
+from sync_assets.types import parse_type
 
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
 # A schedule's sync is late after this many of its intervals without a success, stale after that.
@@ -69,12 +73,13 @@ Identifier = Annotated[str, Field(pattern=IDENTIFIER, max_length=63)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 class ConnectionSpec(_Strict):
     """A database; `url` and `password` may hold ${VAR} placeholders, resolved when a sync runs."""
 
+    type: Literal["sql"] = "sql"
     url: str = Field(min_length=1, description="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db")
     password: str | None = Field(default=None, description="usually ${VAR}; kept out of the URL")
     demo: bool = Field(default=False, description="create this SQLite file with the demo data if missing")
@@ -182,12 +187,41 @@ class TableSpec(_Strict):
     jde: JdeOptions | None = Field(
         default=None, description="JDE Julian dates, HHMMSS times, implied decimals and padded text"
     )
+    # A REST source's table reads an endpoint instead of a table or a query.
+    endpoint: str | None = Field(default=None, description="path under the connection's base_url")
+    records: str | None = Field(
+        default=None, description="where the list is in a response (a path); none: the body"
+    )
+    paginate: Pagination = Field(default_factory=Pagination)
+    incremental: Incremental | None = None
+    column_types: dict[str, str] = Field(
+        default_factory=dict, alias="schema", description="neutral types by cache column, e.g. decimal(12,2)"
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> TableSpec:
-        if (self.source_table is None) == (self.query is None):
-            msg = "give exactly one of `source_table` or `query`"
+        if [self.source_table, self.query, self.endpoint].count(None) != 2:
+            msg = "give exactly one of `source_table`, `query` or `endpoint`"
             raise ValueError(msg)
+        if self.endpoint is None:
+            rest = [k for k in ("records", "incremental") if getattr(self, k) is not None]
+            rest += [k for k in ("paginate", "column_types") if k in self.model_fields_set]
+            if rest:
+                shown = "schema" if rest[0] == "column_types" else rest[0]
+                msg = f"`{shown}` applies to a REST `endpoint` table"
+                raise ValueError(msg)
+        elif self.jde is not None:
+            msg = "`jde` applies to SQL source tables"
+            raise ValueError(msg)
+        if self.incremental is not None and self.updated_at is None:
+            msg = "`incremental` needs `updated_at`: the field whose newest value the next sync sends"
+            raise ValueError(msg)
+        for column, type_name in self.column_types.items():
+            try:
+                parse_type(type_name)
+            except ValueError as err:
+                msg = f"`schema` column '{column}': {err}"
+                raise ValueError(msg) from None
         if self.query is not None and self.source_schema is not None:
             msg = "`source_schema` applies to `source_table`, not to `query`"
             raise ValueError(msg)
@@ -265,10 +299,27 @@ class TableSpec(_Strict):
         return update_type.interval * multiplier
 
 
+CONNECTION_KINDS = ("sql", "rest")
+
+
+def _connection_type(value: Any) -> str:
+    return value.get("type", "sql") if isinstance(value, dict) else getattr(value, "type", "sql")
+
+
+AnyConnection = Annotated[
+    Annotated[ConnectionSpec, Tag("sql")] | Annotated[RestConnectionSpec, Tag("rest")],
+    Discriminator(
+        _connection_type,
+        custom_error_type="connection_type",
+        custom_error_message="`type` is sql (a database: the default) or rest (a JSON API)",
+    ),
+]
+
+
 class Catalog(_Strict):
     """The whole catalog: connections, which one is the cache, and the tables."""
 
-    connections: dict[Identifier, ConnectionSpec] = Field(min_length=1)
+    connections: dict[Identifier, AnyConnection] = Field(min_length=1)
     cache: Identifier
     defaults: Defaults = Field(default_factory=Defaults)
     alerts: Alerts = Field(default_factory=Alerts)
@@ -281,7 +332,9 @@ class Catalog(_Strict):
             found.append((("connections", name), f"'{name}' is reserved; name the connection differently"))
         if self.cache not in self.connections:
             found.append((("cache",), f"unknown connection '{self.cache}' (known: {self._known()})"))
-        elif (database := self.connections[self.cache].database()) and (why := source_only(database)):
+        elif isinstance(cache := self.connections[self.cache], RestConnectionSpec):
+            found.append((("cache",), f"connection '{self.cache}' is a REST API; the cache is a database"))
+        elif (database := cache.database()) and (why := source_only(database)):
             found.append((("connections", self.cache, "url"), why))
         names: dict[str, int] = {}
         targets: dict[str, int] = {}
@@ -291,6 +344,13 @@ class Catalog(_Strict):
                 found.append((("tables", i, "source"), msg))
             elif table.source == self.cache:
                 found.append((("tables", i, "source"), "a table cannot use the cache as its source"))
+            elif (table.endpoint is None) != (table.source not in self.rest_sources()):
+                msg = (
+                    f"connection '{table.source}' is a REST API: give the table an `endpoint`"
+                    if table.endpoint is None
+                    else f"`endpoint` reads a REST API, and connection '{table.source}' is a database"
+                )
+                found.append((("tables", i, "endpoint" if table.endpoint else "source"), msg))
             if table.name in names:
                 msg = f"duplicate table name '{table.name}' (first at tables[{names[table.name]}])"
                 found.append((("tables", i, "name"), msg))
@@ -312,6 +372,10 @@ class Catalog(_Strict):
 
     def _known(self) -> str:
         return ", ".join(sorted(self.connections))
+
+    def rest_sources(self) -> set[str]:
+        """The connections that are REST APIs."""
+        return {n for n, c in self.connections.items() if isinstance(c, RestConnectionSpec)}
 
     def table(self, name: str) -> TableSpec:
         return next(t for t in self.tables if t.name == name)

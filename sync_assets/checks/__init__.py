@@ -20,8 +20,9 @@ __all__ = ["CheckResources", "TableCheck", "table_checks"]
 def table_checks(catalog: Catalog, table: TableSpec, asset_key: dg.AssetKey) -> list[TableCheck]:
     """Every verification/validation check of one table, in a stable order.
 
-    The validation rules in catalog order, then reconciliation, deep_reconciliation (when asked
-    for) and source_lag (when the table has `updated_at`).
+    The validation rules in catalog order, then, for a table of a source database,
+    reconciliation, deep_reconciliation (when asked for) and source_lag (when the table has
+    `updated_at`).
 
     Args:
         catalog: the catalog, for the defaults.
@@ -31,11 +32,9 @@ def table_checks(catalog: Catalog, table: TableSpec, asset_key: dg.AssetKey) -> 
     Raises:
         ValueError: a validation rule is named like a built-in check of the table.
     """
-    checks = [
-        *validation_checks(table, asset_key),
-        *reconciliation_checks(catalog, table, asset_key),
-        *lag_checks(catalog, table, asset_key),
-    ]
+    checks = validation_checks(table, asset_key)
+    if table.endpoint is None:  # these query the source database; an API has no such query
+        checks += [*reconciliation_checks(catalog, table, asset_key), *lag_checks(catalog, table, asset_key)]
     _refuse_duplicate_names(table, checks)
     return checks
 

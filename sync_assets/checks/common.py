@@ -15,11 +15,11 @@ from sync_assets.catalog.models import SYNC_LOG_TABLE, Catalog, TableSpec, Updat
 from sync_assets.dialects import CacheDialect, SourceDialect
 from sync_assets.dialects.base import DATABASE_ERRORS
 from sync_assets.errors import SyncError, describe_error
+from sync_assets.redact import redact
 from sync_assets.resources.database import SqlDatabase
 from sync_assets.sources.sql import SqlTable
 from sync_assets.sync import audit, watermark
 from sync_assets.sync.audit import INCREMENTAL
-from sync_assets.sync.redact import redact
 
 SAMPLE_SIZE = 5  # offending keys or rows shown as evidence
 

@@ -17,8 +17,8 @@ from sync_assets.catalog.models import Catalog, TableSpec
 from sync_assets.dialects import get_dialect
 from sync_assets.dialects.base import DATABASE_ERRORS
 from sync_assets.errors import CatalogError, SyncError, describe_error
+from sync_assets.redact import redact
 from sync_assets.resources.database import Role, SqlDatabase
-from sync_assets.sync.redact import redact
 
 catalog_option = click.option(
     "--catalog",

@@ -23,6 +23,8 @@ from sync_assets.cli.context import (
     table_named,
 )
 from sync_assets.errors import SyncError
+from sync_assets.resources.rest import RestApi
+from sync_assets.sources.rest import RestSource
 from sync_assets.sources.sql import reflect
 from sync_assets.sync import audit, watermark
 from sync_assets.types import Kind
@@ -79,9 +81,13 @@ def reset(table: str, catalog_file: Path | None, to: str | None, full: bool) -> 
 def _watermark(catalog: Catalog, spec: TableSpec, text: str) -> Any:
     """`--to` as a value of the table's watermark column, whose type the source says: a reset the
     next sync could not read would fail every incremental until another reset."""
+    source = resources_for(catalog)[spec.source]
     try:
-        with connected(resources_for(catalog)[spec.source], role="source") as (conn, dialect):
-            column = reflect(conn, spec, dialect).column(str(spec.updated_at))
+        if isinstance(source, RestApi):  # an API's watermark: as `schema:` types it, else a timestamp
+            column = RestSource.declared_column(spec, str(spec.updated_at))
+        else:
+            with connected(source, role="source") as (conn, dialect):
+                column = reflect(conn, spec, dialect).column(str(spec.updated_at))
     except Unreachable as err:
         fail(f"cannot check --to against the source's `{spec.updated_at}` column: {err}")
     except SyncError as err:  # the table or a column the catalog names is not in the source

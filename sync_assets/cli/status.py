@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from sync_assets.cli.context import (
 )
 from sync_assets.cli.states import FailingCheck, Lag, Status, status_of
 from sync_assets.resources.database import SqlDatabase
+from sync_assets.resources.rest import RestApi
 from sync_assets.sync.history import History, read_history
 
 WITHOUT_INSTANCE = (
@@ -178,13 +179,14 @@ def _from_instance(
 
 
 def _lag(
-    catalog: Catalog, table: TableSpec, key: dg.AssetKey, resources: dict[str, SqlDatabase]
+    catalog: Catalog, table: TableSpec, key: dg.AssetKey, resources: Mapping[str, SqlDatabase | RestApi]
 ) -> Lag | str | None:
     """The `source_lag` check run here and now, or why it could not run; None for a mass-only table."""
-    checks = lag_checks(catalog, table, key)
+    checks = lag_checks(catalog, table, key) if table.endpoint is None else []  # an API: no query for it
     if not checks:
         return None
     source, cache = resources[table.source], resources[catalog.cache]
+    assert isinstance(source, SqlDatabase)
     if reason := missing(source, role="source"):
         return reason
     try:

@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import polars as pl
 import sqlalchemy as sa
@@ -55,6 +55,9 @@ class Source(ABC):
     """One catalog table as a sync reads it."""
 
     table: TableSpec
+    # Whether max_watermark() knows the newest watermark before the read (a database does, an API
+    # does not): an incremental reads up to it, or, without one, everything from its start.
+    upper_bound_known: ClassVar[bool] = True
 
     @property
     @abstractmethod
@@ -71,7 +74,8 @@ class Source(ABC):
 
     @abstractmethod
     def max_watermark(self) -> Any:
-        """The newest watermark at the source now, as the cache holds it: an incremental's upper bound."""
+        """The newest watermark at the source now, as the cache holds it: an incremental's upper
+        bound (None: no rows yet, or `upper_bound_known` is False)."""
 
     @abstractmethod
     def batches(self, window: Window | None) -> Generator[pl.DataFrame]:

@@ -21,6 +21,7 @@ class Plan:
     low: Any = None  # first watermark read (lookback included)
     high: Any = None  # source's max watermark, read before extraction
     previous: Any = None  # watermark of the last successful sync
+    bounded: bool = True  # `high` was read before extraction (an API has none to read)
 
     @property
     def window(self) -> Window | None:
@@ -30,7 +31,7 @@ class Plan:
     @property
     def reads_nothing(self) -> bool:
         """An incremental of a source that has no watermark values yet."""
-        return self.mode == INCREMENTAL and self.high is None
+        return self.mode == INCREMENTAL and self.bounded and self.high is None
 
 
 def plan_sync(
@@ -54,16 +55,17 @@ def plan_sync(
         return _planned(progress, Plan(FULL))
     assert table.updated_at is not None
     progress.at("plan", "source")
-    high = source.max_watermark()
+    high = source.max_watermark() if source.upper_bound_known else None
     previous = watermark.decode(last.watermark, source.column(table.updated_at).type, like=high)
     low = None
     if previous is not None and last.exact:
         low = previous  # reset to this watermark: read from it, without the lookback
     elif previous is not None:
         low = watermark.lower_bound(previous, table.lookback_for(update_type, catalog.defaults))
-    if high is None:
+    if high is None and source.upper_bound_known:
         log(f"{table.name}: the source has no watermark values; nothing to read")
-    return _planned(progress, Plan(INCREMENTAL, low=low, high=high, previous=previous))
+    bounded = source.upper_bound_known
+    return _planned(progress, Plan(INCREMENTAL, low=low, high=high, previous=previous, bounded=bounded))
 
 
 def _planned(progress: Progress, plan: Plan) -> Plan:

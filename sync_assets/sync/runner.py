@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -26,7 +27,9 @@ from sync_assets.errors import (
     UpdateTypeNotAllowed,
     describe_error,
 )
+from sync_assets.redact import redact
 from sync_assets.resources.database import SqlDatabase
+from sync_assets.resources.rest import RestApi
 from sync_assets.sources.base import Source
 from sync_assets.sources.sql import SqlSource
 from sync_assets.sync import audit
@@ -34,12 +37,12 @@ from sync_assets.sync.commit import commit
 from sync_assets.sync.interrupts import interrupts_deferred, is_interrupt
 from sync_assets.sync.plan import FULL, INCREMENTAL, plan_sync
 from sync_assets.sync.progress import Progress
-from sync_assets.sync.redact import redact
 from sync_assets.sync.stage import Stager
 
 __all__ = ["FULL", "INCREMENTAL", "SyncResult", "run_sync"]
 
 Log = Callable[[str], None]
+OpenSource = Callable[[], AbstractContextManager[Source]]
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,7 @@ def run_sync(
     table: TableSpec,
     update_type: UpdateType,
     *,
-    source_db: SqlDatabase,
+    source_db: SqlDatabase | RestApi,
     cache_db: SqlDatabase,
     run_id: str,
     log: Log,
@@ -97,14 +100,18 @@ def run_sync(
         with contextlib.ExitStack() as engines:
             engines.enter_context(progress.interrupts)
             progress.at("connect", "source")
-            source_engine, job.dialects["source"] = engines.enter_context(
-                source_db.engine(role="source", table=table.name)
-            )
+            if isinstance(source_db, RestApi):
+                open_source = job.rest_source(source_db)
+            else:
+                source_engine, job.dialects["source"] = engines.enter_context(
+                    source_db.engine(role="source", table=table.name)
+                )
+                open_source = job.sql_source(source_engine, job.dialects["source"])
             progress.at("connect", "cache")
             cache_engine, job.dialects["cache"] = engines.enter_context(
                 cache_db.engine(role="cache", table=table.name)
             )
-            return job.run(source_engine, job.dialects["source"], cache_engine, job.dialects["cache"])
+            return job.run(open_source, cache_engine, job.dialects["cache"])
     except SyncError as err:
         err.args = (redact(str(err), secrets),)
         raise
@@ -163,28 +170,36 @@ class _Sync:
             return f"cancelled in the {phase} phase, after the commit: the synced rows are in the cache"
         return f"cancelled in the {phase} phase; nothing was changed"
 
+    def sql_source(self, engine: sa.Engine, dialect: SourceDialect) -> OpenSource:
+        @contextlib.contextmanager
+        def open_source() -> Iterator[Source]:
+            self.progress.at("connect", "source")
+            with engine.connect() as conn:
+                self.progress.at("plan", "source")
+                batch_size = self.catalog.batch_size(self.table)
+                yield SqlSource.open(conn, dialect, self.table, batch_size=batch_size, log=self.log)
+
+        return open_source
+
+    def rest_source(self, api: RestApi) -> OpenSource:
+        @contextlib.contextmanager
+        def open_source() -> Iterator[Source]:
+            self.progress.at("plan", "source")
+            batch_size = self.catalog.batch_size(self.table)
+            with api.open_source(self.table, batch_size=batch_size, log=self.log) as source:
+                yield source
+
+        return open_source
+
     def run(
-        self,
-        source_engine: sa.Engine,
-        source_dialect: SourceDialect,
-        cache_engine: sa.Engine,
-        cache_dialect: CacheDialect,
+        self, open_source: OpenSource, cache_engine: sa.Engine, cache_dialect: CacheDialect
     ) -> SyncResult:
         audit.ensure_table(cache_engine)
         with cache_engine.connect() as cache:
             attempt = self._open_attempt(cache, cache_dialect)
             started = time.monotonic()
             try:
-                self.progress.at("connect", "source")
-                with source_engine.connect() as source_conn:
-                    self.progress.at("plan", "source")
-                    source = SqlSource.open(
-                        source_conn,
-                        source_dialect,
-                        self.table,
-                        batch_size=self.catalog.batch_size(self.table),
-                        log=self.log,
-                    )
+                with open_source() as source:
                     result = self._sync(source, cache, cache_dialect, attempt, started)
             except BaseException as err:  # cancellation and kills of the step included
                 with interrupts_deferred():  # the interrupt that follows the first must not cut this short

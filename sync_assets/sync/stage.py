@@ -100,10 +100,14 @@ class Stager:
         try:
             progress.at("read", "source")
             first = next(batches, None)
-            source = source.settled(first)
-            target = target_table(source, dialect)
             progress.at("read", "cache")  # the target as it is now
-            exists = check_existing(cache, target, dialect, table=self.table.name)
+            existing = _existing(cache, self.table.target) if first is None and not source.typed else None
+            if existing is not None:  # nothing read, and nothing to learn the types from: they stay
+                target, exists = existing, True
+            else:
+                source = source.settled(first)
+                target = target_table(source, dialect)
+                exists = check_existing(cache, target, dialect, table=self.table.name)
             cache.commit()
             staging = dialect.staging_table(target, suffix=f"_{uuid.uuid4().hex[:8]}")
             loaded_max = self._load(staging, first, batches)
@@ -143,3 +147,10 @@ class Stager:
 
 def _nothing() -> Generator[pl.DataFrame]:
     yield from ()
+
+
+def _existing(cache: sa.Connection, name: str) -> sa.Table | None:
+    """The target as the cache holds it, for a source whose types are known only from its rows."""
+    if not sa.inspect(cache).has_table(name):
+        return None
+    return sa.Table(name, sa.MetaData(), autoload_with=cache)
