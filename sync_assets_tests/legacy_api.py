@@ -93,15 +93,18 @@ class LegacyApi:
         return None
 
     def _modified_since(self, request: Request) -> list[dict[str, Any]]:
+        records = self.records
+        if request.args.get("active") == "true":  # a filter an endpoint's own query can carry
+            records = [r for r in records if r["active"]]
         since = request.args.get("modified_since")
         if since is None:
-            return self.records
+            return records
         if since.isdigit():
             low = datetime.fromtimestamp(int(since), UTC)
         else:
             low = datetime.fromisoformat(since)
             low = low if low.tzinfo else low.replace(tzinfo=UTC)
-        return [r for r in self.records if _stamp(r) >= low]
+        return [r for r in records if _stamp(r) >= low]
 
     def _page(self, request: Request, selected: list[dict[str, Any]]) -> Response:
         args = request.args

@@ -104,6 +104,18 @@ def test_every_pagination_style_loads_every_record(tmp_path, monkeypatch, make_d
     assert len(api.data_requests()) == pages
 
 
+@pytest.mark.parametrize("style", ["offset", "link"])
+def test_an_endpoints_own_query_stays_on_every_page(tmp_path, monkeypatch, make_database, api, style):
+    api.style = style
+    paginate = {"style": style, "page_size": 5, **({"next_path": "links.next"} if style == "link" else {})}
+    table = {"endpoint": "/api/products?active=true", "paginate": paginate}
+    harness, cache_url = harness_for(tmp_path, monkeypatch, make_database, api, table=table)
+    result = sync(harness)
+    assert result.success, failure_message(result)
+    assert [r["id"] for r in cached(cache_url)] == list(range(2, 46, 2))
+    assert all(r.args["active"] == "true" for r in api.data_requests())
+
+
 def test_a_daily_sends_the_watermark_less_the_lookback_and_upserts_what_changed(
     tmp_path, monkeypatch, make_database, api
 ):

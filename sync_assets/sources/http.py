@@ -145,14 +145,14 @@ class HttpClient:
             raise self._status_error(err.response, attempts=retries.max_attempts) from None
         except httpx.TimeoutException:
             seconds = self.spec.timeout.total_seconds()
-            shown = self.shown(httpx.URL(url, params=dict(params)))
+            shown = self.shown(with_params(url, params))
             attempts = retries.max_attempts
             msg = (
                 f"table '{self.table}': GET {shown}: no answer within {seconds:g} s after {attempts} attempts"
             )
             raise SyncError(self._named(msg), table=self.table) from None
         except httpx.TransportError as err:
-            shown = self.shown(httpx.URL(url, params=dict(params)))
+            shown = self.shown(with_params(url, params))
             text = redact(f"{type(err).__name__}: {err}", self.secrets)
             msg = f"table '{self.table}': GET {shown}: {text} after {retries.max_attempts} attempts"
             raise SyncError(self._named(msg), table=self.table) from None
@@ -165,8 +165,9 @@ class HttpClient:
     ) -> httpx.Response:
         if self.limiter is not None:
             self.limiter.try_acquire(self.name)
-        # No params at all, not an empty mapping: httpx would replace the query a next link carries.
-        return self.client.request(method, url, params=dict(params) if params else None, **kwargs)
+        # Merged into the URL's own query (an endpoint's filter, a next link's cursor): httpx's
+        # `params=` would replace it.
+        return self.client.request(method, with_params(url, params), **kwargs)
 
     def _login(self) -> None:
         login = self.spec.auth.login if self.spec.auth else None
@@ -218,6 +219,11 @@ class HttpClient:
 
     def _named(self, text: str) -> str:
         return f"{text} (source connection '{self.name}')"
+
+
+def with_params(url: str, params: Mapping[str, Any] | None) -> httpx.URL:
+    """`url` with `params` added to its own query (httpx's `params=` would replace that query)."""
+    return httpx.URL(url).copy_merge_params(dict(params)) if params else httpx.URL(url)
 
 
 def find(document: Any, path: str | None) -> Any:

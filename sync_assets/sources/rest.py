@@ -23,7 +23,7 @@ import polars as pl
 from sync_assets.catalog.models import TableSpec
 from sync_assets.errors import DataError
 from sync_assets.sources.base import Log, Source, Window
-from sync_assets.sources.http import HttpClient, find
+from sync_assets.sources.http import HttpClient, find, with_params
 from sync_assets.types import MICROSECOND_DIGITS, ColumnType, Kind, parse_type, polars_dtype
 
 DATETIME = ColumnType(Kind.DATETIME, precision=MICROSECOND_DIGITS)
@@ -122,7 +122,7 @@ class RestSource(Source):
             query |= {paging.page_param: paging.first_page, paging.limit_param: size}
         asked: set[str] = set()
         while url is not None:
-            page = str(httpx.URL(url, params=query) if query else httpx.URL(url))
+            page = str(with_params(url, query))
             if page in asked:  # an API whose next page is one it already sent would never end
                 msg = f"table '{table.name}': the API sent {self.client.shown(page)} again as the next page"
                 raise DataError(msg, table=table.name)
