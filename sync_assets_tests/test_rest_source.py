@@ -8,6 +8,7 @@ import json
 from decimal import Decimal
 from typing import Any
 
+import dagster as dg
 import pytest
 import sqlalchemy as sa
 
@@ -164,6 +165,55 @@ def test_epoch_watermarks_are_sent_as_seconds(tmp_path, monkeypatch, make_databa
     api.requests.clear()
     assert sync(harness, "daily").success
     assert api.data_requests()[0].args["modified_since"] == str(int(START.replace(minute=45).timestamp()))
+
+
+def test_the_rate_limit_spaces_requests_out(tmp_path, monkeypatch, make_database, api):
+    """Two requests a second: no three requests within one second. A lower bound on the spacing,
+    which a slow machine only widens."""
+    import time
+
+    stamps: list[float] = []
+    handle = api.handle
+    api.handle = lambda request: (stamps.append(time.monotonic()), handle(request))[1]  # type: ignore[method-assign]
+    api.server.clear()
+    api.server.expect_request("/api/products").respond_with_handler(api.handle)
+    table = {"paginate": {"style": "offset", "page_size": 9}}
+    harness, cache_url = harness_for(
+        tmp_path,
+        monkeypatch,
+        make_database,
+        api,
+        table=table,
+        connection={"rate_limit": {"requests_per_second": 2}},
+    )
+    result = sync(harness)
+    assert result.success, failure_message(result)
+    assert len(stamps) == 6 and len(cached(cache_url)) == 45
+    assert min(later - first for first, later in zip(stamps, stamps[2:], strict=False)) >= 0.95
+
+
+def test_reconciliation_compares_the_apis_reported_total_with_the_cache(
+    tmp_path, monkeypatch, make_database, api
+):
+    table = {"paginate": {"style": "offset", "page_size": 20, "total_path": "total"}}
+    harness, _ = harness_for(tmp_path, monkeypatch, make_database, api, table=table)
+    key = dg.AssetKey(["legacy", "products"])
+    assert [c.name for c in harness.defs.resolve_assets_def(key).check_specs if "fresh" not in c.name] == [
+        "reconciliation"
+    ]
+
+    def reconciliation(result) -> dg.AssetCheckEvaluation:
+        (found,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "reconciliation"]
+        return found
+
+    mass = sync(harness)
+    assert reconciliation(mass).passed
+    assert "the API reports 45 records and the cache holds as many" in reconciliation(mass).description
+    del api.records[10]  # deleted at the source: an incremental does not delete it from the cache
+    daily = sync(harness, "daily")
+    found = reconciliation(daily)
+    assert not found.passed and found.severity == dg.AssetCheckSeverity.WARN
+    assert "the API reports 44 records, the cache holds 45" in found.description
 
 
 def test_429_bursts_are_waited_out_as_retry_after_says(tmp_path, monkeypatch, make_database, api):

@@ -115,6 +115,9 @@ class Pagination(_Strict):
     next_path: str | None = Field(
         default=None, description="path of the next URL in the body; else the Link header"
     )
+    total_path: str | None = Field(
+        default=None, description="where a response reports the endpoint's record count (reconciliation)"
+    )
 
 
 class Incremental(_Strict):

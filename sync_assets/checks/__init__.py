@@ -9,6 +9,7 @@ from __future__ import annotations
 import dagster as dg
 
 from sync_assets.catalog.models import Catalog, TableSpec
+from sync_assets.checks.api_total import api_total_checks
 from sync_assets.checks.common import CheckResources, TableCheck
 from sync_assets.checks.lag import lag_checks
 from sync_assets.checks.reconcile import reconciliation_checks
@@ -33,8 +34,10 @@ def table_checks(catalog: Catalog, table: TableSpec, asset_key: dg.AssetKey) -> 
         ValueError: a validation rule is named like a built-in check of the table.
     """
     checks = validation_checks(table, asset_key)
-    if table.endpoint is None:  # these query the source database; an API has no such query
+    if table.endpoint is None:  # these query the source database
         checks += [*reconciliation_checks(catalog, table, asset_key), *lag_checks(catalog, table, asset_key)]
+    else:  # an API: its reported record count, where it reports one
+        checks += api_total_checks(table, asset_key)
     _refuse_duplicate_names(table, checks)
     return checks
 

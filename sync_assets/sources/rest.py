@@ -109,17 +109,25 @@ class RestSource(Source):
         if rows:
             yield self._frame(rows)
 
+    def reported_total(self) -> int:
+        """The record count the endpoint reports at `paginate.total_path`, in its first page."""
+        path = self.table.paginate.total_path
+        assert path is not None and self.table.endpoint is not None
+        url = self.client.url(self.table.endpoint)
+        body, response = self.client.get_json(url, self._first_query({}))
+        total = _optional(body, path)
+        if isinstance(total, bool) or not isinstance(total, int):
+            shown = self.client.shown(response.url)
+            msg = f"table '{self.table.name}': the response of {shown} has no record count at `{path}`"
+            raise DataError(msg, table=self.table.name)
+        return total
+
     # -- pages ------------------------------------------------------------------------------------
     def _pages(self, params: dict[str, Any]) -> Iterator[list[Any]]:
-        table, paging = self.table, self.table.paginate
+        table = self.table
         assert table.endpoint is not None
         url: str | None = self.client.url(table.endpoint)
-        size = paging.page_size
-        query = dict(params)
-        if paging.style == "offset":
-            query |= {paging.offset_param: 0, paging.limit_param: size}
-        elif paging.style == "page":
-            query |= {paging.page_param: paging.first_page, paging.limit_param: size}
+        query = self._first_query(params)
         asked: set[str] = set()
         while url is not None:
             page = str(with_params(url, query))
@@ -131,6 +139,14 @@ class RestSource(Source):
             records = self._records(body, response)
             yield records
             url, query = self._next(url, query, body, response, records)
+
+    def _first_query(self, params: dict[str, Any]) -> dict[str, Any]:
+        paging = self.table.paginate
+        if paging.style == "offset":
+            return params | {paging.offset_param: 0, paging.limit_param: paging.page_size}
+        if paging.style == "page":
+            return params | {paging.page_param: paging.first_page, paging.limit_param: paging.page_size}
+        return dict(params)
 
     def _next(
         self, url: str, query: dict[str, Any], body: Any, response: httpx.Response, records: list[Any]
