@@ -301,6 +301,26 @@ def test_bearer_and_header_keys_reach_the_api(tmp_path, monkeypatch, make_databa
     assert "t0ken-value" not in resource.connection and "${LEGACY_TOKEN}" in resource.connection
 
 
+@pytest.mark.parametrize(
+    ("auth", "seen"),
+    [
+        (
+            {"api_key": {"header": "X-Api-Key", "value": "${LEGACY_SECRET}"}},
+            lambda r: r.headers.get("X-Api-Key"),
+        ),
+        ({"basic": {"username": "sync", "password": "${LEGACY_SECRET}"}}, lambda r: r.authorization.password),
+    ],
+    ids=["api-key-header", "basic"],
+)
+def test_header_keys_and_basic_auth_reach_the_api(tmp_path, monkeypatch, make_database, api, auth, seen):
+    monkeypatch.setenv("LEGACY_SECRET", "hush-2f9")
+    harness, _ = harness_for(tmp_path, monkeypatch, make_database, api, connection={"auth": auth})
+    result = sync(harness)
+    assert result.success, failure_message(result)
+    assert {seen(r) for r in api.data_requests()} == {"hush-2f9"}
+    assert "hush-2f9" not in harness.defs.resources["legacy"].connection
+
+
 def test_an_expired_session_token_logs_in_again(tmp_path, monkeypatch, make_database, api):
     monkeypatch.setenv("LEGACY_PASSWORD", "s3cret-pw")
     api.sessions.append("stale")  # every request needs the newest session token

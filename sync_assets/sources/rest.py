@@ -50,7 +50,7 @@ class RestSource(Source):
         if table.updated_at is not None:
             declared.setdefault(table.updated_at, DATETIME)  # what `incremental` sends, as ISO 8601
         self.declared = declared
-        self.fields: list[Field] = [Field(n, self._path_of(n), t) for n, t in declared.items()]
+        self.fields: list[Field] = [Field(n, _path_of(table, n), t) for n, t in declared.items()]
         self.fixed = False  # the fields are those of the first page from now on
 
     @property
@@ -64,16 +64,13 @@ class RestSource(Source):
     @staticmethod
     def declared_column(table: TableSpec, name: str) -> Field:
         """A column as the catalog types it, before any record is read (the watermark's, for a reset)."""
-        path = next((p for p, target in table.columns.items() if target == name), name)
         declared = table.column_types.get(name)
         fallback = DATETIME if name == table.updated_at else None
-        return Field(name, path, parse_type(declared) if declared else fallback)
+        return Field(name, _path_of(table, name), parse_type(declared) if declared else fallback)
 
     def column(self, name: str) -> Field:
         found = next((f for f in self.fields if f.name == name), None)
-        if found is None:
-            return Field(name, self._path_of(name), self.declared.get(name))
-        return found
+        return found or self.declared_column(self.table, name)
 
     def max_watermark(self) -> Any:
         return None  # an API does not say before it is read; the rows read do
@@ -257,16 +254,17 @@ class RestSource(Source):
         return row
 
     def _key(self, record: dict[str, Any], page: int, index: int) -> str:
-        values = [f"{k}={_optional(record, self._path_of(k))!r}" for k in self.table.primary_key]
+        values = [f"{k}={_optional(record, _path_of(self.table, k))!r}" for k in self.table.primary_key]
         return f"{', '.join(values)} (page {page}, record {index + 1})"
 
     def _frame(self, rows: list[dict[str, Any]]) -> pl.DataFrame:
         schema = {f.name: polars_dtype(f.type) for f in self.fields}  # type: ignore[arg-type]
         return pl.DataFrame(rows, schema=schema, orient="row")
 
-    def _path_of(self, name: str) -> str:
-        """The record field a cache column comes from (renames are source -> cache)."""
-        return next((path for path, target in self.table.columns.items() if target == name), name)
+
+def _path_of(table: TableSpec, name: str) -> str:
+    """The record field a cache column comes from (renames are source -> cache)."""
+    return next((path for path, target in table.columns.items() if target == name), name)
 
 
 def infer(values: list[Any]) -> ColumnType:
