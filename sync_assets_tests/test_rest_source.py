@@ -192,6 +192,15 @@ def test_the_rate_limit_spaces_requests_out(tmp_path, monkeypatch, make_database
     assert min(later - first for first, later in zip(stamps, stamps[2:], strict=False)) >= 0.95
 
 
+def test_the_asset_says_where_its_rows_come_from(tmp_path, monkeypatch, make_database, api):
+    harness, _ = harness_for(tmp_path, monkeypatch, make_database, api)
+    spec = harness.defs.resolve_assets_def(dg.AssetKey(["legacy", "products"])).specs_by_key
+    (only,) = spec.values()
+    assert only.description == (
+        "Cache table `products` synced from endpoint /api/products on `legacy`; incremental on `modified_date`."
+    )
+
+
 def test_reconciliation_compares_the_apis_reported_total_with_the_cache(
     tmp_path, monkeypatch, make_database, api
 ):

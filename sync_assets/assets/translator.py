@@ -62,6 +62,10 @@ def code_version(table: TableSpec) -> str:
 
 
 def _describe(table: TableSpec) -> str:
-    where = (table.query and "a query") or ".".join(p for p in (table.source_schema, table.source_table) if p)
+    where = (
+        (table.query and "a query")
+        or (table.endpoint and f"endpoint {table.endpoint}")
+        or ".".join(p for p in (table.source_schema, table.source_table) if p)
+    )
     watermark = f"incremental on `{table.updated_at}`" if table.updated_at else "full reloads only"
     return f"Cache table `{table.target}` synced from {where} on `{table.source}`; {watermark}."
