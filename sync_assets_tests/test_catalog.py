@@ -83,7 +83,7 @@ def test_the_documented_example_loads_without_environment(tmp_path, monkeypatch)
         (("    source_table: F4108", "    query: SELECT 1"), None),
         (
             ("    source_table: F4801\n", "    source_table: F4801\n    query: SELECT * FROM F4801\n"),
-            ":6: table 'work_orders': give exactly one of `source_table`, `query` or `endpoint`",
+            ":6: table 'work_orders': give exactly one of `source_table`, `query`, `endpoint` or `files`",
         ),
         (
             ('{url: "sqlite:///cache.sqlite"}', '{url: "postgresql://u:hunter2@db/cache"}'),

@@ -408,11 +408,11 @@ tables:
     [
         (
             ("    endpoint: /api/products", "    source_table: products"),
-            ":8: table 'products': source: connection 'legacy' is a REST API: give the table an `endpoint`",
+            ":8: table 'products': source: connection 'legacy' is a REST API: give the table `endpoint`",
         ),
         (
             ("    source: legacy", "    source: erp"),
-            "`endpoint` reads a REST API, and connection 'erp' is a database",
+            "`endpoint` needs a rest connection; 'erp' is a database",
         ),
         (
             ("cache: cache\n", "cache: legacy\n"),
@@ -431,7 +431,7 @@ tables:
         ),
         (
             ("{type: rest, ", "{type: ftp, "),
-            ":2: connections.legacy: `type` is sql (a database: the default) or rest (a JSON API)",
+            ":2: connections.legacy: `type` is sql (a database: the default), rest (a JSON API) or files (a folder)",
         ),
     ],
     ids=[

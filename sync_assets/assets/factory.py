@@ -16,6 +16,7 @@ from sync_assets.assets.metadata import result_metadata
 from sync_assets.assets.partitions import partitions_for
 from sync_assets.assets.schedules import build_schedules
 from sync_assets.assets.translator import SyncAssetTranslator
+from sync_assets.catalog.files import FilesConnectionSpec
 from sync_assets.catalog.models import Catalog, ConnectionSpec, TableSpec, UpdateType
 from sync_assets.catalog.operations import Retries
 from sync_assets.catalog.rest import RestConnectionSpec
@@ -23,6 +24,7 @@ from sync_assets.checks import CheckResources, TableCheck, table_checks
 from sync_assets.errors import SyncCancelled, SyncError, SyncTransientError
 from sync_assets.resources.alerts import Alerter
 from sync_assets.resources.database import SqlDatabase
+from sync_assets.resources.files import FileDrop
 from sync_assets.resources.rest import RestApi
 from sync_assets.sync.runner import FULL, run_sync
 
@@ -229,14 +231,18 @@ def retry_policy(retries: Retries) -> dg.RetryPolicy | None:
     )
 
 
-def resources_for(catalog: Catalog) -> dict[str, SqlDatabase | RestApi]:
+def resources_for(catalog: Catalog) -> dict[str, SqlDatabase | RestApi | FileDrop]:
     """One resource per connection, holding only ${VAR} templates: nothing secret reaches the UI."""
     return {name: _resource(name, conn) for name, conn in catalog.connections.items()}
 
 
-def _resource(name: str, conn: ConnectionSpec | RestConnectionSpec) -> SqlDatabase | RestApi:
+def _resource(
+    name: str, conn: ConnectionSpec | RestConnectionSpec | FilesConnectionSpec
+) -> SqlDatabase | RestApi | FileDrop:
     if isinstance(conn, RestConnectionSpec):
         return RestApi(name=name, connection=conn.model_dump_json(by_alias=True))
+    if isinstance(conn, FilesConnectionSpec):
+        return FileDrop(name=name, path=conn.path)
     return SqlDatabase(
         name=name,
         url=conn.url,

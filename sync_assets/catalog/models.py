@@ -20,6 +20,15 @@ from pydantic import (
 
 from sync_assets.catalog import placeholders
 from sync_assets.catalog.durations import Duration
+from sync_assets.catalog.files import (
+    FILE_COLUMN,
+    FORMATS,
+    MODIFIED_COLUMN,
+    ROW_COLUMN,
+    CsvOptions,
+    FilesConnectionSpec,
+    XlsxOptions,
+)
 from sync_assets.catalog.jde import JdeOptions
 from sync_assets.catalog.operations import (
     Alerts,
@@ -197,20 +206,49 @@ class TableSpec(_Strict):
     column_types: dict[str, str] = Field(
         default_factory=dict, alias="schema", description="neutral types by cache column, e.g. decimal(12,2)"
     )
+    # A file-drop source's table reads the files that match a glob.
+    files: str | None = Field(
+        default=None, description="a glob under the connection's folder, e.g. orders_*.csv"
+    )
+    format: Literal["csv", "parquet", "xlsx"] | None = Field(
+        default=None, description="else from the extension"
+    )
+    csv: CsvOptions | None = None
+    xlsx: XlsxOptions | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _file_defaults(cls, data: Any) -> Any:
+        """A files table without a key is keyed by file and row; without `updated_at`, the file's
+        modification time orders versions of a row (the later file's wins)."""
+        if not isinstance(data, dict) or data.get("files") is None:
+            return data
+        defaults = {"updated_at": MODIFIED_COLUMN, "primary_key": [FILE_COLUMN, ROW_COLUMN]}
+        return {**data, **{k: v for k, v in defaults.items() if not data.get(k)}}
 
     @model_validator(mode="after")
     def _one_source(self) -> TableSpec:
-        if [self.source_table, self.query, self.endpoint].count(None) != 2:
-            msg = "give exactly one of `source_table`, `query` or `endpoint`"
+        if [self.source_table, self.query, self.endpoint, self.files].count(None) != 3:
+            msg = "give exactly one of `source_table`, `query`, `endpoint` or `files`"
+            raise ValueError(msg)
+        if self.files is None and (
+            given := [k for k in ("format", "csv", "xlsx") if getattr(self, k) is not None]
+        ):
+            msg = f"`{given[0]}` applies to a `files` table"
+            raise ValueError(msg)
+        if self.files is not None and self.file_format is None:
+            msg = f"`format` is needed: '{self.files}' does not end in .{', .'.join(FORMATS)}"
             raise ValueError(msg)
         if self.endpoint is None:
             rest = [k for k in ("records", "incremental") if getattr(self, k) is not None]
-            rest += [k for k in ("paginate", "column_types") if k in self.model_fields_set]
+            rest += [k for k in ("paginate",) if k in self.model_fields_set]
             if rest:
-                shown = "schema" if rest[0] == "column_types" else rest[0]
-                msg = f"`{shown}` applies to a REST `endpoint` table"
+                msg = f"`{rest[0]}` applies to a REST `endpoint` table"
                 raise ValueError(msg)
-        elif self.jde is not None:
+        if "column_types" in self.model_fields_set and self.endpoint is None and self.files is None:
+            msg = "`schema` applies to a REST `endpoint` or a `files` table (a database says its types)"
+            raise ValueError(msg)
+        if self.jde is not None and (self.endpoint or self.files):
             msg = "`jde` applies to SQL source tables"
             raise ValueError(msg)
         if self.incremental is not None and self.updated_at is None:
@@ -267,6 +305,14 @@ class TableSpec(_Strict):
         return self.target_table or self.name
 
     @property
+    def file_format(self) -> str | None:
+        """A files table's format: `format`, else the glob's extension."""
+        if self.format is not None or self.files is None:
+            return self.format
+        extension = self.files.rsplit(".", 1)[-1].lower() if "." in self.files else ""
+        return extension if extension in FORMATS else None
+
+    @property
     def update_types(self) -> list[UpdateType]:
         """Mass always; daily and hourly only where a watermark column exists."""
         return list(UpdateType) if self.updated_at else [UpdateType.MASS]
@@ -299,7 +345,7 @@ class TableSpec(_Strict):
         return update_type.interval * multiplier
 
 
-CONNECTION_KINDS = ("sql", "rest")
+CONNECTION_KINDS = ("sql", "rest", "files")
 
 
 def _connection_type(value: Any) -> str:
@@ -307,11 +353,13 @@ def _connection_type(value: Any) -> str:
 
 
 AnyConnection = Annotated[
-    Annotated[ConnectionSpec, Tag("sql")] | Annotated[RestConnectionSpec, Tag("rest")],
+    Annotated[ConnectionSpec, Tag("sql")]
+    | Annotated[RestConnectionSpec, Tag("rest")]
+    | Annotated[FilesConnectionSpec, Tag("files")],
     Discriminator(
         _connection_type,
         custom_error_type="connection_type",
-        custom_error_message="`type` is sql (a database: the default) or rest (a JSON API)",
+        custom_error_message="`type` is sql (a database: the default), rest (a JSON API) or files (a folder)",
     ),
 ]
 
@@ -332,8 +380,9 @@ class Catalog(_Strict):
             found.append((("connections", name), f"'{name}' is reserved; name the connection differently"))
         if self.cache not in self.connections:
             found.append((("cache",), f"unknown connection '{self.cache}' (known: {self._known()})"))
-        elif isinstance(cache := self.connections[self.cache], RestConnectionSpec):
-            found.append((("cache",), f"connection '{self.cache}' is a REST API; the cache is a database"))
+        elif isinstance(cache := self.connections[self.cache], RestConnectionSpec | FilesConnectionSpec):
+            kind = "a REST API" if isinstance(cache, RestConnectionSpec) else "a folder of files"
+            found.append((("cache",), f"connection '{self.cache}' is {kind}; the cache is a database"))
         elif (database := cache.database()) and (why := source_only(database)):
             found.append((("connections", self.cache, "url"), why))
         names: dict[str, int] = {}
@@ -344,13 +393,8 @@ class Catalog(_Strict):
                 found.append((("tables", i, "source"), msg))
             elif table.source == self.cache:
                 found.append((("tables", i, "source"), "a table cannot use the cache as its source"))
-            elif (table.endpoint is None) != (table.source not in self.rest_sources()):
-                msg = (
-                    f"connection '{table.source}' is a REST API: give the table an `endpoint`"
-                    if table.endpoint is None
-                    else f"`endpoint` reads a REST API, and connection '{table.source}' is a database"
-                )
-                found.append((("tables", i, "endpoint" if table.endpoint else "source"), msg))
+            elif problem := self._source_kind_problem(table):
+                found.append((("tables", i, problem[0]), problem[1]))
             if table.name in names:
                 msg = f"duplicate table name '{table.name}' (first at tables[{names[table.name]}])"
                 found.append((("tables", i, "name"), msg))
@@ -373,9 +417,21 @@ class Catalog(_Strict):
     def _known(self) -> str:
         return ", ".join(sorted(self.connections))
 
-    def rest_sources(self) -> set[str]:
-        """The connections that are REST APIs."""
-        return {n for n, c in self.connections.items() if isinstance(c, RestConnectionSpec)}
+    def _source_kind_problem(self, table: TableSpec) -> tuple[str, str] | None:
+        """Where a table and its connection disagree on the kind of source, as (key, message)."""
+        kinds = {
+            RestConnectionSpec: ("a REST API", "endpoint"),
+            FilesConnectionSpec: ("a folder of files", "files"),
+        }
+        connection = self.connections[table.source]
+        wanted = next((key for key in ("endpoint", "files") if getattr(table, key) is not None), None)
+        kind, needs = kinds.get(type(connection), ("a database", None))
+        if wanted == needs:
+            return None
+        if needs is not None:
+            return "source", f"connection '{table.source}' is {kind}: give the table `{needs}`"
+        needed = "files" if wanted == "files" else "rest"
+        return str(wanted), f"`{wanted}` needs a {needed} connection; '{table.source}' is {kind}"
 
     def table(self, name: str) -> TableSpec:
         return next(t for t in self.tables if t.name == name)

@@ -34,9 +34,9 @@ def table_checks(catalog: Catalog, table: TableSpec, asset_key: dg.AssetKey) -> 
         ValueError: a validation rule is named like a built-in check of the table.
     """
     checks = validation_checks(table, asset_key)
-    if table.endpoint is None:  # these query the source database
+    if table.endpoint is None and table.files is None:  # these query the source database
         checks += [*reconciliation_checks(catalog, table, asset_key), *lag_checks(catalog, table, asset_key)]
-    else:  # an API: its reported record count, where it reports one
+    else:  # an API's reported record count, where it reports one; files have no such count
         checks += api_total_checks(table, asset_key)
     _refuse_duplicate_names(table, checks)
     return checks

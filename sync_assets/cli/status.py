@@ -37,6 +37,7 @@ from sync_assets.cli.context import (
 )
 from sync_assets.cli.states import FailingCheck, Lag, Status, status_of
 from sync_assets.resources.database import SqlDatabase
+from sync_assets.resources.files import FileDrop
 from sync_assets.resources.rest import RestApi
 from sync_assets.sync.history import History, read_history
 
@@ -179,10 +180,14 @@ def _from_instance(
 
 
 def _lag(
-    catalog: Catalog, table: TableSpec, key: dg.AssetKey, resources: Mapping[str, SqlDatabase | RestApi]
+    catalog: Catalog,
+    table: TableSpec,
+    key: dg.AssetKey,
+    resources: Mapping[str, SqlDatabase | RestApi | FileDrop],
 ) -> Lag | str | None:
     """The `source_lag` check run here and now, or why it could not run; None for a mass-only table."""
-    checks = lag_checks(catalog, table, key) if table.endpoint is None else []  # an API: no query for it
+    sql = table.endpoint is None and table.files is None
+    checks = lag_checks(catalog, table, key) if sql else []  # an API or files: no query for it
     if not checks:
         return None
     source, cache = resources[table.source], resources[catalog.cache]

@@ -82,6 +82,17 @@ class Source(ABC):
         """The rows of `window` (None: every row) in bounded batches of cache types; closing the
         generator releases the read."""
 
+    def prepare(self, cache: sa.Connection) -> None:  # noqa: B027 (a hook: most sources need none)
+        """Before planning: read from the cache what this source's increments build on (a file
+        manifest); most sources keep nothing there."""
+
+    def record(self, cache: sa.Connection, *, full: bool) -> None:  # noqa: B027 (a hook)
+        """Inside the sync's commit transaction: record what this sync read (a file manifest)."""
+
+    def adopt(self, types: dict[str, ColumnType]) -> None:  # noqa: B027 (a hook: typed sources ignore it)
+        """The types the cache table already has, for a source typed by its rows: an incremental
+        keeps them, so one batch of odd values cannot retype a column."""
+
     def settled(self, first: pl.DataFrame | None) -> Source:
         """This source with the column types its first batch showed (for a source not `typed`)."""
         return self

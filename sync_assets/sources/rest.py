@@ -72,6 +72,11 @@ class RestSource(Source):
         found = next((f for f in self.fields if f.name == name), None)
         return found or self.declared_column(self.table, name)
 
+    def adopt(self, types: dict[str, ColumnType]) -> None:
+        self.declared = {**types, **self.declared}
+        known = {f.name for f in self.fields}
+        self.fields += [Field(n, _path_of(self.table, n), t) for n, t in types.items() if n not in known]
+
     def max_watermark(self) -> Any:
         return None  # an API does not say before it is read; the rows read do
 

@@ -8,6 +8,7 @@ from sync_assets.catalog.models import TableSpec
 from sync_assets.dialects import CacheDialect
 from sync_assets.dialects.upsert import UpsertCounts
 from sync_assets.errors import DataError, describe_error
+from sync_assets.sources.base import Source
 from sync_assets.sync import audit, watermark
 from sync_assets.sync.plan import FULL, Plan
 from sync_assets.sync.progress import Progress
@@ -22,6 +23,7 @@ def commit(
     attempt: int,
     plan: Plan,
     staged: Staged,
+    source: Source,
 ) -> audit.Outcome:
     """Replace (full) or upsert (incremental) the target from `staged`, and record the outcome in
     the same transaction; the catalog's `post_sql` runs in it too where DDL is transactional."""
@@ -59,6 +61,7 @@ def commit(
             watermark_from=watermark.encode(plan.low),
             watermark_to=watermark.encode(new_mark),
         )
+        source.record(cache, full=plan.mode == FULL)
         audit.succeed(cache, attempt, outcome)
         if dialect.capabilities.transactional_ddl:
             _post_sql(progress, table, cache, target)

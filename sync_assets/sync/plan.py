@@ -44,6 +44,7 @@ def plan_sync(
     log: Log,
 ) -> Plan:
     progress.at("plan", "cache")
+    source.prepare(cache)
     has_synced, last = audit.last_watermark(cache, table.name)
     target_exists = sa.inspect(cache).has_table(table.target)
     cache.commit()

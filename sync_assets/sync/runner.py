@@ -29,6 +29,7 @@ from sync_assets.errors import (
 )
 from sync_assets.redact import redact
 from sync_assets.resources.database import SqlDatabase
+from sync_assets.resources.files import FileDrop
 from sync_assets.resources.rest import RestApi
 from sync_assets.sources.base import Source
 from sync_assets.sources.sql import SqlSource
@@ -70,7 +71,7 @@ def run_sync(
     table: TableSpec,
     update_type: UpdateType,
     *,
-    source_db: SqlDatabase | RestApi,
+    source_db: SqlDatabase | RestApi | FileDrop,
     cache_db: SqlDatabase,
     run_id: str,
     log: Log,
@@ -100,8 +101,8 @@ def run_sync(
         with contextlib.ExitStack() as engines:
             engines.enter_context(progress.interrupts)
             progress.at("connect", "source")
-            if isinstance(source_db, RestApi):
-                open_source = job.rest_source(source_db)
+            if not isinstance(source_db, SqlDatabase):  # an API or a folder: no engine to make
+                open_source = job.other_source(source_db)
             else:
                 source_engine, job.dialects["source"] = engines.enter_context(
                     source_db.engine(role="source", table=table.name)
@@ -181,12 +182,12 @@ class _Sync:
 
         return open_source
 
-    def rest_source(self, api: RestApi) -> OpenSource:
+    def other_source(self, resource: RestApi | FileDrop) -> OpenSource:
         @contextlib.contextmanager
         def open_source() -> Iterator[Source]:
             self.progress.at("plan", "source")
             batch_size = self.catalog.batch_size(self.table)
-            with api.open_source(self.table, batch_size=batch_size, log=self.log) as source:
+            with resource.open_source(self.table, batch_size=batch_size, log=self.log) as source:
                 yield source
 
         return open_source
@@ -247,7 +248,7 @@ class _Sync:
         plan = plan_sync(progress, self.catalog, table, self.update_type, source, cache, self.log)
         with contextlib.ExitStack() as session:
             staged = Stager(progress, table, cache, dialect, self.log).stage(source, plan, session)
-            outcome = commit(progress, table, cache, dialect, attempt, plan, staged)
+            outcome = commit(progress, table, cache, dialect, attempt, plan, staged, source)
             progress.committed = True
         target = staged.target
         progress.at("cleanup", "cache")

@@ -19,11 +19,13 @@ import sqlalchemy as sa
 from sync_assets.batches import mapped
 from sync_assets.catalog.models import TableSpec
 from sync_assets.dialects import CacheDialect
+from sync_assets.errors import UnsupportedType
 from sync_assets.sources.base import DirectCopy, Log, Source
 from sync_assets.sync import watermark
 from sync_assets.sync.plan import Plan
 from sync_assets.sync.progress import Progress
 from sync_assets.sync.target import cache_value_fixes, check_existing, target_table
+from sync_assets.types import ColumnType, from_sqlalchemy
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,9 @@ class Stager:
     def _stage_batches(self, source: Source, plan: Plan) -> Staged:
         """The general path: source batches, bulk-loaded into staging."""
         cache, dialect, progress = self.cache, self.dialect, self.progress
+        existing = None if source.typed else _existing(cache, self.table.target)
+        if existing is not None:
+            source.adopt(_neutral_types(existing, self.table.name))
         batches = _nothing() if plan.reads_nothing else source.batches(plan.window)
         if source.typed and (fixes := cache_value_fixes(source, dialect)):
             batches = mapped(batches, lambda frame: frame.with_columns(fixes))
@@ -101,9 +106,8 @@ class Stager:
             progress.at("read", "source")
             first = next(batches, None)
             progress.at("read", "cache")  # the target as it is now
-            existing = _existing(cache, self.table.target) if first is None and not source.typed else None
-            if existing is not None:  # nothing read, and nothing to learn the types from: they stay
-                target, exists = existing, True
+            if first is None and not source.typed and existing is not None:
+                target, exists = existing, True  # nothing read, nothing to learn types from: they stay
             else:
                 source = source.settled(first)
                 target = target_table(source, dialect)
@@ -147,6 +151,18 @@ class Stager:
 
 def _nothing() -> Generator[pl.DataFrame]:
     yield from ()
+
+
+def _neutral_types(table: sa.Table, name: str) -> dict[str, ColumnType]:
+    """The cache table's column types, as neutral types (a column whose type does not map is left
+    to the source)."""
+    found = {}
+    for column in table.columns:
+        try:
+            found[column.name] = from_sqlalchemy(column.type, table=name, column=column.name)
+        except UnsupportedType:
+            continue
+    return found
 
 
 def _existing(cache: sa.Connection, name: str) -> sa.Table | None:
