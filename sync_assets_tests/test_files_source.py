@@ -241,3 +241,16 @@ def test_files_catalog_mistakes_are_refused_at_load(tmp_path, monkeypatch, make_
     with pytest.raises(CatalogError, match=None) as info:
         load_catalog(harness.path)
     assert expected in str(info.value), info.value
+
+
+def test_reset_to_a_time_is_refused_for_a_files_table(tmp_path, monkeypatch, make_database):
+    from click.testing import CliRunner
+
+    from sync_assets.cli import main
+
+    harness, _, _ = harness_for(tmp_path, monkeypatch, make_database)
+    result = CliRunner().invoke(
+        main, ["reset", "orders", "--to", "2026-03-01", "--catalog", str(harness.path)]
+    )
+    assert result.exit_code != 0
+    assert "its incrementals follow its file manifest; use --full" in result.output

@@ -47,6 +47,7 @@ IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
 # A schedule's sync is late after this many of its intervals without a success, stale after that.
 WARN_INTERVALS, FAIL_INTERVALS = 1.5, 3
 SYNC_LOG_TABLE = "sync_log"
+SYNC_FILES_TABLE = "sync_files"  # the manifest of file-drop tables (sources/manifest.py)
 # Resource keys sync_assets itself (or Dagster) uses besides the connections.
 RESERVED_RESOURCE_KEYS = frozenset({"sync_alerter", "io_manager"})
 # Checks every table gets besides its validation rules.
@@ -399,8 +400,9 @@ class Catalog(_Strict):
                 msg = f"duplicate table name '{table.name}' (first at tables[{names[table.name]}])"
                 found.append((("tables", i, "name"), msg))
             names.setdefault(table.name, i)
-            if table.target.lower() == SYNC_LOG_TABLE:
-                found.append((("tables", i, "target_table"), f"'{SYNC_LOG_TABLE}' is the audit table"))
+            if table.target.lower() in (SYNC_LOG_TABLE, SYNC_FILES_TABLE):
+                what = "the audit table" if table.target.lower() == SYNC_LOG_TABLE else "the file manifest"
+                found.append((("tables", i, "target_table"), f"'{table.target.lower()}' is {what}"))
             if table.target.lower() in targets:
                 first = targets[table.target.lower()]
                 msg = f"target table '{table.target}' is already written by tables[{first}]"

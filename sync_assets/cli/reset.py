@@ -83,6 +83,8 @@ def _watermark(catalog: Catalog, spec: TableSpec, text: str) -> Any:
     next sync could not read would fail every incremental until another reset."""
     source = resources_for(catalog)[spec.source]
     try:
+        if spec.files is not None:  # its increments are the files its manifest has not seen
+            fail(f"table '{spec.name}' reads files: its incrementals follow its file manifest; use --full")
         if isinstance(source, RestApi):  # an API's watermark: as `schema:` types it, else a timestamp
             column = RestSource.declared_column(spec, str(spec.updated_at))
         else:

@@ -13,10 +13,12 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
+from sync_assets.catalog.models import SYNC_FILES_TABLE
+
 CHUNK = 500  # paths per IN list: under every database's bound-parameter limit
 
 sync_files = sa.Table(
-    "sync_files",
+    SYNC_FILES_TABLE,
     sa.MetaData(),
     sa.Column("table_name", sa.String(128), primary_key=True),
     sa.Column("path", sa.String(400), primary_key=True, comment="relative to the connection's folder"),
