@@ -128,7 +128,9 @@ class FilesSource(Source):
         try:
             if fmt == "csv":
                 raw = self._csv(path)
-                first_line = (self.table.csv.skip_rows if self.table.csv else 0) + 2
+                options = self.table.csv
+                header = 1 if options is None or options.has_header else 0
+                first_line = (options.skip_rows if options else 0) + header + 1
             elif fmt == "parquet":
                 raw, first_line = _parquet(path, self.batch_size), 1
             else:
