@@ -254,3 +254,14 @@ def test_reset_to_a_time_is_refused_for_a_files_table(tmp_path, monkeypatch, mak
     )
     assert result.exit_code != 0
     assert "its incrementals follow its file manifest; use --full" in result.output
+
+
+def test_a_csv_without_a_header_names_lines_from_its_first_row(tmp_path, monkeypatch, make_database):
+    table = {"csv": {"has_header": False}, "primary_key": ["order_id"], "columns": {"column_0": "order_id"}}
+    harness, folder, cache_url = harness_for(tmp_path, monkeypatch, make_database, table=table)
+    (folder / "orders_1.csv").write_text("1,5\n2,6\n")
+    assert sync(harness).success
+    assert [(r["order_id"], r["column_1"]) for r in cached(cache_url)] == [(1, 5), (2, 6)]
+    (folder / "orders_2.csv").write_text("3,7\n4,x\n")
+    result = sync(harness, "daily")
+    assert "file orders_2.csv, line 2, column 'column_1': 'x' is not int64" in failure_message(result)

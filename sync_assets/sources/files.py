@@ -181,7 +181,7 @@ class FilesSource(Source):
             rows = sheet.iter_rows(values_only=True)
             for _ in range(options.skip_rows if options else 0):
                 next(rows, None)
-            header = [str(h) if h is not None else f"column_{i + 1}" for i, h in enumerate(next(rows, ()))]
+            header = [str(h) if h is not None else f"column_{i}" for i, h in enumerate(next(rows, ()))]
             batch: list[list[str | None]] = []
             for row in rows:
                 batch.append([_cell_text(v) for v in row[: len(header)]] + [None] * (len(header) - len(row)))
