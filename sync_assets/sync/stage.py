@@ -96,9 +96,11 @@ class Stager:
     def _stage_batches(self, source: Source, plan: Plan) -> Staged:
         """The general path: source batches, bulk-loaded into staging."""
         cache, dialect, progress = self.cache, self.dialect, self.progress
+        progress.at("read", "cache")  # the target as it is now
         existing = None if source.typed else _existing(cache, self.table.target)
         if existing is not None:
             source.adopt(_neutral_types(existing, self.table.name))
+        cache.commit()  # no transaction of the cache stays open while the source is read
         batches = _nothing() if plan.reads_nothing else source.batches(plan.window)
         if source.typed and (fixes := cache_value_fixes(source, dialect)):
             batches = mapped(batches, lambda frame: frame.with_columns(fixes))
