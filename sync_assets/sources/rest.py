@@ -11,7 +11,7 @@ loaded becomes the next sync's start.
 from __future__ import annotations
 
 import json
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -43,6 +43,8 @@ class RestSource(Source):
 
     upper_bound_known = False
     _known_paths: frozenset[str] = frozenset()
+    _readers: list[tuple[str, str, bool, Callable[[Any], Any]]] = []  # set by _fix
+    _key_positions: list[tuple[str, int]] = []
 
     def __init__(self, client: HttpClient, table: TableSpec, *, batch_size: int, log: Log) -> None:
         self.client, self.table, self.batch_size, self.log = client, table, batch_size, log
@@ -99,7 +101,7 @@ class RestSource(Source):
         incremental = self.table.incremental
         if window is not None and window.low is not None and incremental is not None:
             params[incremental.param] = _wire(window.low, incremental.format)
-        rows: list[dict[str, Any]] = []
+        rows: list[list[Any]] = []  # in the order of `fields`
         for number, records in enumerate(self._pages(params), start=1):
             if not self.fixed:
                 self._fix(records)
@@ -218,40 +220,46 @@ class RestSource(Source):
         fields = [f if f.type is not None else Field(f.name, f.path, infer([])) for f in by_name.values()]
         self.fields, self.fixed = fields, True
         self._known_paths = frozenset(f.path.split(".")[0] for f in fields)
+        self._readers = [(f.name, f.path, "." in f.path, converter(f.type)) for f in fields]  # type: ignore[arg-type]
+        names = [f.name for f in fields]
+        self._key_positions = [(k, names.index(k)) for k in self.table.primary_key if k in names]
         missing = [k for k in self.table.primary_key if k not in by_name]
         if missing:
             msg = f"table '{self.table.name}': primary key field '{missing[0]}' is not in the records"
             raise DataError(msg, table=self.table.name)
 
-    def _row(self, record: Any, page: int, index: int) -> dict[str, Any]:
+    def _row(self, record: Any, page: int, index: int) -> list[Any]:
         if not isinstance(record, dict):
             kind = type(record).__name__
             msg = f"table '{self.table.name}': record {index + 1} of page {page} is {kind}, not an object"
             raise DataError(msg, table=self.table.name)
-        unknown = [k for k in record if k not in self._known_paths]
-        if unknown:
+        if not record.keys() <= self._known_paths:
+            unknown = sorted(record.keys() - self._known_paths)
             msg = (
                 f"table '{self.table.name}': record {self._key(record, page, index)}: "
                 f"field '{unknown[0]}' was "
                 "not in the first page, whose fields fixed the table's columns; name it in `schema:`"
             )
             raise DataError(msg, table=self.table.name)
-        row = {}
-        for field in self.fields:
-            value = _optional(record, field.path)
+        row: list[Any] = []
+        for name, path, nested, convert in self._readers:
+            value = _optional(record, path) if nested else record.get(path)
+            if value is None:
+                row.append(None)
+                continue
             try:
-                row[field.name] = convert(value, field.type)  # type: ignore[arg-type]
+                row.append(convert(value))
             except (TypeError, ValueError, ArithmeticError):
-                shown = repr(value)[:80]
+                field = next(f for f in self.fields if f.name == name)
                 msg = (
                     f"table '{self.table.name}': record {self._key(record, page, index)}: "
-                    f"field '{field.path}': "
-                    f"{shown} is not {field.type.describe()}, the type "  # type: ignore[union-attr]
-                    f"{'`schema:` gives it' if field.name in self.declared else 'the first page showed'}"
+                    f"field '{path}': "
+                    f"{repr(value)[:80]} is not {field.type.describe()}, the type "  # type: ignore[union-attr]
+                    f"{'`schema:` gives it' if name in self.declared else 'the first page showed'}"
                 )
                 raise DataError(msg, table=self.table.name) from None
-        for key in self.table.primary_key:
-            if row.get(key) is None:
+        for key, position in self._key_positions:
+            if row[position] is None:
                 msg = (
                     f"table '{self.table.name}': record {index + 1} of page {page} has no primary key '{key}'"
                 )
@@ -262,9 +270,10 @@ class RestSource(Source):
         values = [f"{k}={_optional(record, _path_of(self.table, k))!r}" for k in self.table.primary_key]
         return f"{', '.join(values)} (page {page}, record {index + 1})"
 
-    def _frame(self, rows: list[dict[str, Any]]) -> pl.DataFrame:
+    def _frame(self, rows: list[list[Any]]) -> pl.DataFrame:
         schema = {f.name: polars_dtype(f.type) for f in self.fields}  # type: ignore[arg-type]
-        return pl.DataFrame(rows, schema=schema, orient="row")
+        columns = zip(*rows, strict=True) if rows else ([] for _ in schema)
+        return pl.DataFrame(dict(zip(schema, columns, strict=True)), schema=schema)
 
 
 def _path_of(table: TableSpec, name: str) -> str:
@@ -294,60 +303,96 @@ def infer(values: list[Any]) -> ColumnType:
     return ColumnType(Kind.STRING)
 
 
-def convert(value: Any, ct: ColumnType) -> Any:
-    """A JSON value as the batch holds it for `ct`; raises ValueError or TypeError if it does not fit."""
-    if value is None:
-        return None
+def converter(ct: ColumnType) -> Callable[[Any], Any]:
+    """How a JSON value (never None) becomes what the batch holds for `ct`; the function raises
+    ValueError or TypeError for a value that does not fit. Built once per column, used per value."""
     match ct.kind:
         case Kind.STRING | Kind.UUID:
-            if isinstance(value, dict | list):
-                return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-            if isinstance(value, bool | int | float) and ct.kind is Kind.STRING:
-                return json.dumps(value)
-            if not isinstance(value, str):
-                raise TypeError(value)
-            if ct.length is not None and len(value) > ct.length:
-                raise ValueError(value)
-            return value
+            text_only, length = ct.kind is Kind.UUID, ct.length
+
+            def text(value: Any) -> str:
+                if type(value) is not str:
+                    if isinstance(value, dict | list):
+                        value = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+                    elif isinstance(value, bool | int | float) and not text_only:
+                        value = json.dumps(value)
+                    else:
+                        raise TypeError(value)
+                if length is not None and len(value) > length:
+                    raise ValueError(value)
+                return value
+
+            return text
         case Kind.INTEGER:
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(value)
-            return value
+
+            def integer(value: Any) -> int:
+                if type(value) is not int:  # bool is not an int here
+                    raise TypeError(value)
+                return value
+
+            return integer
         case Kind.FLOAT:
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise TypeError(value)
-            return float(value)
+
+            def double(value: Any) -> float:
+                if type(value) is not float and type(value) is not int:
+                    raise TypeError(value)
+                return float(value)
+
+            return double
         case Kind.DECIMAL:
-            if isinstance(value, bool) or not isinstance(value, int | float | str):
-                raise TypeError(value)
-            number = Decimal(str(value))  # a JSON number's own digits, not its binary double
             scale = ct.scale or 0
-            exponent = number.as_tuple().exponent
-            if not isinstance(exponent, int) or -exponent > scale:
-                raise ValueError(value)  # not finite, or more fractional digits than the column keeps
-            if ct.precision is not None and number != 0 and number.adjusted() + 1 > ct.precision - scale:
-                raise ValueError(value)
-            return number.quantize(Decimal(1).scaleb(-scale))
+            digits = None if ct.precision is None else ct.precision - scale
+            step = Decimal(1).scaleb(-scale)
+
+            def decimal(value: Any) -> Decimal:
+                if isinstance(value, bool) or not isinstance(value, int | float | str):
+                    raise TypeError(value)
+                number = Decimal(str(value))  # a JSON number's own digits, not its binary double
+                exponent = number.as_tuple().exponent
+                if not isinstance(exponent, int) or -exponent > scale:
+                    raise ValueError(value)  # not finite, or more fractional digits than the column keeps
+                if digits is not None and number != 0 and number.adjusted() + 1 > digits:
+                    raise ValueError(value)
+                return number.quantize(step)
+
+            return decimal
         case Kind.BOOLEAN:
-            if not isinstance(value, bool):
-                raise TypeError(value)
-            return value
+
+            def boolean(value: Any) -> bool:
+                if type(value) is not bool:
+                    raise TypeError(value)
+                return value
+
+            return boolean
         case Kind.DATETIME:
-            parsed = _iso(value) if isinstance(value, str) else None
-            if not isinstance(parsed, datetime):
-                raise ValueError(value)
-            if parsed.tzinfo is None:
-                if ct.timezone:
-                    raise ValueError(value)  # no offset for a column of instants: ambiguous
-                return parsed
-            instant = parsed.astimezone(UTC)
-            return instant if ct.timezone else instant.replace(tzinfo=None)  # naive means UTC
+            zoned = ct.timezone
+
+            def timestamp(value: Any) -> datetime:
+                parsed = _iso(value) if type(value) is str else None
+                if not isinstance(parsed, datetime):
+                    raise ValueError(value)
+                if parsed.tzinfo is None:
+                    if zoned:
+                        raise ValueError(value)  # no offset for a column of instants: ambiguous
+                    return parsed
+                instant = parsed.astimezone(UTC)
+                return instant if zoned else instant.replace(tzinfo=None)  # naive means UTC
+
+            return timestamp
         case Kind.DATE:
-            parsed = _iso(value) if isinstance(value, str) else None
-            if type(parsed) is not date:
-                raise ValueError(value)
-            return parsed
-    raise TypeError(value)  # time and binary have no JSON form to take them from
+
+            def day(value: Any) -> date:
+                parsed = _iso(value) if type(value) is str else None
+                if type(parsed) is not date:
+                    raise ValueError(value)
+                return parsed
+
+            return day
+
+    def refused(value: Any) -> Any:
+        raise TypeError(value)  # time and binary have no JSON form to take them from
+
+    return refused
 
 
 def _iso(text: str) -> datetime | date | None:
