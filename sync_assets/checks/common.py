@@ -20,6 +20,7 @@ from sync_assets.resources.database import SqlDatabase
 from sync_assets.sources.sql import SqlTable
 from sync_assets.sync import audit, watermark
 from sync_assets.sync.audit import INCREMENTAL
+from sync_assets.sync.target import existing_target
 
 SAMPLE_SIZE = 5  # offending keys or rows shown as evidence
 
@@ -110,10 +111,8 @@ def connect(resources: CheckResources, table: TableSpec, *, source: bool) -> Ite
 
 
 def cache_table(conn: sa.Connection, table: TableSpec) -> sa.Table | None:
-    """The cache table as it is now (reflected), or None before its first sync."""
-    if not sa.inspect(conn).has_table(table.target):
-        return None
-    return sa.Table(table.target, sa.MetaData(), autoload_with=conn)
+    """The table's cache table as it is now (reflected), or None before its first sync."""
+    return existing_target(conn, table.target)
 
 
 def not_synced(table: TableSpec) -> dg.AssetCheckResult:

@@ -18,7 +18,7 @@ from sync_assets.catalog.models import TableSpec
 from sync_assets.catalog.rest import RestConnectionSpec
 from sync_assets.errors import SyncError
 from sync_assets.sources.base import Log
-from sync_assets.sources.http import HttpClient
+from sync_assets.sources.http import HttpClient, connection_secrets
 from sync_assets.sources.rest import RestSource
 
 
@@ -43,13 +43,9 @@ class RestApi(dg.ConfigurableResource):
     def secrets(self, *, table: str | None = None) -> list[str]:
         """The resolved auth values (tokens, keys, passwords) and headers from the environment."""
         try:
-            client = HttpClient(self.name, self.spec(), table=table or "", log=lambda _: None)
-        except SyncError:
+            return connection_secrets(self.name, self.spec(), table=table)
+        except SyncError:  # an unset ${VAR}: nothing resolved, nothing to mask
             return []
-        try:
-            return client.secrets
-        finally:
-            client.close()
 
     def describe(self, role: str, *, table: str | None = None) -> str:
         return f"{role} connection '{self.name}' ({self.base_url(table=table)})"

@@ -70,8 +70,7 @@ class HttpClient:
                 self._query[str(auth.api_key.query)] = value
         elif auth is not None and auth.basic is not None:
             basic = httpx.BasicAuth(self._resolve(auth.basic.username), self._resolve(auth.basic.password))
-        from_environment = [headers[k] for k, v in spec.headers.items() if placeholders.has_placeholders(v)]
-        self.secrets = _longest_first([*self._auth_secrets(), *from_environment])
+        self.secrets = connection_secrets(name, spec, table=table)
         seconds = spec.timeout.total_seconds()
         self.client = httpx.Client(
             headers=headers, auth=basic, timeout=httpx.Timeout(seconds), follow_redirects=True
@@ -81,17 +80,6 @@ class HttpClient:
 
     def _resolve(self, text: str) -> str:
         return placeholders.resolve(text, connection=self.name, table=self.table)
-
-    def _auth_secrets(self) -> list[str]:
-        auth = self.spec.auth
-        if auth is None:
-            return []
-        values = [auth.bearer, auth.api_key.value if auth.api_key else None]
-        if auth.basic:
-            values.append(auth.basic.password)
-        if auth.login:
-            values.extend(auth.login.body.values())
-        return [self._resolve(v) for v in values if v]
 
     def close(self) -> None:
         self.client.close()
@@ -184,7 +172,7 @@ class HttpClient:
             shown = self.shown(response.url)
             msg = f"table '{self.table}': the login response of {shown} has no token at `{login.token}`"
             raise SyncError(self._named(msg), table=self.table)
-        self.secrets = _longest_first([*self.secrets, token])
+        self.secrets = [*self.secrets, token]
         self.client.headers["Authorization"] = f"Bearer {token}"
         self._logged_in = True
 
@@ -243,6 +231,14 @@ def _limiter(per_second: float) -> pyrate_limiter.Limiter:
     return pyrate_limiter.Limiter(pyrate_limiter.Rate(rate.numerator, rate.denominator * 1000))
 
 
-def _longest_first(secrets: list[str]) -> list[str]:
-    """Each secret once, longest first, so a secret inside another is masked with it."""
-    return sorted({s for s in secrets if s}, key=len, reverse=True)
+def connection_secrets(name: str, spec: RestConnectionSpec, *, table: str | None) -> list[str]:
+    """What must never appear in a message: the resolved auth values (token, key, password, login
+    body) and the headers that come from the environment. Raises SyncError for an unset ${VAR}."""
+    auth = spec.auth
+    templates = [v for v in spec.headers.values() if placeholders.has_placeholders(v)]
+    if auth is not None:
+        templates += [auth.bearer or "", auth.api_key.value if auth.api_key else ""]
+        templates += [auth.basic.password] if auth.basic else []
+        templates += list(auth.login.body.values()) if auth.login else []
+    values = (placeholders.resolve(t, connection=name, table=table) for t in templates if t)
+    return list(dict.fromkeys(v for v in values if v))

@@ -24,7 +24,7 @@ from sync_assets.sources.base import DirectCopy, Log, Source
 from sync_assets.sync import watermark
 from sync_assets.sync.plan import Plan
 from sync_assets.sync.progress import Progress
-from sync_assets.sync.target import cache_value_fixes, check_existing, target_table
+from sync_assets.sync.target import cache_value_fixes, check_existing, existing_target, target_table
 from sync_assets.types import ColumnType, from_sqlalchemy
 
 
@@ -97,7 +97,7 @@ class Stager:
         """The general path: source batches, bulk-loaded into staging."""
         cache, dialect, progress = self.cache, self.dialect, self.progress
         progress.at("read", "cache")  # the target as it is now
-        existing = None if source.typed else _existing(cache, self.table.target)
+        existing = None if source.typed else existing_target(cache, self.table.target)
         if existing is not None:
             source.adopt(_neutral_types(existing, self.table.name))
         cache.commit()  # no transaction of the cache stays open while the source is read
@@ -165,10 +165,3 @@ def _neutral_types(table: sa.Table, name: str) -> dict[str, ColumnType]:
         except UnsupportedType:
             continue
     return found
-
-
-def _existing(cache: sa.Connection, name: str) -> sa.Table | None:
-    """The target as the cache holds it, for a source whose types are known only from its rows."""
-    if not sa.inspect(cache).has_table(name):
-        return None
-    return sa.Table(name, sa.MetaData(), autoload_with=cache)

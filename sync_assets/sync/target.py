@@ -7,7 +7,7 @@ import sqlalchemy as sa
 
 from sync_assets.dialects import CacheDialect
 from sync_assets.errors import LossyType, SchemaMismatch
-from sync_assets.sources.sql import Source
+from sync_assets.sources.base import Source
 from sync_assets.types import Kind
 
 
@@ -39,6 +39,13 @@ def target_table(source: Source, dialect: CacheDialect) -> sa.Table:
         name = f"ix_{spec.target}_{spec.updated_at}"[: dialect.capabilities.max_identifier_length]
         sa.Index(name, table.c[spec.updated_at])
     return table
+
+
+def existing_target(conn: sa.Connection, name: str) -> sa.Table | None:
+    """The cache table as it is now (reflected), or None before its first sync."""
+    if not sa.inspect(conn).has_table(name):
+        return None
+    return sa.Table(name, sa.MetaData(), autoload_with=conn)
 
 
 def check_existing(conn: sa.Connection, wanted: sa.Table, dialect: CacheDialect, *, table: str) -> bool:
