@@ -152,7 +152,10 @@ def test_only_changed_rows_are_written_and_counted(
     (said,) = [
         e.user_message for e in harness.instance.all_logs(result.run_id) if "sync done" in e.user_message
     ]
-    done = f"orders: incremental sync done, {ROWS + 3} rows read, 3 inserted, 6 updated, {ROWS - 6} unchanged"
+    done = (
+        f"orders: incremental sync done, {ROWS + 3} rows read, 3 inserted, 6 updated, {ROWS - 6} unchanged, "
+        "0 deleted"
+    )
     assert re.fullmatch(rf"{done} in \d+\.\d\d s", said), said
     assert logged_counts(sync_log_rows(cache_url, "orders")[-1]) == (9, 3, 6, ROWS - 6)
     assert upsert_rowcounts == [0, 9]

@@ -198,13 +198,14 @@ def _materialize(
     except SyncError as err:
         raise dg.Failure(description=str(err), allow_retries=False) from None
     context.log.info(
-        "%s: %s sync done, %d rows read, %d inserted, %d updated, %d unchanged in %.2f s",
+        "%s: %s sync done, %d rows read, %d inserted, %d updated, %d unchanged, %d deleted in %.2f s",
         table.name,
         result.mode,
         result.rows_read,
         result.rows_inserted,
         result.rows_updated,
         result.rows_unchanged,
+        result.rows_deleted,
         result.seconds,
     )
     yield dg.MaterializeResult(asset_key=key, metadata=result_metadata(result))

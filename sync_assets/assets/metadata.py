@@ -19,6 +19,8 @@ def result_metadata(result: SyncResult) -> dict[str, Any]:
         "sync_assets/rows_inserted": dg.MetadataValue.int(result.rows_inserted),
         "sync_assets/rows_updated": dg.MetadataValue.int(result.rows_updated),
         "sync_assets/rows_unchanged": dg.MetadataValue.int(result.rows_unchanged),
+        "sync_assets/rows_deleted": dg.MetadataValue.int(result.rows_deleted),
+        "sync_assets/hashes_compared": dg.MetadataValue.int(result.hashes_compared),
         "sync_assets/duration_s": dg.MetadataValue.float(round(result.seconds, 3)),
         "sync_assets/rows_per_second": dg.MetadataValue.float(round(result.rows_per_second, 1)),
         "sync_assets/watermark_from": result.watermark_from or "",

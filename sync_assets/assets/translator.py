@@ -45,7 +45,9 @@ class SyncAssetTranslator:
             metadata={
                 "dagster/table_name": table.target,
                 "sync_assets/primary_key": ", ".join(table.primary_key),
-                "sync_assets/updated_at": table.updated_at or "(none: mass only)",
+                "sync_assets/updated_at": table.updated_at or "(none)",
+                "sync_assets/change_detection": table.change_detection.value,
+                "sync_assets/deletes": _deletes(table),
                 "sync_assets/update_types": ", ".join(u.value for u in table.update_types),
                 "sync_assets/schedules": ", ".join(
                     f"{u.value}: {s.cron} ({s.timezone})" for u, s in schedules.items()
@@ -67,5 +69,20 @@ def _describe(table: TableSpec) -> str:
         or (table.endpoint and f"endpoint {table.endpoint}")
         or ".".join(p for p in (table.source_schema, table.source_table) if p)
     )
-    watermark = f"incremental on `{table.updated_at}`" if table.updated_at else "full reloads only"
+    if table.by_hash:
+        watermark = "incremental by row hashes compared per key range"
+    elif table.updated_at:
+        watermark = f"incremental on `{table.updated_at}`"
+    else:
+        watermark = "full reloads only"
+    if table.deletes is not None:
+        watermark += f"; {_deletes(table)}"
     return f"Cache table `{table.target}` synced from {where} on `{table.source}`; {watermark}."
+
+
+def _deletes(table: TableSpec) -> str:
+    deletes = table.deletes
+    if deletes is None:
+        return "(not detected: rows deleted at the source stay until the next mass)"
+    done = "deleted" if deletes.mode == "hard" else f"stamped in `{deletes.column}`"
+    return f"source deletions {done} (at most {deletes.max_delete_ratio:.0%} of the table per sync)"

@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 from sync_assets.catalog import placeholders
+from sync_assets.catalog.changes import HASH_COLUMN, ChangeDetection, Deletes
 from sync_assets.catalog.durations import Duration
 from sync_assets.catalog.files import (
     FILE_COLUMN,
@@ -216,6 +217,9 @@ class TableSpec(_Strict):
     )
     csv: CsvOptions | None = None
     xlsx: XlsxOptions | None = None
+    # Change detection beyond the watermark (SQL sources).
+    change_detection: ChangeDetection = ChangeDetection.TIMESTAMP
+    deletes: Deletes | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -267,9 +271,10 @@ class TableSpec(_Strict):
         if UpdateType.MASS in self.lookback:
             msg = "`lookback` applies to daily and hourly only"
             raise ValueError(msg)
-        if self.updated_at is None and set(self.schedules) - {UpdateType.MASS}:
-            msg = "a table without `updated_at` can only be scheduled for mass"
+        if not self.is_incremental and set(self.schedules) - {UpdateType.MASS}:
+            msg = "a table without `updated_at` (or `change_detection: hash`) can only be scheduled for mass"
             raise ValueError(msg)
+        self._check_change_detection()
         names = [c.check_name for c in self.checks]
         if reserved := sorted(set(names) & RESERVED_CHECK_NAMES):
             msg = f"check name '{reserved[0]}' is built in; give the rule another `name`"
@@ -288,6 +293,23 @@ class TableSpec(_Strict):
         if self.jde is not None:
             self._check_jde(self.jde)
         return self
+
+    def _check_change_detection(self) -> None:
+        by_key_range = self.change_detection is ChangeDetection.HASH or self.deletes is not None
+        if by_key_range and (self.endpoint is not None or self.files is not None):
+            what = (
+                "`change_detection: hash`" if self.change_detection is ChangeDetection.HASH else "`deletes`"
+            )
+            msg = f"{what} applies to SQL source tables (it compares key ranges in the source database)"
+            raise ValueError(msg)
+        soft = self.deletes.soft_column if self.deletes else None
+        if soft is not None and (soft in self.primary_key or soft == self.updated_at):
+            msg = f"`deletes.column` '{soft}' is a key or the watermark; it must be a column of its own"
+            raise ValueError(msg)
+        reserved = {HASH_COLUMN} & {*self.columns.values(), *([soft] if soft else [])}
+        if reserved:
+            msg = f"'{HASH_COLUMN}' holds the row hashes of `change_detection: hash`; rename the column"
+            raise ValueError(msg)
 
     def _check_jde(self, jde: JdeOptions) -> None:
         if clash := sorted(set(jde.times) & set(self.columns.values())):
@@ -314,9 +336,25 @@ class TableSpec(_Strict):
         return extension if extension in FORMATS else None
 
     @property
+    def is_incremental(self) -> bool:
+        """Whether daily and hourly can read increments: by watermark, or by row hashes."""
+        return self.updated_at is not None or self.change_detection is ChangeDetection.HASH
+
+    @property
+    def by_hash(self) -> bool:
+        return self.change_detection is ChangeDetection.HASH
+
+    @property
+    def change_columns(self) -> list[str]:
+        """The cache columns change detection keeps (row hashes, the soft-delete stamp): added to
+        a target that predates them."""
+        soft = self.deletes.soft_column if self.deletes else None
+        return [*([HASH_COLUMN] if self.by_hash else []), *([soft] if soft else [])]
+
+    @property
     def update_types(self) -> list[UpdateType]:
-        """Mass always; daily and hourly only where a watermark column exists."""
-        return list(UpdateType) if self.updated_at else [UpdateType.MASS]
+        """Mass always; daily and hourly only where increments can be found."""
+        return list(UpdateType) if self.is_incremental else [UpdateType.MASS]
 
     def schedules_for(self, defaults: Defaults) -> dict[UpdateType, Schedule]:
         """The table's own schedules, else the catalog defaults it supports (mass only without updated_at)."""

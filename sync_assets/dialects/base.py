@@ -278,7 +278,7 @@ class CacheDialect(Database):
         staging: sa.Table,
         *,
         key: Sequence[str],
-        updated_at: str,
+        updated_at: str | None,
     ) -> UpsertCounts:
         """Merge the latest staged version of each key, writing only new keys and changed rows.
 
@@ -329,11 +329,13 @@ class Dialect(SourceDialect, CacheDialect):
     """A database that can be a source and the cache."""
 
 
-def latest_per_key(staging: sa.Table, *, key: Sequence[str], updated_at: str) -> sa.Subquery:
-    """Staged rows deduplicated by key, keeping the highest watermark (ROW_NUMBER over the key)."""
+def latest_per_key(staging: sa.Table, *, key: Sequence[str], updated_at: str | None) -> sa.Subquery:
+    """Staged rows deduplicated by key, keeping the highest watermark (ROW_NUMBER over the key);
+    without a watermark (`change_detection: hash` reads each key once) any one of them."""
+    order = staging.c[updated_at].desc() if updated_at is not None else None
     rank = (
         sa.func.row_number()
-        .over(partition_by=[staging.c[k] for k in key], order_by=staging.c[updated_at].desc())
+        .over(partition_by=[staging.c[k] for k in key], order_by=order)
         .label("_sync_rank")
     )
     ranked = sa.select(*staging.columns, rank).subquery("ranked")

@@ -295,7 +295,8 @@ class DuckDBDialect(Dialect):
         batch_size: int,
     ) -> Iterator[pl.DataFrame]:
         """DuckDB's own record-batch reader: columnar to Arrow, no Python objects per value."""
-        compiled = statement.compile(dialect=source.dialect)
+        # IN lists (the keys of a hash incremental) as one parameter per value.
+        compiled = statement.compile(dialect=source.dialect, compile_kwargs={"render_postcompile": True})
         positions = compiled.positiontup or []
         params = [compiled.params[name] for name in positions]
         # A cursor of its own: DuckDB refuses new work on a connection whose last result (the

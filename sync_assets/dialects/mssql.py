@@ -235,7 +235,7 @@ class MSSQLDialect(Dialect):
         staging: sa.Table,
         *,
         key: Sequence[str],
-        updated_at: str,
+        updated_at: str | None,
     ) -> UpsertCounts:
         """One MERGE of the latest staged version per key, updating only the rows that changed;
         the counts come from one join before it."""
@@ -310,7 +310,7 @@ def replace_statements(target: sa.Table, staging: sa.Table) -> list[sa.Executabl
 
 
 def upsert_statements(
-    target: sa.Table, staging: sa.Table, *, key: Sequence[str], updated_at: str
+    target: sa.Table, staging: sa.Table, *, key: Sequence[str], updated_at: str | None
 ) -> tuple[StagedChanges, Merge]:
     """The deduplicated staged rows against the target (for the counts), and the MERGE of them."""
     latest = latest_per_key(staging, key=key, updated_at=updated_at)

@@ -231,7 +231,10 @@ class OracleDialect(SourceDialect):
         requested = arrow_schema(schema)
         if requested is None:
             return None
-        compiled = timestamp_bounds(statement).compile(dialect=source.dialect)
+        # IN lists (the keys of a hash incremental) as one parameter per value.
+        compiled = timestamp_bounds(statement).compile(
+            dialect=source.dialect, compile_kwargs={"render_postcompile": True}
+        )
         parameters = compiled.construct_params(escape_names=True)
         raw = source.connection.driver_connection
         return _frames(raw, compiled.string, parameters, requested, schema, table, batch_size)

@@ -197,7 +197,8 @@ class PostgreSQLDialect(Dialect):
         format. The cache side runs in the sync's own transaction; the source side runs on its
         own connection and thread (`source_copy_blocks`), so reading overlaps loading.
         """
-        compiled = statement.compile(dialect=source.dialect)
+        # IN lists (the keys of a hash incremental) as one parameter per value.
+        compiled = statement.compile(dialect=source.dialect, compile_kwargs={"render_postcompile": True})
         copy_out = f"COPY ({compiled.string}) TO STDOUT (FORMAT binary)"
         # Rows loaded into a table made by this transaction can be written frozen: the first reads
         # after a reload (the checks, the next daily's upsert) then set no hint bits on a million rows.

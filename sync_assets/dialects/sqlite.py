@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
 from sync_assets.dialects.base import Capabilities, Dialect, Timeouts, driver_error
+from sync_assets.dialects.row_hash import SQLITE_FUNCTION, sqlite_row_hash
 from sync_assets.types import ColumnType, Kind, from_sqlalchemy
 
 # SQLite keeps 15 significant digits when it stores a NUMERIC value as REAL
@@ -53,6 +54,8 @@ class SQLiteDialect(Dialect):
         @sa.event.listens_for(engine, "connect")
         def _connect(dbapi_connection: Any, _record: Any) -> None:
             dbapi_connection.isolation_level = None
+            # A copy between two SQLite files runs the source's SELECT on the cache's connection.
+            dbapi_connection.create_function(SQLITE_FUNCTION, -1, sqlite_row_hash, deterministic=True)
             if role == "cache":
                 dbapi_connection.execute("PRAGMA journal_mode=WAL")
                 dbapi_connection.execute("PRAGMA synchronous=NORMAL")

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from sync_assets.catalog.models import TableSpec
 from sync_assets.dialects import CacheDialect
+from sync_assets.sync.key_ranges import Side
 from sync_assets.types import ColumnType
 
 Log = Callable[[str], None]
@@ -36,10 +37,12 @@ class Column(Protocol):
 
 @dataclass(frozen=True)
 class Window:
-    """The rows of an incremental: low <= watermark <= high (no `low`: from the first row)."""
+    """The rows of an incremental: low <= watermark <= high (no `low`: from the first row); or,
+    for `change_detection: hash`, the rows of exactly these primary keys."""
 
     low: Any = None
     high: Any = None
+    keys: tuple[tuple[Any, ...], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,11 @@ class Source(ABC):
     def settled(self, first: pl.DataFrame | None) -> Source:
         """This source with the column types its first batch showed (for a source not `typed`)."""
         return self
+
+    def compared(self) -> Side | None:
+        """This source's side of a key-range comparison (deletes, `change_detection: hash`); None
+        where the source cannot count and hash rows by key range itself."""
+        return None
 
     def direct_copy(self, cache: sa.Connection, dialect: CacheDialect, target: sa.Table) -> DirectCopy | None:
         """A copy straight into `cache`, where the two databases can do it; None otherwise."""

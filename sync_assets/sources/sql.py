@@ -7,7 +7,8 @@ interface.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+import dataclasses
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,12 +16,15 @@ import polars as pl
 import sqlalchemy as sa
 
 from sync_assets.batches import mapped, read_batches
+from sync_assets.catalog.changes import HASH_COLUMN
 from sync_assets.catalog.jde import JdeOptions
 from sync_assets.catalog.models import TableSpec
 from sync_assets.dialects import CacheDialect, SourceDialect
+from sync_assets.dialects.row_hash import RowHash
 from sync_assets.errors import ColumnNotFound, DataError, SyncError
 from sync_assets.sources import jde
 from sync_assets.sources.base import DirectCopy, Log, Source, Window
+from sync_assets.sync.key_ranges import Side, key_chunks, matching
 from sync_assets.types import ColumnType, Kind, from_polars, polars_dtype
 
 
@@ -96,9 +100,10 @@ class SqlTable:
         high: Any = None,
         below: Any = None,
         types: dict[str, sa.types.TypeEngine[Any]] | None = None,
+        keys: Sequence[tuple[Any, ...]] | None = None,
     ) -> sa.Select[Any]:
         """All columns under their cache names; with bounds, only rows low <= watermark <= high
-        (and watermark < below).
+        (and watermark < below); with `keys`, only the rows of those primary keys.
 
         `types` casts each column to its cache type in the source query itself, for copies
         between two databases of the same kind that must agree on every column's wire format.
@@ -110,7 +115,21 @@ class SqlTable:
                 if not c.computed
             ]
         )
-        return statement.where(*self.watermark_range(low=low, high=high, below=below))
+        statement = statement.where(*self.watermark_range(low=low, high=high, below=below))
+        return statement if keys is None else statement.where(matching(self.key, keys))
+
+    @property
+    def key(self) -> list[sa.ColumnElement[Any]]:
+        """The primary key columns in the source's terms, in key order."""
+        return [self.comparable(k) for k in self.table.primary_key]
+
+    def windows(self, window: Window) -> Iterator[Window]:
+        """`window` as statements can take it: a long list of keys in pieces."""
+        if window.keys is None:
+            yield window
+            return
+        for chunk in key_chunks(window.keys, len(self.table.primary_key)):
+            yield dataclasses.replace(window, keys=chunk)
 
     def watermark_range(
         self, *, low: Any = None, high: Any = None, below: Any = None
@@ -208,9 +227,20 @@ class SqlSource(Source):
         batches = self._read(window or Window())
         return batches if described.transform is None else mapped(batches, described.transformed)
 
+    def compared(self) -> Side:
+        described, table = self.described, self.table
+        key = described.key
+        hashed = described.column(HASH_COLUMN).expression if table.by_hash else None
+        return Side(self.conn, _from_clause(key[0]), key, hashed)
+
     def _read(self, window: Window) -> Generator[pl.DataFrame]:
+        if window.keys is None:
+            return self._read_statement(window)
+        return (frame for part in self.described.windows(window) for frame in self._read_statement(part))
+
+    def _read_statement(self, window: Window) -> Generator[pl.DataFrame]:
         described = self.described
-        statement = described.select(low=window.low, high=window.high)
+        statement = described.select(low=window.low, high=window.high, keys=window.keys)
         schema = described.schema()
         if schema is not None and self.table.arrow_read:
             fast = self.dialect.arrow_batches(
@@ -258,9 +288,11 @@ class SqlSource(Source):
         types = {c.name: c.type for c in target.columns} if dialect.cast_for_copy() else None
 
         def copy(window: Window | None, dest: sa.Table) -> int:
-            window = window or Window()
-            statement = described.select(low=window.low, high=window.high, types=types)
-            return dialect.copy_rows(self.conn, statement, cache, dest, log=self.log)
+            copied = 0
+            for part in described.windows(window or Window()):
+                statement = described.select(low=part.low, high=part.high, types=types, keys=part.keys)
+                copied += dialect.copy_rows(self.conn, statement, cache, dest, log=self.log)
+            return copied
 
         return DirectCopy(session=lambda: dialect.copy_session(self.conn, cache), copy=copy)
 
@@ -274,8 +306,29 @@ def reflect(conn: sa.Connection, table: TableSpec, dialect: SourceDialect) -> Sq
     source = SqlTable(table, source_columns(table, from_clause, dialect, typed=typed))
     if table.jde is not None:
         source = _with_jde(source)
+    source = _with_change_columns(source)
     _check_columns(source)
     return source
+
+
+# A soft-deleted row's deletion time, in UTC.
+DELETED_AT = ColumnType(Kind.DATETIME, precision=6)
+
+
+def _with_change_columns(source: SqlTable) -> SqlTable:
+    """The columns the source computes for change detection: each row's hash (for `change_detection:
+    hash`), NULL for the soft-delete stamp (the cache sets it)."""
+    table = source.table
+    extra = []
+    if table.by_hash:
+        read = [_bare(c.expression) for c in source.columns if not c.computed]
+        extra.append(
+            SourceColumn(HASH_COLUMN, HASH_COLUMN, ColumnType(Kind.INTEGER, bits=64), RowHash(*read))
+        )
+    soft = table.deletes.soft_column if table.deletes else None
+    if soft is not None:
+        extra.append(SourceColumn(soft, soft, DELETED_AT, sa.cast(sa.null(), sa.DateTime())))
+    return dataclasses.replace(source, columns=[*source.columns, *extra]) if extra else source
 
 
 def source_columns(

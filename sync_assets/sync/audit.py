@@ -55,6 +55,7 @@ sync_log = sa.Table(
     sa.Column("rows_inserted", sa.BigInteger),
     sa.Column("rows_updated", sa.BigInteger, comment="keys already cached whose values changed"),
     sa.Column("rows_unchanged", sa.BigInteger, comment="keys re-read with the values already cached"),
+    sa.Column("rows_deleted", sa.BigInteger, comment="rows gone from the source: deleted or stamped"),
     sa.Column("watermark_from", sa.String(64), comment="lower bound read, lookback included"),
     sa.Column("watermark_to", sa.String(64), comment="highest watermark loaded, full precision"),
     sa.Column("error", sa.Text),
@@ -74,6 +75,7 @@ class Outcome:
     rows_unchanged: int
     watermark_from: str | None
     watermark_to: str | None
+    rows_deleted: int = 0
 
 
 def now() -> datetime:
@@ -232,6 +234,7 @@ def succeed(conn: sa.Connection, attempt: int, outcome: Outcome) -> None:
             rows_inserted=outcome.rows_inserted,
             rows_updated=outcome.rows_updated,
             rows_unchanged=outcome.rows_unchanged,
+            rows_deleted=outcome.rows_deleted,
             watermark_from=outcome.watermark_from,
             watermark_to=outcome.watermark_to,
         )

@@ -55,6 +55,8 @@ class SyncResult:
     rows_inserted: int
     rows_updated: int
     rows_unchanged: int
+    rows_deleted: int
+    hashes_compared: int  # keys listed from both sides by a key-range comparison (not rows read)
     row_count: int
     watermark_from: str | None
     watermark_to: str | None
@@ -83,10 +85,11 @@ def run_sync(
     `is_run_alive` tells whether a run of another machine still runs (Dagster's run status), for
     the source's `max_parallel` slots and for closing abandoned attempts.
     """
-    if update_type.is_incremental and table.updated_at is None:
+    if update_type.is_incremental and not table.is_incremental:
         msg = (
-            f"table '{table.name}' has no `updated_at` column, so it can only be synced by the "
-            f"'mass' partition; '{update_type.value}' was asked for and nothing was changed"
+            f"table '{table.name}' has no `updated_at` column (nor `change_detection: hash`), so it "
+            f"can only be synced by the 'mass' partition; '{update_type.value}' was asked for and "
+            "nothing was changed"
         )
         raise UpdateTypeNotAllowed(msg, table=table.name)
     secrets = source_db.secrets(table=table.name) + cache_db.secrets(table=table.name)
@@ -248,7 +251,7 @@ class _Sync:
         plan = plan_sync(progress, self.catalog, table, self.update_type, source, cache, self.log)
         with contextlib.ExitStack() as session:
             staged = Stager(progress, table, cache, dialect, self.log).stage(source, plan, session)
-            outcome = commit(progress, table, cache, dialect, attempt, plan, staged, source)
+            outcome, deleted = commit(progress, table, cache, dialect, attempt, plan, staged, source)
             progress.committed = True
         target = staged.target
         progress.at("cleanup", "cache")
@@ -273,6 +276,8 @@ class _Sync:
             rows_inserted=outcome.rows_inserted,
             rows_updated=outcome.rows_updated,
             rows_unchanged=outcome.rows_unchanged,
+            rows_deleted=deleted.rows,
+            hashes_compared=plan.changes.hashes_compared if plan.changes else deleted.hashes_compared,
             row_count=row_count,
             watermark_from=outcome.watermark_from,
             watermark_to=outcome.watermark_to,

@@ -24,7 +24,13 @@ from sync_assets.sources.base import DirectCopy, Log, Source
 from sync_assets.sync import watermark
 from sync_assets.sync.plan import Plan
 from sync_assets.sync.progress import Progress
-from sync_assets.sync.target import cache_value_fixes, check_existing, existing_target, target_table
+from sync_assets.sync.target import (
+    cache_value_fixes,
+    check_existing,
+    columns_to_add,
+    existing_target,
+    target_table,
+)
 from sync_assets.types import ColumnType, from_sqlalchemy
 
 
@@ -41,6 +47,7 @@ class Staged:
     target_exists: bool
     loaded_max: Any  # the highest watermark staged
     reload: Callable[[], Any]
+    added: list[sa.Column[Any]]  # change-detection columns the existing target gets first
 
 
 @dataclass(frozen=True)
@@ -69,7 +76,8 @@ class Stager:
         the commit's transaction, where readers still see the old rows until the commit.
         """
         cache, dialect, progress = self.cache, self.dialect, self.progress
-        exists = check_existing(cache, target, dialect, table=self.table.name)
+        exists = self._check_existing(target)
+        added = columns_to_add(cache, target, self.table.change_columns)
         cache.commit()
         session.enter_context(copy.session())
         staging = dialect.staging_table(target, suffix=f"_{uuid.uuid4().hex[:8]}")
@@ -91,7 +99,7 @@ class Stager:
             progress.rows_read = dialect.reload(cache, target, fill)
             return self._max_watermark(target)
 
-        return Staged(target, staging, exists, loaded_max, reload)
+        return Staged(target, staging, exists, loaded_max, reload, added)
 
     def _stage_batches(self, source: Source, plan: Plan) -> Staged:
         """The general path: source batches, bulk-loaded into staging."""
@@ -109,11 +117,16 @@ class Stager:
             first = next(batches, None)
             progress.at("read", "cache")  # the target as it is now
             if first is None and not source.typed and existing is not None:
-                target, exists = existing, True  # nothing read, nothing to learn types from: they stay
+                target, exists, added = (
+                    existing,
+                    True,
+                    [],
+                )  # nothing read, nothing to learn types from: they stay
             else:
                 source = source.settled(first)
                 target = target_table(source, dialect)
-                exists = check_existing(cache, target, dialect, table=self.table.name)
+                exists = self._check_existing(target)
+            added = columns_to_add(cache, target, self.table.change_columns)
             cache.commit()
             staging = dialect.staging_table(target, suffix=f"_{uuid.uuid4().hex[:8]}")
             loaded_max = self._load(staging, first, batches)
@@ -124,7 +137,12 @@ class Stager:
             dialect.replace_rows(cache, target, staging)
             return loaded_max
 
-        return Staged(target, staging, exists, loaded_max, reload)
+        return Staged(target, staging, exists, loaded_max, reload, added)
+
+    def _check_existing(self, target: sa.Table) -> bool:
+        return check_existing(
+            self.cache, target, self.dialect, table=self.table.name, addable=self.table.change_columns
+        )
 
     def _load(self, staging: sa.Table, first: pl.DataFrame | None, batches: Iterator[pl.DataFrame]) -> Any:
         """Load every batch into the staging table; returns the highest watermark loaded."""

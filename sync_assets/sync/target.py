@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import polars as pl
 import sqlalchemy as sa
 
@@ -48,8 +51,13 @@ def existing_target(conn: sa.Connection, name: str) -> sa.Table | None:
     return sa.Table(name, sa.MetaData(), autoload_with=conn)
 
 
-def check_existing(conn: sa.Connection, wanted: sa.Table, dialect: CacheDialect, *, table: str) -> bool:
-    """True if the target exists and fits; False if it must be created; SchemaMismatch otherwise."""
+def check_existing(
+    conn: sa.Connection, wanted: sa.Table, dialect: CacheDialect, *, table: str, addable: Sequence[str] = ()
+) -> bool:
+    """True if the target exists and fits; False if it must be created; SchemaMismatch otherwise.
+
+    Columns named in `addable` may be missing: `columns_to_add` lists them for the commit.
+    """
     inspector = sa.inspect(conn)
     if not inspector.has_table(wanted.name):
         return False
@@ -57,6 +65,8 @@ def check_existing(conn: sa.Connection, wanted: sa.Table, dialect: CacheDialect,
     problems: list[str] = []
     for column in wanted.columns:
         found = existing.get(column.name)
+        if found is None and column.name in addable:
+            continue
         if found is None:
             problems.append(f"column '{column.name}' is missing from the target")
             continue
@@ -80,6 +90,14 @@ def check_existing(conn: sa.Connection, wanted: sa.Table, dialect: CacheDialect,
         )
         raise SchemaMismatch(msg, table=table)
     return True
+
+
+def columns_to_add(conn: sa.Connection, wanted: sa.Table, addable: Sequence[str]) -> list[sa.Column[Any]]:
+    """The `addable` columns of `wanted` that the existing target lacks."""
+    if not addable or not sa.inspect(conn).has_table(wanted.name):
+        return []
+    present = {c["name"] for c in sa.inspect(conn).get_columns(wanted.name)}
+    return [wanted.c[name] for name in addable if name not in present]
 
 
 def cache_value_fixes(source: Source, dialect: CacheDialect) -> list[pl.Expr]:

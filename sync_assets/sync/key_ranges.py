@@ -1,0 +1,271 @@
+"""Source and cache compared by primary key range, without moving their rows.
+
+Both databases count their rows (and sum their stored row hashes) per key range, the ranges cut at
+every n-th key of the cache. A range whose digests differ is cut again, `fanout` ways, until it
+holds `leaf_rows` cache rows or fewer; only then are its keys (and hashes) listed from both sides.
+A digest is one aggregate per range, computed by each database itself, so source and cache may be
+different engines: the hashes the cache sums are the ones the source computed when it delivered
+the rows (dialects/row_hash.py). SQL is portable: CASE, ROW_NUMBER and key comparisons written
+out column by column (SQL Server and Oracle have no row-value `<`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+
+Key = tuple[Any, ...]
+CASE_BRANCHES = 64  # ranges per digest query
+SPANS_PER_QUERY = 32  # leaf spans per listing query
+IN_LIST = 500  # keys per IN list (Oracle allows 1000)
+COMPOSITE_IN_LIST = 100  # composite keys per OR list
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How ranges are cut: the first cut, the fan-out of each further one, and the size listed."""
+
+    range_rows: int = 1024
+    fanout: int = 32
+    leaf_rows: int = 32
+
+
+@dataclass(frozen=True)
+class Side:
+    """One end of a comparison: its rows, its key columns in key order, and the hash it sums."""
+
+    conn: sa.Connection
+    rows: sa.FromClause
+    key: Sequence[sa.ColumnElement[Any]]
+    hash: sa.ColumnElement[Any] | None = None  # None: compare counts only
+    where: Sequence[sa.ColumnElement[bool]] = ()
+
+    def select(self, *columns: sa.ColumnElement[Any]) -> sa.Select[Any]:
+        return sa.select(*columns).select_from(self.rows).where(*self.where)
+
+
+@dataclass(frozen=True)
+class Range:
+    """Keys after `after` (exclusive) up to `upto` (inclusive); None: unbounded on that side."""
+
+    after: Key | None = None
+    upto: Key | None = None
+
+
+@dataclass(frozen=True)
+class Digest:
+    rows: int
+    hash_sum: int
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A listed key as its own side holds it (for statements on that side), and its row hash."""
+
+    key: Key
+    hash: int | None
+
+
+@dataclass
+class Differences:
+    """What the comparison found; keys are compared in `comparable` form."""
+
+    source: dict[Key, Listed] = field(default_factory=dict)
+    cache: dict[Key, Listed] = field(default_factory=dict)
+    source_rows: int = 0
+    cache_rows: int = 0
+    ranges_compared: int = 0
+
+    @property
+    def missing(self) -> list[Key]:
+        """Cache keys (as the cache holds them) that the source no longer lists."""
+        return [listed.key for k, listed in self.cache.items() if k not in self.source]
+
+    @property
+    def changed(self) -> list[Key]:
+        """Source keys (as the source holds them) the cache lacks or holds with another hash."""
+        return [
+            listed.key
+            for k, listed in self.source.items()
+            if k not in self.cache or self.cache[k].hash != listed.hash
+        ]
+
+    @property
+    def hashes_compared(self) -> int:
+        """Keys listed from either side: what was transferred besides digests and fetched rows."""
+        return len(self.source) + len(self.cache)
+
+
+def compare(source: Side, cache: Side, sizes: Sizes = Sizes()) -> Differences:
+    """Narrow the differing key ranges, then list the keys of what is left on both sides."""
+    found = Differences()
+    ranges = split(cache, Range(), every=sizes.range_rows)
+    leaves: list[Range] = []
+    first = True
+    while ranges:
+        theirs, ours = digests(source, ranges), digests(cache, ranges)
+        found.ranges_compared += len(ranges)
+        if first:
+            found.source_rows = sum(d.rows for d in theirs)
+            found.cache_rows = sum(d.rows for d in ours)
+            first = False
+        narrower: list[Range] = []
+        for r, at_source, at_cache in zip(ranges, theirs, ours, strict=True):
+            if at_source == at_cache:
+                continue
+            if at_cache.rows <= sizes.leaf_rows:
+                leaves.append(r)
+                continue
+            parts = split(cache, r, every=max(sizes.leaf_rows, math.ceil(at_cache.rows / sizes.fanout)))
+            (narrower if len(parts) > 1 else leaves).extend(parts)
+        ranges = narrower
+    found.source = listing(source, leaves)
+    found.cache = listing(cache, leaves)
+    return found
+
+
+def split(side: Side, r: Range, *, every: int) -> list[Range]:
+    """`r` cut after every `every`-th key this side holds in it."""
+    cuts = [tuple(row) for row in side.conn.execute(split_statement(side, r, every=every))]
+    if cuts and r.upto is not None and cuts[-1] == r.upto:
+        cuts.pop()  # the range's own last key: no empty range after it
+    bounds = [r.after, *cuts, r.upto]
+    return [Range(a, b) for a, b in itertools.pairwise(bounds)]
+
+
+def split_statement(side: Side, r: Range, *, every: int) -> sa.Select[Any]:
+    """The keys at positions every, 2 * every, ... of `r`, in key order."""
+    n = sa.func.row_number().over(order_by=list(side.key)).label("_n")
+    numbered = side.select(*_labelled(side.key), n).where(*within(side.key, r)).subquery("numbered")
+    keys = [numbered.c[f"_k{i}"] for i in range(len(side.key))]
+    return sa.select(*keys).where(numbered.c._n % every == 0).order_by(numbered.c._n)
+
+
+def digests(side: Side, ranges: Sequence[Range]) -> list[Digest]:
+    """(rows, sum of hashes) of each range, one query per run of up to CASE_BRANCHES adjacent ranges."""
+    found: list[Digest] = []
+    for run in _adjacent_runs(ranges):
+        for chunk in _batched(run, CASE_BRANCHES):
+            found.extend(_digest_chunk(side, chunk))
+    return found
+
+
+def _digest_chunk(side: Side, chunk: Sequence[Range]) -> list[Digest]:
+    hashed = side.hash is not None
+    by_bucket = {
+        int(row[0]): Digest(int(row[1]), int(row[2] or 0) if hashed else 0)
+        for row in side.conn.execute(digest_statement(side, chunk))
+    }
+    return [by_bucket.get(i, Digest(0, 0)) for i in range(len(chunk))]
+
+
+def digest_statement(side: Side, chunk: Sequence[Range]) -> sa.Select[Any]:
+    """(range number, rows, sum of hashes) of adjacent ranges, grouped by a CASE on the key: one
+    pass over their span. The CASE is computed in a derived table (SQL Server and Oracle refuse to
+    group by an expression with bind parameters)."""
+    span = Range(chunk[0].after, chunk[-1].upto)
+    hashed = [] if side.hash is None else [sa.cast(side.hash, sa.BigInteger()).label("_h")]
+    if len(chunk) == 1:
+        bucket: sa.ColumnElement[Any] = sa.literal(0)
+    else:
+        whens = [(_at_or_before(side.key, r.upto), i) for i, r in enumerate(chunk[:-1]) if r.upto is not None]
+        bucket = sa.case(*whens, else_=len(chunk) - 1)
+    ranged = side.select(bucket.label("_b"), *hashed).where(*within(side.key, span)).subquery("ranged")
+    sums = [sa.func.sum(ranged.c._h)] if hashed else []
+    return sa.select(ranged.c._b, sa.func.count(), *sums).group_by(ranged.c._b)
+
+
+def listing(side: Side, ranges: Sequence[Range]) -> dict[Key, Listed]:
+    """Every key (and its hash) this side holds in `ranges`, by comparable key."""
+    spans = [Range(run[0].after, run[-1].upto) for run in _adjacent_runs(ranges)]
+    hashed = [] if side.hash is None else [sa.cast(side.hash, sa.BigInteger()).label("_h")]
+    found: dict[Key, Listed] = {}
+    for chunk in _batched(spans, SPANS_PER_QUERY):
+        where = sa.or_(*[sa.and_(sa.true(), *within(side.key, s)) for s in chunk])
+        for row in side.conn.execute(side.select(*_labelled(side.key), *hashed).where(where)):
+            key = tuple(row[: len(side.key)])
+            found[comparable(key)] = Listed(key, int(row[-1]) if hashed and row[-1] is not None else None)
+    return found
+
+
+def present(side: Side, keys: Sequence[Key]) -> set[Key]:
+    """Which of `keys` this side holds (comparable form): the databases' own equality decides."""
+    found: set[Key] = set()
+    size = IN_LIST if len(side.key) == 1 else COMPOSITE_IN_LIST
+    for chunk in _batched(keys, size):
+        rows = side.conn.execute(side.select(*_labelled(side.key)).where(matching(side.key, chunk)))
+        found.update(comparable(tuple(row)) for row in rows)
+    return found
+
+
+def matching(key: Sequence[sa.ColumnElement[Any]], keys: Iterable[Key]) -> sa.ColumnElement[bool]:
+    """key IN keys; a composite key as an OR of ANDs."""
+    keys = list(keys)
+    if len(key) == 1:
+        return key[0].in_([k[0] for k in keys])
+    return sa.or_(*[sa.and_(*[c == v for c, v in zip(key, k, strict=True)]) for k in keys])
+
+
+def key_chunks(keys: Sequence[Key], width: int) -> Iterator[tuple[Key, ...]]:
+    """`keys` in pieces small enough for one `matching` condition."""
+    return _batched(keys, IN_LIST if width == 1 else COMPOSITE_IN_LIST)
+
+
+def within(key: Sequence[sa.ColumnElement[Any]], r: Range) -> list[sa.ColumnElement[bool]]:
+    where = []
+    if r.after is not None:
+        where.append(sa.not_(_at_or_before(key, r.after)))
+    if r.upto is not None:
+        where.append(_at_or_before(key, r.upto))
+    return where
+
+
+def comparable(key: Key) -> Key:
+    """A key as both sides can agree on it: text without the padding of CHAR columns, whole
+    decimals as integers (a NUMBER key read as Decimal, cached as BIGINT)."""
+    return tuple(_comparable(v) for v in key)
+
+
+def _comparable(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.rstrip()
+    if isinstance(value, Decimal) and value == value.to_integral_value():
+        return int(value)
+    return value
+
+
+def _at_or_before(key: Sequence[sa.ColumnElement[Any]], values: Key) -> sa.ColumnElement[bool]:
+    """key <= values in key order, column by column."""
+    condition = key[-1] <= values[-1]
+    for column, value in reversed(list(zip(key[:-1], values[:-1], strict=True))):
+        condition = sa.or_(column < value, sa.and_(column == value, condition))
+    return condition
+
+
+def _labelled(key: Sequence[sa.ColumnElement[Any]]) -> list[sa.ColumnElement[Any]]:
+    return [k.label(f"_k{i}") for i, k in enumerate(key)]
+
+
+def _batched(items: Iterable[Any], size: int) -> Iterator[tuple[Any, ...]]:
+    """itertools.batched, which Python 3.11 lacks."""
+    iterator = iter(items)
+    while chunk := tuple(itertools.islice(iterator, size)):
+        yield chunk
+
+
+def _adjacent_runs(ranges: Sequence[Range]) -> Iterator[list[Range]]:
+    """`ranges` grouped where each starts at the key the previous one ends at."""
+    run: list[Range] = []
+    for r in ranges:
+        if run and not (run[-1].upto is not None and run[-1].upto == r.after):
+            yield run
+            run = []
+        run.append(r)
+    if run:
+        yield run
