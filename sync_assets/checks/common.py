@@ -177,6 +177,7 @@ class SettledRange:
     column: str | None = None
     low: Any = None
     high: Any = None
+    soft_deleted: str | None = None  # the cache's soft-delete stamp: stamped rows are not the source's
 
     def describe(self) -> str:
         if self.column is None:
@@ -191,10 +192,10 @@ class SettledRange:
 
     def cache_where(self, target: sa.Table) -> list[sa.ColumnElement[bool]]:
         """The same range on the cache table."""
+        conditions = [] if self.soft_deleted is None else [target.c[self.soft_deleted].is_(None)]
         if self.column is None:
-            return []
+            return conditions
         column = target.c[self.column]
-        conditions = []
         if self.low is not None:
             conditions.append(column >= _cache_value(self.low))
         if self.high is not None:
@@ -207,19 +208,21 @@ def settled_range(
 ) -> SettledRange:
     """[watermark_from, watermark_to - lookback) after an incremental, (-inf, ...) after a full load.
 
-    A mass-only table, or one whose last load found no rows, is compared as a whole.
+    A mass-only table, or one whose last load found no rows, is compared as a whole; so is the
+    start of a table whose syncs delete what the source no longer has (`deletes`).
     """
+    soft = table.deletes.soft_column if table.deletes else None
     if table.updated_at is None or last.watermark_to is None:
-        return SettledRange()
+        return SettledRange(soft_deleted=soft)
     column_type = source.column(table.updated_at).type
     # A query source has no declared types: its watermark takes the type of a value it holds.
     like = None if column_type else source.read_max_watermark(source_conn)
     newest = watermark.decode(last.watermark_to, column_type, like=like)
     cutoff = watermark.lower_bound(newest, table.lookback_for(UpdateType.HOURLY, catalog.defaults))
     low = None
-    if last.mode == INCREMENTAL:
+    if last.mode == INCREMENTAL and table.deletes is None:
         low = watermark.decode(last.watermark_from, column_type, like=like)
-    return SettledRange(table.updated_at, low, cutoff)
+    return SettledRange(table.updated_at, low, cutoff, soft)
 
 
 def _cache_value(value: Any) -> Any:
