@@ -133,3 +133,52 @@ def test_mssql_source_mass_and_daily(tmp_path, monkeypatch, make_sqlite_database
     assert result.success
     assert read_rows(cache_url, name) == read_rows(source_url, name)
     assert materialization(result)["dagster/row_count"] == 2530
+
+
+def test_mssql_source_hash_changes_and_cache_soft_deletes(
+    tmp_path, monkeypatch, make_sqlite_database, mssql_table
+):
+    """SQL Server both ways: as a `change_detection: hash` source (HASHBYTES over every column), and
+    as a cache whose soft deletes are stamped in the commit."""
+    source_url, name = mssql_table()
+    cache_url = make_sqlite_database()
+    table = create_source(source_url, [order_row(i) for i in range(1, 2501)], name=name)
+    spec = {"name": name, "source_table": name, "primary_key": ["id"], "change_detection": "hash"}
+    harness = make_harness(
+        tmp_path,
+        monkeypatch,
+        source_url=source_url,
+        cache_url=cache_url,
+        tables=[{**spec, "deletes": {"mode": "hard"}}],
+    )
+    assert harness.sync(name, "mass").success
+    engine = sa.create_engine(source_url)
+    with engine.begin() as conn:
+        conn.execute(sa.update(table).where(table.c.id.in_([10, 1200])).values(name="no new timestamp"))
+        conn.execute(sa.update(table).where(table.c.id == 2000).values(ratio=1 / 3))
+        conn.execute(sa.delete(table).where(table.c.id.in_([5, 6])))
+    engine.dispose()
+    result = harness.sync(name, "daily")
+    assert result.success, failure_message(result)
+    meta = materialization(result)
+    assert (meta["sync_assets/rows_read"], meta["sync_assets/rows_deleted"]) == (3, 2)
+    assert meta["sync_assets/hashes_compared"] < 500
+
+    source_url = make_sqlite_database()
+    cache_url, name = mssql_table()
+    table = create_source(source_url, [order_row(i) for i in range(1, 501)], name=name)
+    soft = {**_tables(name)[0], "deletes": {"mode": "soft", "column": "deleted_at"}}
+    harness = make_harness(tmp_path, monkeypatch, source_url=source_url, cache_url=cache_url, tables=[soft])
+    assert harness.sync(name, "mass").success
+    engine = sa.create_engine(source_url)
+    with engine.begin() as conn:
+        conn.execute(sa.delete(table).where(table.c.id.in_([1, 250])))
+    engine.dispose()
+    result = harness.sync(name, "daily")
+    assert result.success, failure_message(result)
+    assert materialization(result)["sync_assets/rows_deleted"] == 2
+    cache = sa.create_engine(cache_url)
+    with cache.connect() as conn:
+        stamped = conn.execute(sa.text(f"SELECT id FROM {name} WHERE deleted_at IS NOT NULL")).scalars().all()
+    cache.dispose()
+    assert sorted(int(i) for i in stamped) == [1, 250]

@@ -90,7 +90,7 @@ def cache_rows(url: sa.URL) -> list[tuple[object, ...]]:
     engine.dispose()
     return [
         (Decimal(d), Decimal(str(a)), Decimal(str(q)), int(u), n, str(c)[:19], str(ch)[:26])
-        for d, a, q, u, n, c, ch in rows
+        for d, a, q, u, n, c, ch, *_ in rows  # a cache's _sync_hash left out
     ]
 
 
@@ -128,3 +128,35 @@ def test_oracle_mass_then_daily(tmp_path, monkeypatch, oracle_source, make_datab
     assert meta["dagster/row_count"] == 302
     assert cache_rows(cache_url) == source_rows(oracle_source)
     assert datetime.fromisoformat(meta["sync_assets/watermark_to"]) == datetime(2026, 3, 2, 9, 30, 0, 987654)
+
+
+def test_oracle_hash_changes_and_deletes(tmp_path, monkeypatch, oracle_source, make_database):
+    """`change_detection: hash` on Oracle: changes that leave WACHANGED alone (a name, a DATE's
+    seconds) are found by ORA_HASH per column, a deleted row by its missing 38-digit key."""
+    cache_url = make_database("sqlite")
+    spec = {
+        "name": "work_orders",
+        "source_table": TABLE,
+        "primary_key": ["WADOCO"],
+        "change_detection": "hash",
+        "deletes": {"mode": "hard"},
+        "allow_lossy": ["WACHANGED"],
+    }
+    harness = make_harness(
+        tmp_path, monkeypatch, source_url=oracle_source.url, cache_url=cache_url, tables=[spec]
+    )
+    assert harness.sync("work_orders", "mass").success
+    with oracle_source.begin() as conn:
+        conn.execute(
+            sa.text(f"UPDATE {TABLE} SET WADL01 = 'no new timestamp' WHERE WADOCO = :d"), {"d": doco(40)}
+        )
+        conn.execute(
+            sa.text(f"UPDATE {TABLE} SET WACREATED = WACREATED + 1 / 86400 WHERE WADOCO = :d"),
+            {"d": doco(41)},
+        )
+        conn.execute(sa.text(f"DELETE FROM {TABLE} WHERE WADOCO = :d"), {"d": doco(200)})
+    result = harness.sync("work_orders", "daily")
+    assert result.success
+    meta = materialization(result)
+    assert (meta["sync_assets/rows_read"], meta["sync_assets/rows_deleted"]) == (2, 1)
+    assert cache_rows(cache_url) == source_rows(oracle_source)
