@@ -153,3 +153,39 @@ def test_hash_needs_a_sql_source(tmp_path):
     )
     with pytest.raises(CatalogError, match="`change_detection: hash` applies to SQL source tables"):
         load_catalog(path)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_direct_copies_carry_the_hashes(tmp_path, monkeypatch, make_database, kind):
+    """Same engine on both ends, plain columns: the databases copy the rows (and compute the
+    hashes) themselves, for the mass and for the fetched keys of an incremental."""
+    source_url, cache_url = make_database(kind), make_database(kind)
+    engine = sa.create_engine(source_url)
+    plain = sa.Table(
+        "items",
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("name", sa.String(40)),
+        sa.Column("qty", sa.Integer),
+    )
+    plain.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(plain.insert(), [{"id": i, "name": f"item {i}", "qty": i} for i in range(1, 3001)])
+    spec = {"name": "items", "source_table": "items", "primary_key": ["id"], "change_detection": "hash"}
+    harness = make_harness(tmp_path, monkeypatch, source_url=source_url, cache_url=cache_url, tables=[spec])
+    result = harness.sync("items", "mass")
+    assert result.success, failure_message(result)
+    if kind == "sqlite":
+        logged = [e.user_message for e in harness.instance.all_logs(result.run_id)]
+        assert any("rows copied inside SQLite" in m for m in logged)
+    with engine.begin() as conn:
+        conn.execute(plain.update().where(plain.c.id.in_([17, 2999])).values(qty=-1))
+    engine.dispose()
+    result = harness.sync("items", "daily")
+    assert result.success, failure_message(result)
+    assert materialization(result)["sync_assets/rows_read"] == 2
+    cache = sa.create_engine(cache_url)
+    with cache.connect() as conn:
+        cached = dict(conn.execute(sa.text("SELECT id, qty FROM items WHERE id IN (17, 2999, 18)")).all())
+    cache.dispose()
+    assert {int(k): int(v) for k, v in cached.items()} == {17: -1, 2999: -1, 18: 18}
