@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -31,8 +31,8 @@ COMPOSITE_IN_LIST = 100  # composite keys per OR list
 class Sizes:
     """How ranges are cut: the first cut, the fan-out of each further one, and the size listed."""
 
-    range_rows: int = 1024
-    fanout: int = 32
+    range_rows: int = 128
+    fanout: int = 4
     leaf_rows: int = 32
 
 
@@ -45,9 +45,16 @@ class Side:
     key: Sequence[sa.ColumnElement[Any]]
     hash: sa.ColumnElement[Any] | None = None  # None: compare counts only
     where: Sequence[sa.ColumnElement[bool]] = ()
+    # Statements by shape, built once with bind parameters: building one is costlier than running it.
+    shapes: dict[tuple[Any, ...], Any] = field(default_factory=dict, compare=False, repr=False)
 
     def select(self, *columns: sa.ColumnElement[Any]) -> sa.Select[Any]:
         return sa.select(*columns).select_from(self.rows).where(*self.where)
+
+    def shape(self, key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
+        if key not in self.shapes:
+            self.shapes[key] = build()
+        return self.shapes[key]
 
 
 @dataclass(frozen=True)
@@ -102,18 +109,65 @@ class Differences:
         return len(self.source) + len(self.cache)
 
 
-def compare(source: Side, cache: Side, sizes: Sizes = Sizes()) -> Differences:
-    """Narrow the differing key ranges, then list the keys of what is left on both sides."""
+def compare(source: Side, cache: Side, sizes: Sizes | None = None) -> Differences:
+    """Narrow the differing key ranges, then list the keys of what is left on both sides.
+
+    The cache's keys are cut block by block (CASE_BRANCHES ranges at a time), so memory holds one
+    block's cut points and the differences found, whatever the table's size.
+    """
+    sizes = sizes or Sizes()
     found = Differences()
-    ranges = split(cache, Range(), every=sizes.range_rows)
+    leaves: list[Range] = []
+    after: Key | None = None
+    while True:
+        block, more = _next_block(cache, after, sizes)
+        leaves += _narrowed(source, cache, block, sizes, found)
+        if not more:
+            break
+        after = block[-1].upto
+    found.source = listing(source, leaves)
+    found.cache = listing(cache, leaves)
+    return found
+
+
+def _next_block(cache: Side, after: Key | None, sizes: Sizes) -> tuple[list[Range], bool]:
+    """The next CASE_BRANCHES ranges of `range_rows` cache keys after `after`, and whether more
+    follow; the last block's last range is open-ended (keys the cache lacks beyond its last)."""
+    shape = ("block", after is not None)
+    statement = cache.shape(shape, lambda: _block_shape(cache, after is not None))
+    params = {**_bound("lo", after), "every": sizes.range_rows, "limit": sizes.range_rows * CASE_BRANCHES}
+    cuts = [tuple(row) for row in cache.conn.execute(statement, params)]
+    if len(cuts) == CASE_BRANCHES:
+        return [Range(a, b) for a, b in itertools.pairwise([after, *cuts])], True
+    return [Range(a, b) for a, b in itertools.pairwise([after, *cuts, None])], False
+
+
+def _block_shape(side: Side, bounded: bool) -> sa.Select[Any]:
+    """Every n-th of the next `limit` keys after `lo`: a range scan of the key's index."""
+    bounds = Range(_key_params(side, "lo") if bounded else None, None)
+    limit = sa.bindparam("limit", type_=sa.Integer())
+    keys = side.select(*_labelled(side.key)).where(*within(side.key, bounds)).order_by(*side.key).limit(limit)
+    nearest = keys.subquery("nearest")
+    columns = [nearest.c[f"_k{i}"] for i in range(len(side.key))]
+    n = sa.func.row_number().over(order_by=columns).label("_n")
+    numbered = sa.select(*columns, n).subquery("numbered")
+    every = sa.bindparam("every", type_=sa.Integer())
+    picked = [numbered.c[f"_k{i}"] for i in range(len(side.key))]
+    return sa.select(*picked).where(numbered.c._n % every == 0).order_by(numbered.c._n)
+
+
+def _narrowed(
+    source: Side, cache: Side, ranges: list[Range], sizes: Sizes, found: Differences
+) -> list[Range]:
+    """The ranges of `ranges` that differ, cut until each holds `leaf_rows` cache rows or fewer."""
     leaves: list[Range] = []
     first = True
     while ranges:
         theirs, ours = digests(source, ranges), digests(cache, ranges)
         found.ranges_compared += len(ranges)
-        if first:
-            found.source_rows = sum(d.rows for d in theirs)
-            found.cache_rows = sum(d.rows for d in ours)
+        if first:  # the block's own ranges: every row of it, once
+            found.source_rows += sum(d.rows for d in theirs)
+            found.cache_rows += sum(d.rows for d in ours)
             first = False
         narrower: list[Range] = []
         for r, at_source, at_cache in zip(ranges, theirs, ours, strict=True):
@@ -125,14 +179,14 @@ def compare(source: Side, cache: Side, sizes: Sizes = Sizes()) -> Differences:
             parts = split(cache, r, every=max(sizes.leaf_rows, math.ceil(at_cache.rows / sizes.fanout)))
             (narrower if len(parts) > 1 else leaves).extend(parts)
         ranges = narrower
-    found.source = listing(source, leaves)
-    found.cache = listing(cache, leaves)
-    return found
+    return leaves
 
 
 def split(side: Side, r: Range, *, every: int) -> list[Range]:
     """`r` cut after every `every`-th key this side holds in it."""
-    cuts = [tuple(row) for row in side.conn.execute(split_statement(side, r, every=every))]
+    statement = side.shape(("split", r.after is not None, r.upto is not None), lambda: _split_shape(side, r))
+    params = {**_bound("lo", r.after), **_bound("hi", r.upto), "every": every}
+    cuts = [tuple(row) for row in side.conn.execute(statement, params)]
     if cuts and r.upto is not None and cuts[-1] == r.upto:
         cuts.pop()  # the range's own last key: no empty range after it
     bounds = [r.after, *cuts, r.upto]
@@ -140,10 +194,16 @@ def split(side: Side, r: Range, *, every: int) -> list[Range]:
 
 
 def split_statement(side: Side, r: Range, *, every: int) -> sa.Select[Any]:
-    """The keys at positions every, 2 * every, ... of `r`, in key order."""
+    """The keys at positions every, 2 * every, ... of `r`, in key order (its values bound)."""
+    return _split_shape(side, r).params(**_bound("lo", r.after), **_bound("hi", r.upto), every=every)
+
+
+def _split_shape(side: Side, r: Range) -> sa.Select[Any]:
     n = sa.func.row_number().over(order_by=list(side.key)).label("_n")
-    numbered = side.select(*_labelled(side.key), n).where(*within(side.key, r)).subquery("numbered")
+    bounds = _params(side, r, "lo", "hi")
+    numbered = side.select(*_labelled(side.key), n).where(*within(side.key, bounds)).subquery("numbered")
     keys = [numbered.c[f"_k{i}"] for i in range(len(side.key))]
+    every = sa.bindparam("every", type_=sa.Integer())
     return sa.select(*keys).where(numbered.c._n % every == 0).order_by(numbered.c._n)
 
 
@@ -158,48 +218,85 @@ def digests(side: Side, ranges: Sequence[Range]) -> list[Digest]:
 
 def _digest_chunk(side: Side, chunk: Sequence[Range]) -> list[Digest]:
     hashed = side.hash is not None
+    span = Range(chunk[0].after, chunk[-1].upto)
+    shape = ("digest", len(chunk), span.after is not None, span.upto is not None)
+    statement = side.shape(shape, lambda: _digest_shape(side, len(chunk), span))
     by_bucket = {
         int(row[0]): Digest(int(row[1]), int(row[2] or 0) if hashed else 0)
-        for row in side.conn.execute(digest_statement(side, chunk))
+        for row in side.conn.execute(statement, _digest_params(chunk))
     }
     return [by_bucket.get(i, Digest(0, 0)) for i in range(len(chunk))]
 
 
 def digest_statement(side: Side, chunk: Sequence[Range]) -> sa.Select[Any]:
-    """(range number, rows, sum of hashes) of adjacent ranges, grouped by a CASE on the key: one
-    pass over their span. The CASE is computed in a derived table (SQL Server and Oracle refuse to
-    group by an expression with bind parameters)."""
+    """(range number, rows, sum of hashes) of adjacent ranges (its values bound)."""
     span = Range(chunk[0].after, chunk[-1].upto)
+    return _digest_shape(side, len(chunk), span).params(**_digest_params(chunk))
+
+
+def _digest_shape(side: Side, ranges: int, span: Range) -> sa.Select[Any]:
+    """One pass over the span of `ranges` adjacent ranges, each row numbered by a CASE that halves
+    the cut points at each level (6 comparisons per row for 64 ranges, SQL Server nests 10). The
+    CASE is computed in a derived table: SQL Server and Oracle refuse to group by an expression
+    with bind parameters."""
+    cuts = [_key_params(side, f"b{i}") for i in range(ranges - 1)]
+
+    def bucket(first: int, last: int) -> sa.ColumnElement[Any]:
+        if first == last:
+            return sa.literal(first, sa.Integer())
+        middle = (first + last) // 2
+        return sa.case(
+            (_at_or_before(side.key, cuts[middle]), bucket(first, middle)), else_=bucket(middle + 1, last)
+        )
+
     hashed = [] if side.hash is None else [sa.cast(side.hash, sa.BigInteger()).label("_h")]
-    if len(chunk) == 1:
-        bucket: sa.ColumnElement[Any] = sa.literal(0)
-    else:
-        whens = [(_at_or_before(side.key, r.upto), i) for i, r in enumerate(chunk[:-1]) if r.upto is not None]
-        bucket = sa.case(*whens, else_=len(chunk) - 1)
-    ranged = side.select(bucket.label("_b"), *hashed).where(*within(side.key, span)).subquery("ranged")
+    bounds = _params(side, span, "lo", "hi")
+    rows = side.select(bucket(0, ranges - 1).label("_b"), *hashed).where(*within(side.key, bounds))
+    ranged = rows.subquery("ranged")
     sums = [sa.func.sum(ranged.c._h)] if hashed else []
     return sa.select(ranged.c._b, sa.func.count(), *sums).group_by(ranged.c._b)
+
+
+def _digest_params(chunk: Sequence[Range]) -> dict[str, Any]:
+    params = {**_bound("lo", chunk[0].after), **_bound("hi", chunk[-1].upto)}
+    for i, r in enumerate(chunk[:-1]):
+        params.update(_bound(f"b{i}", r.upto))
+    return params
 
 
 def listing(side: Side, ranges: Sequence[Range]) -> dict[Key, Listed]:
     """Every key (and its hash) this side holds in `ranges`, by comparable key."""
     spans = [Range(run[0].after, run[-1].upto) for run in _adjacent_runs(ranges)]
-    hashed = [] if side.hash is None else [sa.cast(side.hash, sa.BigInteger()).label("_h")]
+    hashed = side.hash is not None
     found: dict[Key, Listed] = {}
     for chunk in _batched(spans, SPANS_PER_QUERY):
-        # One SELECT per span, so each is a range scan of the key's index.
-        parts = [side.select(*_labelled(side.key), *hashed).where(*within(side.key, s)) for s in chunk]
-        for row in side.conn.execute(parts[0] if len(parts) == 1 else sa.union_all(*parts)):
+        shape = ("listing", len(chunk), chunk[0].after is not None, chunk[-1].upto is not None)
+        statement = side.shape(shape, lambda chunk=chunk: _listing_shape(side, chunk))
+        params: dict[str, Any] = {}
+        for i, span in enumerate(chunk):
+            params.update({**_bound(f"s{i}lo", span.after), **_bound(f"s{i}hi", span.upto)})
+        for row in side.conn.execute(statement, params):
             key = tuple(row[: len(side.key)])
             found[comparable(key)] = Listed(key, int(row[-1]) if hashed and row[-1] is not None else None)
     return found
 
 
+def _listing_shape(side: Side, spans: Sequence[Range]) -> sa.Select[Any] | sa.CompoundSelect:
+    """One SELECT per span, so each is a range scan of the key's index."""
+    hashed = [] if side.hash is None else [sa.cast(side.hash, sa.BigInteger()).label("_h")]
+    parts = [
+        side.select(*_labelled(side.key), *hashed).where(
+            *within(side.key, _params(side, span, f"s{i}lo", f"s{i}hi"))
+        )
+        for i, span in enumerate(spans)
+    ]
+    return parts[0] if len(parts) == 1 else sa.union_all(*parts)
+
+
 def present(side: Side, keys: Sequence[Key]) -> set[Key]:
     """Which of `keys` this side holds (comparable form): the databases' own equality decides."""
     found: set[Key] = set()
-    size = IN_LIST if len(side.key) == 1 else COMPOSITE_IN_LIST
-    for chunk in _batched(keys, size):
+    for chunk in key_chunks(keys, len(side.key)):
         rows = side.conn.execute(side.select(*_labelled(side.key)).where(matching(side.key, chunk)))
         found.update(comparable(tuple(row)) for row in rows)
     return found
@@ -231,6 +328,24 @@ def within(key: Sequence[sa.ColumnElement[Any]], r: Range) -> list[sa.ColumnElem
         if len(key) > 1:
             where.append(key[0] <= r.upto[0])
     return where
+
+
+def _key_params(side: Side, prefix: str) -> Key:
+    """Bind parameters standing for one key value, typed as the key's columns."""
+    return tuple(sa.bindparam(f"{prefix}_{j}", type_=column.type) for j, column in enumerate(side.key))
+
+
+def _params(side: Side, r: Range, lower: str, upper: str) -> Range:
+    """`r` with bind parameters in place of its bounds (None stays unbounded)."""
+    return Range(
+        None if r.after is None else _key_params(side, lower),
+        None if r.upto is None else _key_params(side, upper),
+    )
+
+
+def _bound(prefix: str, key: Key | None) -> dict[str, Any]:
+    """The values of one key for the parameters `_key_params` made."""
+    return {} if key is None else {f"{prefix}_{j}": value for j, value in enumerate(key)}
 
 
 def comparable(key: Key) -> Key:
