@@ -3,15 +3,14 @@
     .venv/bin/python bench/changes.py              # 1,000,000 rows, 3 rounds
     .venv/bin/python bench/changes.py --rows 200000 --runs 1
 
-The work order table of bench/run.py, read three times from one source table into three cache
-tables, PostgreSQL -> PostgreSQL and SQLite -> SQLite. Per round, after a mass of all three:
-1% of the rows updated with a new timestamp, 0.1% deleted and 0.1% changed without touching the
-timestamp (all at random positions). Then, each through `dagster asset materialize`:
+The work order table of bench/run.py, read from one source table into three cache tables,
+PostgreSQL -> PostgreSQL and SQLite -> SQLite, each sync through `dagster asset materialize`.
+Per round, at random positions:
 
-  D0  plain daily (watermark)                       the baseline of D1
-  D1  daily with `deletes: {mode: hard}`             cost of finding the 0.1% deleted
-  H0  mass of the `change_detection: hash` table     the baseline of H1
-  H1  hash daily: finds the 0.1% changed (and the deleted) without a timestamp
+  D0  plain daily (watermark) after 1% updated and stamped, 0.1% deleted: the baseline of D1
+  D1  the same daily with `deletes: {mode: hard}`: the cost of finding the 0.1% deleted
+  H0  mass of the `change_detection: hash` table: the baseline of H1
+  H1  its daily after 0.1% changed without a new timestamp
 
 Figures are medians of the rounds: the sync's own seconds (from sync_log), the whole command's
 wall time, rows read (full rows fetched), and for H1 the row hashes listed. Performance belongs
@@ -114,32 +113,42 @@ def record(
         figures.hashes.append(hashes_listed(bench, table))
 
 
-def change_postgres(bench: Bench, rows: int) -> None:
-    """1% updated and stamped, 0.1% deleted, 0.1% changed without a new timestamp; at random."""
+def change_postgres(bench: Bench, rows: int, *, stamped: bool) -> None:
+    """At random positions: 1% updated and stamped and 0.1% deleted, or 0.1% changed without a
+    new timestamp."""
     part = max(1, rows // 1000)
-    sql = f"""
-        UPDATE work_orders SET qty_completed = qty_completed + 1, last_update_dt = now()
-        WHERE order_id IN (SELECT order_id FROM work_orders ORDER BY random() LIMIT {part * 10});
-        DELETE FROM work_orders
-        WHERE order_id IN (SELECT order_id FROM work_orders ORDER BY random() LIMIT {part});
-        UPDATE work_orders SET remark = 'changed without a timestamp'
-        WHERE order_id IN (SELECT order_id FROM work_orders ORDER BY random() LIMIT {part});
-    """
-    subprocess.run(bench.psql("src", "-c", sql), check=True, stdout=subprocess.DEVNULL)
-
-
-def change_sqlite(path: Path, rows: int) -> None:
-    part = max(1, rows // 1000)
-    with sqlite3.connect(path) as db:
-        db.executescript(f"""
-            UPDATE work_orders SET qty_completed = qty_completed + 1,
-                last_update_dt = strftime('%Y-%m-%d %H:%M:%f', 'now')
+    if stamped:
+        sql = f"""
+            UPDATE work_orders SET qty_completed = qty_completed + 1, last_update_dt = now()
             WHERE order_id IN (SELECT order_id FROM work_orders ORDER BY random() LIMIT {part * 10});
             DELETE FROM work_orders
             WHERE order_id IN (SELECT order_id FROM work_orders ORDER BY random() LIMIT {part});
+        """
+    else:
+        sql = f"""
             UPDATE work_orders SET remark = 'changed without a timestamp'
             WHERE order_id IN (SELECT order_id FROM work_orders ORDER BY random() LIMIT {part});
-        """)
+        """
+    subprocess.run(bench.psql("src", "-c", sql), check=True, stdout=subprocess.DEVNULL)
+    bench.vacuum()
+
+
+def change_sqlite(path: Path, rows: int, *, stamped: bool) -> None:
+    part = max(1, rows // 1000)
+    with sqlite3.connect(path) as db:
+        if stamped:
+            db.executescript(f"""
+                UPDATE work_orders SET qty_completed = qty_completed + 1,
+                    last_update_dt = strftime('%Y-%m-%d %H:%M:%f', 'now')
+                WHERE order_id IN (SELECT order_id FROM work_orders ORDER BY random() LIMIT {part * 10});
+                DELETE FROM work_orders
+                WHERE order_id IN (SELECT order_id FROM work_orders ORDER BY random() LIMIT {part});
+            """)
+        else:
+            db.executescript(f"""
+                UPDATE work_orders SET remark = 'changed without a timestamp'
+                WHERE order_id IN (SELECT order_id FROM work_orders ORDER BY random() LIMIT {part});
+            """)
 
 
 def main() -> None:
@@ -168,22 +177,27 @@ def run(rows: int, runs: int, folder: Path) -> None:
         ),
     }
     found: dict[tuple[str, str], Figures] = {}
+
+    def change(pair: str, *, stamped: bool) -> None:
+        if pair == "PG->PG":
+            change_postgres(bench, rows, stamped=stamped)
+        else:
+            change_sqlite(bench.sqlite_source, rows, stamped=stamped)
+
     for round_ in range(1, runs + 1):
         for pair, (path, cache_url) in pairs.items():
             print(f"round {round_}/{runs}: {pair}", flush=True)
             figures = {k: found.setdefault((pair, k), Figures()) for k in ("D0", "D1", "H0", "H1")}
+            # Deletes: a plain daily against one that also finds the deleted rows.
             for table in ("wo_plain", "wo_deletes"):
                 materialize(bench, path, table, "mass")
-            record(figures["H0"], bench, cache_url, "wo_hash", materialize(bench, path, "wo_hash", "mass"))
-            if pair == "PG->PG":
-                change_postgres(bench, rows)
-                bench.vacuum()
-            else:
-                change_sqlite(bench.sqlite_source, rows)
+            change(pair, stamped=True)
             record(figures["D0"], bench, cache_url, "wo_plain", materialize(bench, path, "wo_plain", "daily"))
-            record(
-                figures["D1"], bench, cache_url, "wo_deletes", materialize(bench, path, "wo_deletes", "daily")
-            )
+            wall = materialize(bench, path, "wo_deletes", "daily")
+            record(figures["D1"], bench, cache_url, "wo_deletes", wall)
+            # Hash: a mass against the daily that finds 0.1% changed without a timestamp.
+            record(figures["H0"], bench, cache_url, "wo_hash", materialize(bench, path, "wo_hash", "mass"))
+            change(pair, stamped=False)
             wall = materialize(bench, path, "wo_hash", "daily")
             record(figures["H1"], bench, cache_url, "wo_hash", wall, hashes=True)
     bench.stop()
@@ -199,7 +213,7 @@ def report(found: dict[tuple[str, str], Figures], rows: int, runs: int) -> None:
     }
     baselines = {"D1": "D0", "H1": "H0"}
     print(f"\n{rows:,} rows, medians of {runs} rounds")
-    print("changes per round: 1% updated and stamped, 0.1% deleted, 0.1% changed without a timestamp")
+    print("D: after 1% updated and stamped and 0.1% deleted; H: after 0.1% changed without a timestamp")
     columns = ("own s", "wall s", "ratio", "read", "deleted", "hashes")
     print(f"{'pair':<15} {'scenario':<32} " + " ".join(f"{c:>8}" for c in columns))
     for (pair, key), f in found.items():
