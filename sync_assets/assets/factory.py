@@ -1,5 +1,6 @@
 """The asset factory: one asset per catalog table, partitioned by update type when it has a watermark."""
 
+import json
 from collections.abc import Iterator, Sequence
 
 import dagster as dg
@@ -243,7 +244,9 @@ def _resource(
     if isinstance(conn, RestConnectionSpec):
         return RestApi(name=name, connection=conn.model_dump_json(by_alias=True))
     if isinstance(conn, FilesConnectionSpec):
-        return FileDrop(name=name, path=conn.path)
+        return FileDrop(
+            name=name, path=conn.path, url=conn.url, storage_options=json.dumps(conn.storage_options)
+        )
     return SqlDatabase(
         name=name,
         url=conn.url,

@@ -20,7 +20,7 @@ import shutil
 import tempfile
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,9 @@ import sqlalchemy as sa
 
 from sync_assets.catalog.files import FILE_COLUMN, MODIFIED_COLUMN, ROW_COLUMN
 from sync_assets.catalog.models import TableSpec
-from sync_assets.errors import DataError, SyncError
+from sync_assets.errors import DataError, SyncError, SyncTransientError
 from sync_assets.sources.base import Log, Source, Window
+from sync_assets.sources.folders import Folder, FolderMissing
 from sync_assets.sources.manifest import Dropped, loaded_files, record_files
 from sync_assets.types import MICROSECOND_DIGITS, ColumnType, Kind, from_polars, parse_type, polars_dtype
 
@@ -53,7 +54,7 @@ class FilesSource(Source):
 
     upper_bound_known = False
 
-    def __init__(self, folder: Path, table: TableSpec, *, batch_size: int, log: Log) -> None:
+    def __init__(self, folder: Folder, table: TableSpec, *, batch_size: int, log: Log) -> None:
         self.folder, self.table, self.batch_size, self.log = folder, table, batch_size, log
         self.declared = {name: parse_type(text) for name, text in table.column_types.items()}
         self.fields: dict[str, ColumnType] | None = None  # fixed by the first batch read
@@ -77,7 +78,7 @@ class FilesSource(Source):
         return None  # an incremental reads the files the manifest has not seen, whatever their times
 
     def is_transient(self, error: BaseException) -> bool:
-        return False
+        return self.folder.is_transient(error)
 
     def adopt(self, types: dict[str, ColumnType]) -> None:
         self.declared = {**{k: v for k, v in types.items() if k not in LINEAGE}, **self.declared}
@@ -100,30 +101,38 @@ class FilesSource(Source):
     # -- which files --------------------------------------------------------------------------------
     def matching(self) -> list[Dropped]:
         """The files matching the glob, oldest first (a later file's version of a row wins)."""
-        if not self.folder.is_dir():
-            msg = f"table '{self.table.name}': the folder {self.folder} does not exist"
-            raise SyncError(msg, table=self.table.name)
         found = []
-        for path in self.folder.glob(str(self.table.files)):
-            if path.is_file():
-                stat = path.stat()
-                modified = datetime.fromtimestamp(stat.st_mtime, UTC).replace(tzinfo=None)
-                name = path.relative_to(self.folder).as_posix()
-                found.append(Dropped(name, stat.st_size, modified, _sha256(path)))
+        try:
+            for listed in self.folder.listing(str(self.table.files)):
+                digest = _sha256(self.folder.fetch(listed.name))
+                found.append(Dropped(listed.name, listed.size, listed.modified, digest))
+        except OSError as err:
+            raise self._folder_error(err) from None
         return sorted(found, key=lambda f: (f.modified, f.path))
 
     def batches(self, window: Window | None) -> Generator[pl.DataFrame]:
         files = self.matching()
         if window is not None:  # an incremental: what the manifest has not seen as it is now
+            for unchanged in [f for f in files if self.loaded.get(f.path) == f.sha256]:
+                self.folder.release(unchanged.path)
             files = [f for f in files if self.loaded.get(f.path) != f.sha256]
         self.log(f"{self.table.name}: {len(files)} file(s) to read")
         for dropped in files:
             self.read.append(dropped)
             yield from self._file(dropped)
+            self.folder.release(dropped.path)
+
+    def _folder_error(self, err: OSError) -> SyncError:
+        """The folder cannot be listed or a file fetched: named, transient if the connection is."""
+        text = str(err).strip() or type(err).__name__
+        where = "" if isinstance(err, FolderMissing) else f"{self.folder.describe()}: "
+        msg = f"table '{self.table.name}': {where}{text}"
+        kind = SyncTransientError if self.folder.is_transient(err) else SyncError
+        return kind(msg, table=self.table.name)
 
     # -- reading ------------------------------------------------------------------------------------
     def _file(self, dropped: Dropped) -> Iterator[pl.DataFrame]:
-        path = self.folder / dropped.path
+        path = self.folder.fetch(dropped.path)
         fmt = self.table.file_format
         try:
             if fmt == "csv":
