@@ -92,8 +92,8 @@ def test_key_range_sql_has_no_row_values(dialect):
         "CASE WHEN (f4211.doco < 10 OR f4211.doco = 10 AND f4211.lnid <= 1) THEN 0 ELSE 1 END ELSE 2 END"
     )
     assert bucket in digest
-    assert digest.startswith("SELECT ranged.")
-    assert digest.endswith("GROUP BY ranged._b") or digest.endswith('GROUP BY ranged."_b"')
+    assert digest.startswith("SELECT 0 AS ")
+    assert digest.endswith("GROUP BY ranged0._b") or digest.endswith('GROUP BY ranged0."_b"')
     split = literal_sql(split_statement(side, Range((10, 1), (20, 3)), every=32), dialect)
     assert "row_number() OVER (ORDER BY f4211.doco, f4211.lnid)" in split
     assert "NOT (f4211.doco < 10 OR f4211.doco = 10 AND f4211.lnid <= 1) AND " in split

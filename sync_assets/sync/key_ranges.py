@@ -23,6 +23,7 @@ import sqlalchemy as sa
 Key = tuple[Any, ...]
 CASE_BRANCHES = 64  # ranges per digest query
 SPANS_PER_QUERY = 32  # leaf spans per listing query
+SPLITS_PER_QUERY = 16  # ranges cut per statement
 IN_LIST = 500  # keys per IN list (Oracle allows 1000)
 COMPOSITE_IN_LIST = 100  # composite keys per OR list
 
@@ -34,6 +35,9 @@ class Sizes:
     range_rows: int = 128
     fanout: int = 4
     leaf_rows: int = 32
+
+
+SIZES = Sizes()
 
 
 @dataclass(frozen=True)
@@ -115,7 +119,7 @@ def compare(source: Side, cache: Side, sizes: Sizes | None = None) -> Difference
     The cache's keys are cut block by block (CASE_BRANCHES ranges at a time), so memory holds one
     block's cut points and the differences found, whatever the table's size.
     """
-    sizes = sizes or Sizes()
+    sizes = sizes or SIZES
     found = Differences()
     leaves: list[Range] = []
     after: Key | None = None
@@ -169,28 +173,65 @@ def _narrowed(
             found.source_rows += sum(d.rows for d in theirs)
             found.cache_rows += sum(d.rows for d in ours)
             first = False
-        narrower: list[Range] = []
+        to_cut: list[tuple[Range, int]] = []
         for r, at_source, at_cache in zip(ranges, theirs, ours, strict=True):
             if at_source == at_cache:
                 continue
             if at_cache.rows <= sizes.leaf_rows:
                 leaves.append(r)
-                continue
-            parts = split(cache, r, every=max(sizes.leaf_rows, math.ceil(at_cache.rows / sizes.fanout)))
+            else:
+                to_cut.append((r, max(sizes.leaf_rows, math.ceil(at_cache.rows / sizes.fanout))))
+        narrower: list[Range] = []
+        for parts in split_many(cache, to_cut):
             (narrower if len(parts) > 1 else leaves).extend(parts)
         ranges = narrower
     return leaves
+
+
+def split_many(side: Side, jobs: Sequence[tuple[Range, int]]) -> list[list[Range]]:
+    """`split` of each (range, every), SPLITS_PER_QUERY of them per statement (a UNION ALL)."""
+    found: list[list[Range]] = []
+    for chunk in _batched(jobs, SPLITS_PER_QUERY):
+        shape = ("splits", len(chunk), chunk[0][0].after is not None, chunk[-1][0].upto is not None)
+        statement = side.shape(shape, lambda chunk=chunk: _splits_shape(side, [r for r, _ in chunk]))
+        params: dict[str, Any] = {}
+        for k, (r, every) in enumerate(chunk):
+            params.update({**_bound(f"p{k}lo", r.after), **_bound(f"p{k}hi", r.upto), f"p{k}every": every})
+        cuts: list[list[tuple[int, Key]]] = [[] for _ in chunk]
+        for row in side.conn.execute(statement, params):
+            cuts[int(row[0])].append((int(row[1]), tuple(row[2:])))
+        for (r, _), picked in zip(chunk, cuts, strict=True):
+            found.append(_cut(r, [key for _, key in sorted(picked)]))
+    return found
+
+
+def _splits_shape(side: Side, ranges: Sequence[Range]) -> sa.Select[Any] | sa.CompoundSelect:
+    parts = []
+    for k, r in enumerate(ranges):
+        n = sa.func.row_number().over(order_by=list(side.key)).label("_n")
+        bounds = _params(side, r, f"p{k}lo", f"p{k}hi")
+        numbered = (
+            side.select(*_labelled(side.key), n).where(*within(side.key, bounds)).subquery(f"numbered{k}")
+        )
+        keys = [numbered.c[f"_k{i}"] for i in range(len(side.key))]
+        every = sa.bindparam(f"p{k}every", type_=sa.Integer())
+        tag = sa.literal_column(str(int(k)), sa.Integer()).label("_p")
+        parts.append(sa.select(tag, numbered.c._n, *keys).where(numbered.c._n % every == 0))
+    return parts[0] if len(parts) == 1 else sa.union_all(*parts)
+
+
+def _cut(r: Range, cuts: list[Key]) -> list[Range]:
+    """`r` as the ranges between `cuts` (its own last key is no cut: no empty range after it)."""
+    if cuts and r.upto is not None and cuts[-1] == r.upto:
+        cuts = cuts[:-1]
+    return [Range(a, b) for a, b in itertools.pairwise([r.after, *cuts, r.upto])]
 
 
 def split(side: Side, r: Range, *, every: int) -> list[Range]:
     """`r` cut after every `every`-th key this side holds in it."""
     statement = side.shape(("split", r.after is not None, r.upto is not None), lambda: _split_shape(side, r))
     params = {**_bound("lo", r.after), **_bound("hi", r.upto), "every": every}
-    cuts = [tuple(row) for row in side.conn.execute(statement, params)]
-    if cuts and r.upto is not None and cuts[-1] == r.upto:
-        cuts.pop()  # the range's own last key: no empty range after it
-    bounds = [r.after, *cuts, r.upto]
-    return [Range(a, b) for a, b in itertools.pairwise(bounds)]
+    return _cut(r, [tuple(row) for row in side.conn.execute(statement, params)])
 
 
 def split_statement(side: Side, r: Range, *, every: int) -> sa.Select[Any]:
@@ -208,38 +249,61 @@ def _split_shape(side: Side, r: Range) -> sa.Select[Any]:
 
 
 def digests(side: Side, ranges: Sequence[Range]) -> list[Digest]:
-    """(rows, sum of hashes) of each range, one query per run of up to CASE_BRANCHES adjacent ranges."""
+    """(rows, sum of hashes) of each range. Adjacent ranges share one pass (a CASE numbers them);
+    runs that are not adjacent (the parts of differing ranges, cut again) share one statement, a
+    UNION ALL of such passes, up to CASE_BRANCHES ranges in all: one round trip, not one per run."""
+    runs = [list(chunk) for run in _adjacent_runs(ranges) for chunk in _batched(run, CASE_BRANCHES)]
+    # Runs padded to one length with empty ranges (b, b]: statements of a few shapes, each built
+    # and planned once, however the cuts fell.
+    width = max(map(len, runs), default=0)
+    padded = [
+        run + [Range(run[-1].upto, run[-1].upto)] * (width - len(run)) if run[-1].upto is not None else run
+        for run in runs
+    ]
     found: list[Digest] = []
-    for run in _adjacent_runs(ranges):
-        for chunk in _batched(run, CASE_BRANCHES):
-            found.extend(_digest_chunk(side, chunk))
+    group: list[list[Range]] = []
+    kept: list[int] = []
+    for run, original in zip(padded, runs, strict=True):
+        if group and sum(map(len, group)) + len(run) > CASE_BRANCHES:
+            found.extend(_digest_group(side, group, kept))
+            group, kept = [], []
+        group.append(run)
+        kept.append(len(original))
+    if group:
+        found.extend(_digest_group(side, group, kept))
     return found
 
 
-def _digest_chunk(side: Side, chunk: Sequence[Range]) -> list[Digest]:
+def _digest_group(side: Side, group: Sequence[Sequence[Range]], kept: Sequence[int]) -> list[Digest]:
+    """The digests of a group of runs: the first `kept[k]` of run k (the rest is padding)."""
     hashed = side.hash is not None
-    span = Range(chunk[0].after, chunk[-1].upto)
-    shape = ("digest", len(chunk), span.after is not None, span.upto is not None)
-    statement = side.shape(shape, lambda: _digest_shape(side, len(chunk), span))
+    shape = ("digest", tuple(map(len, group)), group[0][0].after is not None, group[-1][-1].upto is not None)
+    statement = side.shape(shape, lambda: _digest_shape(side, group))
     by_bucket = {
-        int(row[0]): Digest(int(row[1]), int(row[2] or 0) if hashed else 0)
-        for row in side.conn.execute(statement, _digest_params(chunk))
+        (int(row[0]), int(row[1])): Digest(int(row[2]), int(row[3] or 0) if hashed else 0)
+        for row in side.conn.execute(statement, _digest_params(group))
     }
-    return [by_bucket.get(i, Digest(0, 0)) for i in range(len(chunk))]
+    return [by_bucket.get((k, i), Digest(0, 0)) for k, count in enumerate(kept) for i in range(count)]
 
 
-def digest_statement(side: Side, chunk: Sequence[Range]) -> sa.Select[Any]:
-    """(range number, rows, sum of hashes) of adjacent ranges (its values bound)."""
-    span = Range(chunk[0].after, chunk[-1].upto)
-    return _digest_shape(side, len(chunk), span).params(**_digest_params(chunk))
+def digest_statement(side: Side, chunk: Sequence[Range]) -> sa.Select[Any] | sa.CompoundSelect:
+    """(run, range number, rows, sum of hashes) of adjacent ranges (its values bound)."""
+    return _digest_shape(side, [chunk]).params(**_digest_params([chunk]))
 
 
-def _digest_shape(side: Side, ranges: int, span: Range) -> sa.Select[Any]:
+def _digest_shape(side: Side, group: Sequence[Sequence[Range]]) -> sa.Select[Any] | sa.CompoundSelect:
+    parts = [
+        _digest_pass(side, k, len(run), Range(run[0].after, run[-1].upto)) for k, run in enumerate(group)
+    ]
+    return parts[0] if len(parts) == 1 else sa.union_all(*parts)
+
+
+def _digest_pass(side: Side, k: int, ranges: int, span: Range) -> sa.Select[Any]:
     """One pass over the span of `ranges` adjacent ranges, each row numbered by a CASE that halves
     the cut points at each level (6 comparisons per row for 64 ranges, SQL Server nests 10). The
     CASE is computed in a derived table: SQL Server and Oracle refuse to group by an expression
     with bind parameters."""
-    cuts = [_key_params(side, f"b{i}") for i in range(ranges - 1)]
+    cuts = [_key_params(side, f"r{k}b{i}") for i in range(ranges - 1)]
 
     def bucket(first: int, last: int) -> sa.ColumnElement[Any]:
         if first == last:
@@ -250,17 +314,20 @@ def _digest_shape(side: Side, ranges: int, span: Range) -> sa.Select[Any]:
         )
 
     hashed = [] if side.hash is None else [sa.cast(side.hash, sa.BigInteger()).label("_h")]
-    bounds = _params(side, span, "lo", "hi")
+    bounds = _params(side, span, f"r{k}lo", f"r{k}hi")
     rows = side.select(bucket(0, ranges - 1).label("_b"), *hashed).where(*within(side.key, bounds))
-    ranged = rows.subquery("ranged")
-    sums = [sa.func.sum(ranged.c._h)] if hashed else []
-    return sa.select(ranged.c._b, sa.func.count(), *sums).group_by(ranged.c._b)
+    ranged = rows.subquery(f"ranged{k}")
+    sums = [sa.func.sum(ranged.c._h)] if hashed else [sa.null()]
+    run = sa.literal_column(str(int(k)), sa.Integer()).label("_r")  # a number of ours, not a value
+    return sa.select(run, ranged.c._b, sa.func.count(), *sums).group_by(ranged.c._b)
 
 
-def _digest_params(chunk: Sequence[Range]) -> dict[str, Any]:
-    params = {**_bound("lo", chunk[0].after), **_bound("hi", chunk[-1].upto)}
-    for i, r in enumerate(chunk[:-1]):
-        params.update(_bound(f"b{i}", r.upto))
+def _digest_params(group: Sequence[Sequence[Range]]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for k, run in enumerate(group):
+        params.update({**_bound(f"r{k}lo", run[0].after), **_bound(f"r{k}hi", run[-1].upto)})
+        for i, r in enumerate(run[:-1]):
+            params.update(_bound(f"r{k}b{i}", r.upto))
     return params
 
 
