@@ -61,6 +61,11 @@ def sftp_server(tmp_path: Path) -> Iterator[tuple[int, Path]]:
         loop.run_forever()
         server.close()
         loop.run_until_complete(server.wait_closed())
+        pending = asyncio.all_tasks(loop)  # sessions of clients that did not say goodbye
+        for task in pending:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.close()
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()

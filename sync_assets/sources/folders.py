@@ -126,6 +126,9 @@ class RemoteFolder:
 
     def close(self) -> None:
         shutil.rmtree(self.downloads, ignore_errors=True)
+        client = getattr(self.fs, "client", None)  # SFTP: paramiko's SSH connection, not pooled
+        if client is not None and callable(getattr(client, "close", None)):
+            client.close()
 
     def is_transient(self, error: BaseException) -> bool:
         return is_transient(error)
