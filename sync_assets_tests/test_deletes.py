@@ -271,3 +271,31 @@ def test_deletes_need_a_sql_source(tmp_path):
     )
     with pytest.raises(CatalogError, match="soft deletes need `column`"):
         load_catalog(path)
+
+
+def test_deletes_need_keys_the_source_holds_as_cached(tmp_path):
+    """A JDE key read through a Julian-date or implied-decimal conversion has other values in the
+    source than in the cache: its ranges could not be compared, so the loader refuses it."""
+    from sync_assets.catalog.loader import CatalogError, load_catalog
+
+    path = tmp_path / "catalog.yaml"
+    path.write_text(
+        "connections:\n"
+        "  jde: {url: 'sqlite:///src.db'}\n"
+        "  cache: {url: 'sqlite:///cache.db'}\n"
+        "cache: cache\n"
+        "tables:\n"
+        "  - name: lines\n"
+        "    source: jde\n"
+        "    source_table: F4211\n"
+        "    primary_key: [doc, line]\n"
+        "    columns: {SDDOCO: doc, SDLNID: line}\n"
+        "    jde: {implied_decimals: {SDLNID: 3}, trim: true}\n"
+        "    deletes: {mode: hard}\n"
+    )
+    with pytest.raises(
+        CatalogError, match="`primary_key` column 'line' is converted by `jde` \\(from 'SDLNID'\\)"
+    ):
+        load_catalog(path)
+    path.write_text(path.read_text().replace("implied_decimals: {SDLNID: 3}, ", ""))
+    load_catalog(path)  # trimmed text keys compare fine (and a candidate is looked up once more)

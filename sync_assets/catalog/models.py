@@ -302,6 +302,18 @@ class TableSpec(_Strict):
             )
             msg = f"{what} applies to SQL source tables (it compares key ranges in the source database)"
             raise ValueError(msg)
+        if by_key_range and self.jde is not None:
+            # Key ranges are cut at cache values and compared in the source: a key the `jde`
+            # transform changes (a Julian date, an implied decimal) has other values there.
+            converted = {*self.jde.julian_dates, *self.jde.implied_decimals}
+            cached = {self.columns.get(n, n).lower(): n for n in converted}
+            if clash := [k for k in self.primary_key if k.lower() in cached]:
+                msg = (
+                    f"`primary_key` column '{clash[0]}' is converted by `jde` (from "
+                    f"'{cached[clash[0].lower()]}'), so its key ranges cannot be compared with the "
+                    "source; `deletes` and `change_detection: hash` need keys the source holds as cached"
+                )
+                raise ValueError(msg)
         soft = self.deletes.soft_column if self.deletes else None
         if soft is not None and (soft in self.primary_key or soft == self.updated_at):
             msg = f"`deletes.column` '{soft}' is a key or the watermark; it must be a column of its own"
