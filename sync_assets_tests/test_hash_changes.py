@@ -189,3 +189,29 @@ def test_direct_copies_carry_the_hashes(tmp_path, monkeypatch, make_database, ki
         cached = dict(conn.execute(sa.text("SELECT id, qty FROM items WHERE id IN (17, 2999, 18)")).all())
     cache.dispose()
     assert {int(k): int(v) for k, v in cached.items()} == {17: -1, 2999: -1, 18: 18}
+
+
+def test_an_empty_cache_table_loads_in_full(tmp_path, monkeypatch, make_database):
+    """Compared with an empty cache, every source key would be listed: a full load instead."""
+    source_url, cache_url = make_database("sqlite"), make_database("duckdb")
+    table = create_source(source_url, [order_row(1)])
+    engine = sa.create_engine(source_url)
+    with engine.begin() as conn:
+        conn.execute(sa.delete(table))
+    spec = {**ORDERS, "deletes": {"mode": "hard"}}
+    harness = make_harness(tmp_path, monkeypatch, source_url=source_url, cache_url=cache_url, tables=[spec])
+    result = harness.sync("orders", "mass")
+    assert result.success, failure_message(result)
+    with engine.begin() as conn:
+        conn.execute(table.insert(), [order_row(i) for i in range(1, 51)])
+    engine.dispose()
+    result = harness.sync("orders", "daily")
+    assert result.success, failure_message(result)
+    meta = materialization(result)
+    assert (meta["sync_assets/mode"], meta["sync_assets/rows_read"], meta["sync_assets/hashes_compared"]) == (
+        "full",
+        50,
+        0,
+    )
+    logged = [e.user_message for e in harness.instance.all_logs(result.run_id)]
+    assert any("the cache table is empty, so this sync loads in full" in m for m in logged)

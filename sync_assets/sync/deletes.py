@@ -17,7 +17,15 @@ from sync_assets.catalog.models import TableSpec
 from sync_assets.errors import DataError
 from sync_assets.sources.base import Source
 from sync_assets.sync import audit
-from sync_assets.sync.key_ranges import Differences, comparable, compare, key_chunks, matching, present
+from sync_assets.sync.key_ranges import (
+    Differences,
+    comparable,
+    compare,
+    has_rows,
+    key_chunks,
+    matching,
+    present,
+)
 from sync_assets.sync.plan import Plan, cache_side
 from sync_assets.sync.progress import Progress
 
@@ -40,8 +48,11 @@ def delete_missing(
         return Deleted()
     found = plan.changes
     if found is None:
+        cached = cache_side(cache, target, table, hashed=False)
+        if not has_rows(cached):
+            return Deleted()  # nothing cached, nothing to delete
         progress.at("deletes", None)
-        found = compare(compared, cache_side(cache, target, table, hashed=False))
+        found = compare(compared, cached)
     candidates = found.missing
     if candidates:
         progress.at("deletes", "source")

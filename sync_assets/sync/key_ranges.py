@@ -227,6 +227,10 @@ def _cut(r: Range, cuts: list[Key]) -> list[Range]:
     return [Range(a, b) for a, b in itertools.pairwise([r.after, *cuts, r.upto])]
 
 
+def has_rows(side: Side) -> bool:
+    return side.conn.execute(side.select(*_labelled(side.key)).limit(1)).first() is not None
+
+
 def split(side: Side, r: Range, *, every: int) -> list[Range]:
     """`r` cut after every `every`-th key this side holds in it."""
     statement = side.shape(("split", r.after is not None, r.upto is not None), lambda: _split_shape(side, r))

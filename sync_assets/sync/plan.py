@@ -11,7 +11,7 @@ from sync_assets.catalog.changes import HASH_COLUMN
 from sync_assets.catalog.models import Catalog, TableSpec, UpdateType
 from sync_assets.sources.base import Log, Source, Window
 from sync_assets.sync import audit, watermark
-from sync_assets.sync.key_ranges import Differences, Side, compare
+from sync_assets.sync.key_ranges import Differences, Side, compare, has_rows
 from sync_assets.sync.progress import Progress
 from sync_assets.sync.target import existing_target
 
@@ -93,6 +93,10 @@ def _by_hash(
     if target is None or HASH_COLUMN not in target.c or compared is None:
         cache.commit()
         log(f"{table.name}: the cache table holds no row hashes yet, so this sync loads in full")
+        return Plan(FULL)
+    if not has_rows(cache_side(cache, target, table, hashed=True)):
+        cache.commit()  # every source key would be listed: a full load is the same, and bounded
+        log(f"{table.name}: the cache table is empty, so this sync loads in full")
         return Plan(FULL)
     progress.at("compare", None)
     changes = compare(compared, cache_side(cache, target, table, hashed=True))
