@@ -34,7 +34,6 @@ from sync_assets.sync.progress import Progress
 class Deleted:
     rows: int = 0
     hashes_compared: int = 0  # keys listed from both sides to find them
-    ranges_compared: int = 0
 
 
 def delete_missing(
@@ -65,7 +64,7 @@ def delete_missing(
     for chunk in key_chunks(candidates, len(key)):
         statement = _remove(target, table).where(matching(key, chunk))
         rows += cache.execute(statement).rowcount
-    return Deleted(rows, found.hashes_compared, found.ranges_compared)
+    return Deleted(rows, found.hashes_compared)
 
 
 def _remove(target: sa.Table, table: TableSpec) -> sa.Delete | sa.Update:

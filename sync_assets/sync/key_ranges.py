@@ -37,8 +37,6 @@ class Sizes:
     leaf_rows: int = 32
 
 
-SIZES = Sizes()
-
 
 @dataclass(frozen=True)
 class Side:
@@ -119,7 +117,7 @@ def compare(source: Side, cache: Side, sizes: Sizes | None = None) -> Difference
     The cache's keys are cut block by block (CASE_BRANCHES ranges at a time), so memory holds one
     block's cut points and the differences found, whatever the table's size.
     """
-    sizes = sizes or SIZES
+    sizes = sizes or Sizes()
     found = Differences()
     leaves: list[Range] = []
     after: Key | None = None
