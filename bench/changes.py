@@ -34,9 +34,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import Bench
-
-TABLES = ("wo_plain", "wo_deletes", "wo_hash")
+from run import Bench, measure  # bench/ is a folder of scripts, not a package
 
 
 @dataclass
@@ -71,8 +69,6 @@ def materialize(bench: Bench, path: Path, table: str, partition: str) -> float:
     env = {**os.environ, "SYNC_ASSETS_CATALOG": str(path), "DAGSTER_HOME": str(bench.home)}
     command = [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m"]
     command += ["sync_assets.definitions", "--select", f"bench/{table}", "--partition", partition]
-    from run import measure
-
     wall, _ = measure(command, env)
     return wall
 

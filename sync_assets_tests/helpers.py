@@ -27,6 +27,11 @@ from sync_assets.sync.audit import sync_log
 
 BASE_TIME = datetime(2026, 3, 1, 8, 0, 0, 123456)
 ROOT = Path(__file__).resolve().parent.parent
+# The engines that run here, and every (source, cache) pair of them, with readable test ids.
+ENGINES = ["sqlite", "duckdb", "postgresql"]
+ENGINE_PAIRS = [(s, c) for s in ENGINES for c in ENGINES]
+ENGINE_PAIR_IDS = [f"{s}-to-{c}" for s, c in ENGINE_PAIRS]
+
 # The catalog entry of the `orders` source table that create_source makes.
 ORDERS = {"name": "orders", "source_table": "orders", "primary_key": ["id"], "updated_at": "updated_at"}
 

@@ -16,6 +16,9 @@ import sqlalchemy as sa
 
 from sync_assets_tests.helpers import (
     BASE_TIME,
+    ENGINE_PAIR_IDS,
+    ENGINE_PAIRS,
+    ENGINES,
     create_source,
     failure_message,
     make_harness,
@@ -27,9 +30,7 @@ from sync_assets_tests.helpers import (
     upsert_source,
 )
 
-KINDS = ["sqlite", "duckdb", "postgresql"]
-PAIRS = [(s, c) for s in KINDS for c in KINDS]
-PAIR_IDS = [f"{s}-to-{c}" for s, c in PAIRS]
+KINDS, PAIRS, PAIR_IDS = ENGINES, ENGINE_PAIRS, ENGINE_PAIR_IDS
 ROWS = 2000
 ORDERS = {"name": "orders", "source_table": "orders", "primary_key": ["id"], "updated_at": "updated_at"}
 

@@ -16,6 +16,9 @@ import sqlalchemy as sa
 
 from sync_assets.catalog.changes import HASH_COLUMN
 from sync_assets_tests.helpers import (
+    ENGINE_PAIR_IDS,
+    ENGINE_PAIRS,
+    ENGINES,
     create_source,
     failure_message,
     make_harness,
@@ -25,9 +28,7 @@ from sync_assets_tests.helpers import (
     sync_log_rows,
 )
 
-KINDS = ["sqlite", "duckdb", "postgresql"]
-PAIRS = [(s, c) for s in KINDS for c in KINDS]
-PAIR_IDS = [f"{s}-to-{c}" for s, c in PAIRS]
+KINDS, PAIRS, PAIR_IDS = ENGINES, ENGINE_PAIRS, ENGINE_PAIR_IDS
 ROWS = 10_000
 # No `updated_at`: the source's timestamps are not trusted (jobs that change rows do not stamp them).
 ORDERS = {"name": "orders", "source_table": "orders", "primary_key": ["id"], "change_detection": "hash"}

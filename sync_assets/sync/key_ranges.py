@@ -37,7 +37,6 @@ class Sizes:
     leaf_rows: int = 32
 
 
-
 @dataclass(frozen=True)
 class Side:
     """One end of a comparison: its rows, its key columns in key order, and the hash it sums."""
@@ -187,7 +186,8 @@ def _narrowed(
 
 
 def split_many(side: Side, jobs: Sequence[tuple[Range, int]]) -> list[list[Range]]:
-    """`split` of each (range, every), SPLITS_PER_QUERY of them per statement (a UNION ALL)."""
+    """Each range cut after every `every`-th key the side holds in it, SPLITS_PER_QUERY ranges per
+    statement (a UNION ALL)."""
     found: list[list[Range]] = []
     for chunk in _batched(jobs, SPLITS_PER_QUERY):
         shape = ("splits", len(chunk), chunk[0][0].after is not None, chunk[-1][0].upto is not None)
@@ -204,13 +204,13 @@ def split_many(side: Side, jobs: Sequence[tuple[Range, int]]) -> list[list[Range
 
 
 def _splits_shape(side: Side, ranges: Sequence[Range]) -> sa.Select[Any] | sa.CompoundSelect:
+    """The keys at positions every, 2 * every, ... of each range, tagged with the range's number;
+    each branch of the UNION ALL is its own scope, so all can name their rows `numbered`."""
     parts = []
     for k, r in enumerate(ranges):
         n = sa.func.row_number().over(order_by=list(side.key)).label("_n")
         bounds = _params(side, r, f"p{k}lo", f"p{k}hi")
-        numbered = (
-            side.select(*_labelled(side.key), n).where(*within(side.key, bounds)).subquery(f"numbered{k}")
-        )
+        numbered = side.select(*_labelled(side.key), n).where(*within(side.key, bounds)).subquery("numbered")
         keys = [numbered.c[f"_k{i}"] for i in range(len(side.key))]
         every = sa.bindparam(f"p{k}every", type_=sa.Integer())
         tag = sa.literal_column(str(int(k)), sa.Integer()).label("_p")
@@ -229,25 +229,9 @@ def has_rows(side: Side) -> bool:
     return side.conn.execute(side.select(*_labelled(side.key)).limit(1)).first() is not None
 
 
-def split(side: Side, r: Range, *, every: int) -> list[Range]:
-    """`r` cut after every `every`-th key this side holds in it."""
-    statement = side.shape(("split", r.after is not None, r.upto is not None), lambda: _split_shape(side, r))
-    params = {**_bound("lo", r.after), **_bound("hi", r.upto), "every": every}
-    return _cut(r, [tuple(row) for row in side.conn.execute(statement, params)])
-
-
-def split_statement(side: Side, r: Range, *, every: int) -> sa.Select[Any]:
-    """The keys at positions every, 2 * every, ... of `r`, in key order (its values bound)."""
-    return _split_shape(side, r).params(**_bound("lo", r.after), **_bound("hi", r.upto), every=every)
-
-
-def _split_shape(side: Side, r: Range) -> sa.Select[Any]:
-    n = sa.func.row_number().over(order_by=list(side.key)).label("_n")
-    bounds = _params(side, r, "lo", "hi")
-    numbered = side.select(*_labelled(side.key), n).where(*within(side.key, bounds)).subquery("numbered")
-    keys = [numbered.c[f"_k{i}"] for i in range(len(side.key))]
-    every = sa.bindparam("every", type_=sa.Integer())
-    return sa.select(*keys).where(numbered.c._n % every == 0).order_by(numbered.c._n)
+def split_statement(side: Side, r: Range, *, every: int) -> sa.Select[Any] | sa.CompoundSelect:
+    """The cut statement of `split_many` for one range, its values bound."""
+    return _splits_shape(side, [r]).params(**_bound("p0lo", r.after), **_bound("p0hi", r.upto), p0every=every)
 
 
 def digests(side: Side, ranges: Sequence[Range]) -> list[Digest]:
