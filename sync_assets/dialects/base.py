@@ -265,12 +265,6 @@ class CacheDialect(Database):
         """Set-up around copy_rows() that must happen outside any transaction (e.g. ATTACH)."""
         yield
 
-    def replace_rows(self, conn: sa.Connection, target: sa.Table, staging: sa.Table) -> None:
-        """Full reload: readers see the old rows until the surrounding transaction commits."""
-        conn.execute(sa.delete(target))
-        names = [c.name for c in target.columns]
-        conn.execute(sa.insert(target).from_select(names, sa.select(*[staging.c[n] for n in names])))
-
     def upsert(
         self,
         conn: sa.Connection,

@@ -9,6 +9,7 @@ scheme when sync_assets.dialects is imported, so `duckdb:///path.duckdb` URLs ge
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -277,13 +278,18 @@ class DuckDBDialect(Dialect):
         raw = conn.connection.driver_connection
         quote = conn.dialect.identifier_preparer.quote
         raw.register(_BATCH_VIEW, frame.to_arrow())  # type: ignore[union-attr]
+        columns = ", ".join(quote(name) for name in frame.columns)
         try:
-            columns = ", ".join(quote(name) for name in frame.columns)
             raw.execute(  # type: ignore[union-attr]
                 f"INSERT INTO {quote(staging.name)} ({columns}) SELECT {columns} FROM {_BATCH_VIEW}"
             )
-        finally:
-            raw.unregister(_BATCH_VIEW)  # type: ignore[union-attr]
+        except duckdb.Error:
+            # A failed INSERT (a duplicate key of a reload) aborts the transaction, and every
+            # further call, unregistering included, would then hide the error with its own.
+            with contextlib.suppress(duckdb.Error):
+                raw.unregister(_BATCH_VIEW)  # type: ignore[union-attr]
+            raise
+        raw.unregister(_BATCH_VIEW)  # type: ignore[union-attr]
 
     def arrow_batches(
         self,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final
 
 import polars as pl
@@ -222,11 +222,12 @@ class MSSQLDialect(Dialect):
             cursor.close()
 
     # -- merging ---------------------------------------------------------------------------------
-    def replace_rows(self, conn: sa.Connection, target: sa.Table, staging: sa.Table) -> None:
-        """DELETE + INSERT ... SELECT in the caller's transaction: readers under row versioning
-        (RCSI/SNAPSHOT) see the old rows until the commit, locking readers wait for it."""
-        for statement in replace_statements(target, staging):
-            conn.execute(statement)
+    def reload(self, conn: sa.Connection, target: sa.Table, fill: Callable[[sa.Table], int]) -> int:
+        """DELETE, then the rows loaded straight into the target, in the caller's transaction:
+        readers under row versioning (RCSI/SNAPSHOT) see the old rows until the commit, locking
+        readers wait for it."""
+        conn.execute(reload_delete(target))
+        return fill(target)
 
     def upsert(
         self,
@@ -297,16 +298,9 @@ def values_statements(staging: sa.Table, values: pl.DataFrame) -> Iterator[sa.In
         yield sa.insert(staging).values(chunk.to_dicts())
 
 
-def replace_statements(target: sa.Table, staging: sa.Table) -> list[sa.Executable]:
-    """TABLOCKX takes the table at once instead of escalating from millions of row locks;
-    TABLOCK lets the insert be minimally logged and parallel."""
-    names = [c.name for c in target.columns]
-    return [
-        sa.delete(target).with_hint("WITH (TABLOCKX)"),
-        sa.insert(target)
-        .with_hint("WITH (TABLOCK)")
-        .from_select(names, sa.select(*[staging.c[n] for n in names])),
-    ]
+def reload_delete(target: sa.Table) -> sa.Delete:
+    """TABLOCKX takes the table at once instead of escalating from millions of row locks."""
+    return sa.delete(target).with_hint("WITH (TABLOCKX)")
 
 
 def upsert_statements(

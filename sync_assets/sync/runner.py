@@ -256,8 +256,9 @@ class _Sync:
         target = staged.target
         progress.at("cleanup", "cache")
         try:
-            with cache.begin():
-                staged.staging.drop(cache)
+            if staged.staging is not None:
+                with cache.begin():
+                    staged.staging.drop(cache)
             dialect.after_commit(cache, target)
         except sa.exc.SQLAlchemyError as err:
             # The rows are committed and sync_log says so; leftovers go at the next sync.

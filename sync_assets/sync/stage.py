@@ -1,8 +1,10 @@
-"""Rows from the source into a staging table of the cache, by one of two paths.
+"""Rows from the source into the cache, by one of two paths, the target untouched until the commit.
 
-The general path streams the source's polars batches into staging with the cache's bulk load. A
-direct copy (same kind of database on both ends) lets the databases move the rows themselves.
-Either way the target is untouched until the commit; `Staged` says how that commit gets its rows.
+The general path streams the source's polars batches through the cache's bulk load. A direct
+copy (same kind of database on both ends) lets the databases move the rows themselves. An
+incremental lands in a staging table now, for the commit's upsert; a full load is written once,
+inside the commit's transaction, straight into the table the reload swaps in (no staging table
+copied a second time). `Staged` says how the commit gets its rows.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from sync_assets.dialects import CacheDialect
 from sync_assets.errors import UnsupportedType
 from sync_assets.sources.base import DirectCopy, Log, Source
 from sync_assets.sync import watermark
-from sync_assets.sync.plan import Plan
+from sync_assets.sync.plan import FULL, Plan
 from sync_assets.sync.progress import Progress
 from sync_assets.sync.target import (
     cache_value_fixes,
@@ -39,11 +41,12 @@ class Staged:
     """What a sync staged, and how its commit uses it.
 
     An incremental merges `staging` into `target`; a full load calls `reload` inside the commit's
-    transaction, which replaces the target's rows and returns the new watermark.
+    transaction, which replaces the target's rows and returns the new watermark (and has no
+    staging table).
     """
 
     target: sa.Table
-    staging: sa.Table
+    staging: sa.Table | None
     target_exists: bool
     loaded_max: Any  # the highest watermark staged
     reload: Callable[[], Any]
@@ -65,7 +68,7 @@ class Stager:
         copy = source.direct_copy(self.cache, self.dialect, target) if target is not None else None
         if target is not None and copy is not None:
             return self._copy_directly(copy, plan, target, session)
-        return self._stage_batches(source, plan)
+        return self._stage_batches(source, plan, session)
 
     def _copy_directly(
         self, copy: DirectCopy, plan: Plan, target: sa.Table, session: contextlib.ExitStack
@@ -80,13 +83,15 @@ class Stager:
         added = columns_to_add(cache, target, self.table.change_columns)
         cache.commit()
         session.enter_context(copy.session())
-        staging = dialect.staging_table(target, suffix=f"_{uuid.uuid4().hex[:8]}")
-        with cache.begin():
-            staging.create(cache)
-            if plan.window is not None and not plan.reads_nothing:
-                progress.at("copy", None)
-                progress.rows_read = copy.copy(plan.window, staging)
-            loaded_max = self._max_watermark(staging)
+        staging, loaded_max = None, None
+        if plan.mode != FULL:
+            staging = dialect.staging_table(target, suffix=f"_{uuid.uuid4().hex[:8]}")
+            with cache.begin():
+                staging.create(cache)
+                if plan.window is not None and not plan.reads_nothing:
+                    progress.at("copy", None)
+                    progress.rows_read = copy.copy(plan.window, staging)
+                loaded_max = self._max_watermark(staging)
 
         def reload() -> Any:
             def fill(dest: sa.Table) -> int:
@@ -101,8 +106,9 @@ class Stager:
 
         return Staged(target, staging, exists, loaded_max, reload, added)
 
-    def _stage_batches(self, source: Source, plan: Plan) -> Staged:
-        """The general path: source batches, bulk-loaded into staging."""
+    def _stage_batches(self, source: Source, plan: Plan, session: contextlib.ExitStack) -> Staged:
+        """The general path: source batches, bulk-loaded into staging (incremental) or, inside the
+        commit, into the reloaded table (full). The reader stays open until the commit is done."""
         cache, dialect, progress = self.cache, self.dialect, self.progress
         progress.at("read", "cache")  # the target as it is now
         existing = None if source.typed else existing_target(cache, self.table.target)
@@ -112,55 +118,61 @@ class Stager:
         batches = _nothing() if plan.reads_nothing else source.batches(plan.window)
         if source.typed and (fixes := cache_value_fixes(source, dialect)):
             batches = mapped(batches, lambda frame: frame.with_columns(fixes))
-        try:
-            progress.at("read", "source")
-            first = next(batches, None)
-            progress.at("read", "cache")  # the target as it is now
-            if first is None and not source.typed and existing is not None:
-                target, exists, added = (
-                    existing,
-                    True,
-                    [],
-                )  # nothing read, nothing to learn types from: they stay
-            else:
-                source = source.settled(first)
-                target = target_table(source, dialect)
-                exists = self._check_existing(target)
-            added = columns_to_add(cache, target, self.table.change_columns)
-            cache.commit()
-            staging = dialect.staging_table(target, suffix=f"_{uuid.uuid4().hex[:8]}")
-            loaded_max = self._load(staging, first, batches)
-        finally:
-            batches.close()
+        session.callback(batches.close)
+        progress.at("read", "source")
+        first = next(batches, None)
+        progress.at("read", "cache")  # the target as it is now
+        if first is None and not source.typed and existing is not None:
+            target, exists = existing, True  # nothing read, nothing to learn types from: they stay
+        else:
+            source = source.settled(first)
+            target = target_table(source, dialect)
+            exists = self._check_existing(target)
+        added = columns_to_add(cache, target, self.table.change_columns)
+        cache.commit()
+        if plan.mode == FULL:
 
-        def reload() -> Any:
-            dialect.replace_rows(cache, target, staging)
-            return loaded_max
+            def reload() -> Any:
+                loaded: list[Any] = []
 
-        return Staged(target, staging, exists, loaded_max, reload, added)
+                def fill(dest: sa.Table) -> int:
+                    loaded.append(self._load(dest, first, batches, phase="load"))
+                    progress.at("swap", "cache")
+                    return progress.rows_read
+
+                dialect.reload(cache, target, fill)
+                return loaded[0]
+
+            return Staged(target, None, exists, None, reload, added)
+        staging = dialect.staging_table(target, suffix=f"_{uuid.uuid4().hex[:8]}")
+        with cache.begin():
+            staging.create(cache)
+            loaded_max = self._load(staging, first, batches, phase="stage")
+        return Staged(target, staging, exists, loaded_max, lambda: loaded_max, added)
 
     def _check_existing(self, target: sa.Table) -> bool:
         return check_existing(
             self.cache, target, self.dialect, table=self.table.name, addable=self.table.change_columns
         )
 
-    def _load(self, staging: sa.Table, first: pl.DataFrame | None, batches: Iterator[pl.DataFrame]) -> Any:
-        """Load every batch into the staging table; returns the highest watermark loaded."""
-        cache, progress = self.cache, self.progress
+    def _load(
+        self, dest: sa.Table, first: pl.DataFrame | None, batches: Iterator[pl.DataFrame], *, phase: str
+    ) -> Any:
+        """Bulk-load every batch into `dest` (in `phase`: staging, or a reload's load), in the
+        caller's transaction; returns the highest watermark loaded."""
+        progress = self.progress
         loaded_max = None
         updated_at = self.table.updated_at
-        with cache.begin():
-            staging.create(cache)
-            frame = first
-            while frame is not None:
-                progress.at("stage", "cache")
-                self.dialect.bulk_load(cache, staging, frame)
-                progress.rows_read += frame.height
-                if updated_at is not None:
-                    loaded_max = watermark.later(loaded_max, frame.get_column(updated_at).max())
-                self.log(f"{self.table.name}: {progress.rows_read:,} rows read and staged")
-                progress.at("read", "source")
-                frame = next(batches, None)
+        frame = first
+        while frame is not None:
+            progress.at(phase, "cache")
+            self.dialect.bulk_load(self.cache, dest, frame)
+            progress.rows_read += frame.height
+            if updated_at is not None:
+                loaded_max = watermark.later(loaded_max, frame.get_column(updated_at).max())
+            self.log(f"{self.table.name}: {progress.rows_read:,} rows read and loaded")
+            progress.at("read", "source")
+            frame = next(batches, None)
         return loaded_max
 
     def _max_watermark(self, table: sa.Table) -> Any:

@@ -18,7 +18,7 @@ from sync_assets.dialects.merge import Merge
 from sync_assets.dialects.mssql import (
     applock_mode_query,
     applock_statement,
-    replace_statements,
+    reload_delete,
     upsert_statements,
     values_per_statement,
     values_statements,
@@ -250,15 +250,8 @@ def test_merge_is_refused_where_no_dialect_compiles_it():
         merge.compile(dialect=sqlite.dialect())
 
 
-def test_mass_reload_replaces_all_rows_in_the_callers_transaction():
-    target = small_target()
-    delete, insert = replace_statements(target, DIALECT.staging_table(target, suffix="_0123abcd"))
-    assert sql(delete) == "DELETE FROM [Order] WITH (TABLOCKX)"
-    assert sql(insert) == (
-        "INSERT INTO [Order] WITH (TABLOCK) ([OrderID], [select], [UpdatedAt]) "
-        f"SELECT {STAGE}.[OrderID], {STAGE}.[select], {STAGE}.[UpdatedAt] \n"
-        f"FROM {STAGE}"
-    )
+def test_mass_reload_deletes_under_one_table_lock():
+    assert sql(reload_delete(small_target())) == "DELETE FROM [Order] WITH (TABLOCKX)"
 
 
 def test_starts_take_turns_through_an_application_lock():
