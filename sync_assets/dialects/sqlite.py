@@ -11,6 +11,7 @@ import polars as pl
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
+from sync_assets.dialects import sqlite_reader
 from sync_assets.dialects.base import Capabilities, Dialect, Timeouts, driver_error
 from sync_assets.dialects.row_hash import SQLITE_FUNCTION, sqlite_row_hash
 from sync_assets.types import ColumnType, Kind, from_sqlalchemy
@@ -124,6 +125,40 @@ class SQLiteDialect(Dialect):
             cursor.executemany(statement, rows)
         finally:
             cursor.close()
+
+    def arrow_batches(
+        self,
+        source: sa.Connection,
+        statement: sa.Select[Any],
+        *,
+        schema: dict[str, pl.DataType],
+        table: str,
+        batch_size: int,
+    ) -> Iterator[pl.DataFrame] | None:
+        """ADBC's SQLite reader (`sqlite_reader`) for a table of a database file; None (rows) for
+        an in-memory or attached database, URL options, a row hash (our own SQL function), or a
+        decimal wider than SQLite keeps exactly (the row path formats its floats)."""
+        url = source.engine.url
+        if not url.database or url.database == ":memory:" or url.query:
+            return None
+        wide = [
+            d
+            for d in schema.values()
+            if isinstance(d, pl.Decimal) and (d.precision or 0) > EXACT_NUMERIC_DIGITS
+        ]
+        if wide:
+            return None
+        if any(isinstance(f, sa.Table) and f.schema is not None for f in statement.get_final_froms()):
+            return None
+        query = str(
+            sqlite_reader.stream_query(statement, schema).compile(
+                dialect=source.dialect, compile_kwargs={"literal_binds": True}
+            )
+        )
+        if SQLITE_FUNCTION in query:
+            return None
+        path = str(Path(url.database).expanduser())
+        return sqlite_reader.batches(path, query, schema=schema, table=table, batch_size=batch_size)
 
     def can_copy(
         self, source: sa.Connection, cache: sa.Connection, target: sa.Table, source_kinds: dict[str, Any]
