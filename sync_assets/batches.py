@@ -3,6 +3,8 @@ batch, whatever the table size."""
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import Any
 
@@ -96,3 +98,53 @@ def mapped(
         close = getattr(batches, "close", None)
         if close is not None:
             close()
+
+
+_END = object()
+
+
+def read_ahead(batches: Iterator[pl.DataFrame], *, depth: int = 1) -> Generator[pl.DataFrame]:
+    """`batches` read on a thread, `depth` batches ahead of the consumer: the next batch is read
+    while the last one loads, memory bounded by depth + 2 batches.
+
+    Only for readers that own their connection (a driver's Arrow reader), and that release the
+    GIL while they read. A consumer that stops early (an error, a cancellation) does not wait for
+    the batch being read: the thread closes the reader once that read returns.
+    """
+    slots: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def hand_over(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for frame in batches:
+                if not hand_over(frame):
+                    return
+            hand_over(_END)
+        except BaseException as err:  # handed to the consumer
+            hand_over(err)
+        finally:
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=produce, name="sync_assets read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = slots.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()

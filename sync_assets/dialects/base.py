@@ -36,6 +36,8 @@ class Capabilities:
     max_fractional_digits: int = 6  # sub-second digits a timestamp/time column keeps
     time_zones: bool = True  # a timestamp column can keep the instant of a zoned value
     file_database: bool = False  # the database is a file, which connecting creates when it is missing
+    # arrow_batches() reads on a connection of its own, in C: it can run ahead on a thread
+    independent_reader: bool = False
 
 
 @dataclass(frozen=True)

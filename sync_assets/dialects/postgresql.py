@@ -102,6 +102,7 @@ class PostgreSQLDialect(Dialect):
         max_identifier_length=63,  # NAMEDATALEN - 1
         transactional_ddl=True,
         same_engine_copy=True,
+        independent_reader=True,
     )
 
     def engine_options(self, url: sa.URL, *, role: str, timeouts: Timeouts) -> dict[str, Any]:

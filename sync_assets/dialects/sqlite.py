@@ -41,6 +41,7 @@ class SQLiteDialect(Dialect):
         transactional_ddl=True,
         same_engine_copy=True,
         file_database=True,
+        independent_reader=True,
     )
 
     def engine_options(self, url: sa.URL, *, role: str, timeouts: Timeouts) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any
 import polars as pl
 import sqlalchemy as sa
 
-from sync_assets.batches import mapped, read_batches
+from sync_assets.batches import mapped, read_ahead, read_batches
 from sync_assets.catalog.changes import HASH_COLUMN
 from sync_assets.catalog.jde import JdeOptions
 from sync_assets.catalog.models import TableSpec
@@ -247,7 +247,8 @@ class SqlSource(Source):
                 self.conn, statement, schema=schema, table=self.table.name, batch_size=self.batch_size
             )
             if fast is not None:
-                return fast  # type: ignore[return-value]
+                # Read the next batch while the cache loads this one.
+                return read_ahead(fast) if self.dialect.capabilities.independent_reader else fast  # type: ignore[return-value]
         return read_batches(
             self.conn, statement, schema=schema, batch_size=self.batch_size, table=self.table.name
         )
