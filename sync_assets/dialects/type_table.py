@@ -204,6 +204,12 @@ def markdown() -> str:
         "  naming the column.",
         "- SQLite keeps 15 significant digits of a NUMERIC (wider decimals are cached as exact text)",
         "  and stores an integral float as an integer, so a negative zero loses its sign there.",
+        "- A SQLite source is read by ADBC's SQLite driver, with the values SQLAlchemy's rows would",
+        "  have: text-kept types are read as text and parsed here; a value that changes storage class",
+        "  between batches of one column fails the sync naming it; a table with a decimal wider than",
+        "  15 digits is read through rows, which format SQLite's floats to the column's scale.",
+        "- A PostgreSQL cache loads binary COPY encoded by pgpq: a uuid column, or a numeric carried",
+        "  as text (wider than 38 digits), makes the batch go as CSV COPY instead, with the same values.",
         "",
     ]
     header = ["source type", "neutral type", "batch dtype", *[f"{c} cache" for c in CACHES]]
