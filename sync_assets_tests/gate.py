@@ -100,9 +100,12 @@ class Gate:
 
 
 def staged_batches(home: Path, run_id: str) -> int:
-    """How many batches the run's sync has reported staged (its "rows read and staged" logs)."""
+    """How many batches the run's sync has reported staged or loaded (its "rows read and ..." logs)."""
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        return sum("rows read and staged" in e.user_message for e in instance.all_logs(run_id))
+        return sum(
+            any(said in e.user_message for said in ("rows read and staged", "rows read and loaded"))
+            for e in instance.all_logs(run_id)
+        )
 
 
 def materialize_to_the_gate(catalog: Path, home: Path, gate: Gate, output: Path) -> subprocess.Popen[str]:

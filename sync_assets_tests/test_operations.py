@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sqlite3
 import subprocess
 import sys
 
@@ -205,14 +206,27 @@ def test_max_parallel_holds_across_separate_runs(tmp_path, monkeypatch, make_dat
     def launch(table: str) -> subprocess.Popen[str]:
         return materialize_cli(harness.path, home, select=f"src/{table}", partition=None)
 
+    # The source is locked: t1 holds its slot (its sync_log row is `running`) and waits on the
+    # source, however fast the machine, until t2 has said that it waits for that slot.
+    lock = sqlite3.connect(source_url.database, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")
     first = launch("t1")
     deadline = time.monotonic() + 120
     while not any(r["status"] == "running" for r in _log_if_any(cache_url)):
         assert first.poll() is None and time.monotonic() < deadline, "t1 never started"
         time.sleep(0.05)
     second = launch("t2")
+    assert second.stdout is not None
+    said = []
+    for line in second.stdout:
+        said.append(line)
+        if "waiting, source 'src' already runs 1 sync(s) (max_parallel)" in line:
+            break
+    lock.execute("ROLLBACK")
+    lock.close()
     out_first, _ = first.communicate(timeout=300)
-    out_second, _ = second.communicate(timeout=300)
+    rest, _ = second.communicate(timeout=300)
+    out_second = "".join(said) + rest
     assert first.returncode == 0, out_first[-2000:]
     assert second.returncode == 0, out_second[-2000:]
     assert "waiting, source 'src' already runs 1 sync(s) (max_parallel)" in out_second

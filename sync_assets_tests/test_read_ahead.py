@@ -17,7 +17,8 @@ def frames(count, *, taken, fail_at=None, closed=None):
         for i in range(count):
             assert i <= taken[0] + 2, f"batch {i} read with only {taken[0]} taken"
             if i == fail_at:
-                raise OSError(f"read failed at batch {i}")
+                msg = f"read failed at batch {i}"
+                raise OSError(msg)
             yield pl.DataFrame({"i": [i]})
     finally:
         if closed is not None:

@@ -170,7 +170,8 @@ class Stager:
             progress.rows_read += frame.height
             if updated_at is not None:
                 loaded_max = watermark.later(loaded_max, frame.get_column(updated_at).max())
-            self.log(f"{self.table.name}: {progress.rows_read:,} rows read and loaded")
+            done = "staged" if phase == "stage" else "loaded"
+            self.log(f"{self.table.name}: {progress.rows_read:,} rows read and {done}")
             progress.at("read", "source")
             frame = next(batches, None)
         return loaded_max
