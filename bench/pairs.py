@@ -225,7 +225,7 @@ def run(rows: int, runs: int, folder: Path, *, only_sync: bool) -> None:
             "Sling or socat is not installed: its rows are skipped "
             "(pip install -e '.[bench]'; apt-get install socat)"
         )
-    figures: dict[tuple[str, str, str], Row] = {}
+    figures: dict[tuple[str, str], Row] = {}
     for round_ in range(1, runs + 1):
         print(f"round {round_}/{runs}", flush=True)
         for src, dst in PAIRS:
@@ -251,7 +251,7 @@ def run(rows: int, runs: int, folder: Path, *, only_sync: bool) -> None:
 
 
 def note(
-    figures: dict[tuple[str, str, str], Row],
+    figures: dict[tuple[str, str], Row],
     pair: str,
     name: str,
     wall: float,
@@ -259,23 +259,23 @@ def note(
     *,
     own: float | None = None,
 ) -> None:
-    row = figures.setdefault((pair, name, ""), Row())
+    row = figures.setdefault((pair, name), Row())
     row.wall.append(wall)
     row.own.append(wall if own is None else own)
     row.rss.append(rss)
     print(f"  {pair:22} {name}: {wall:.2f} s process, {row.own[-1]:.2f} s sync, {rss:.0f} MiB", flush=True)
 
 
-def report(figures: dict[tuple[str, str, str], Row]) -> None:
+def report(figures: dict[tuple[str, str], Row]) -> None:
     print()
     print(
         f"{'pair':22} {'scenario':30} {'sync s':>8} {'process s':>10} {'CLI cost s':>11} "
         f"{'peak MiB':>9} {'x hand':>7} {'S faster':>9}"
     )
-    for (pair, name, _), row in figures.items():
+    for (pair, name), row in figures.items():
         own, wall, rss = statistics.median(row.own), statistics.median(row.wall), statistics.median(row.rss)
-        hand = figures.get((pair, "H hand-written ADBC pipeline", ""))
-        ours = figures.get((pair, "S sync_assets mass", ""))
+        hand = figures.get((pair, "H hand-written ADBC pipeline"))
+        ours = figures.get((pair, "S sync_assets mass"))
         ratio = f"{own / statistics.median(hand.wall):.2f}" if hand else "-"
         cli = f"{wall - own:.2f}" if name.startswith("S") else "-"
         faster = f"{wall / statistics.median(ours.wall):.1f}x" if ours and name[0] in "DL" else "-"

@@ -142,12 +142,10 @@ class SQLiteDialect(Dialect):
         url = source.engine.url
         if not url.database or url.database == ":memory:" or url.query:
             return None
-        wide = [
-            d
-            for d in schema.values()
-            if isinstance(d, pl.Decimal) and (d.precision or 0) > EXACT_NUMERIC_DIGITS
-        ]
-        if wide:
+        if any(
+            isinstance(dtype, pl.Decimal) and (dtype.precision or 0) > EXACT_NUMERIC_DIGITS
+            for dtype in schema.values()
+        ):
             return None
         if any(isinstance(f, sa.Table) and f.schema is not None for f in statement.get_final_froms()):
             return None

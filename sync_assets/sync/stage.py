@@ -133,15 +133,16 @@ class Stager:
         if plan.mode == FULL:
 
             def reload() -> Any:
-                loaded: list[Any] = []
+                loaded_max = None
 
                 def fill(dest: sa.Table) -> int:
-                    loaded.append(self._load(dest, first, batches, phase="load"))
+                    nonlocal loaded_max
+                    loaded_max = self._load(dest, first, batches, phase="load")
                     progress.at("swap", "cache")
                     return progress.rows_read
 
                 dialect.reload(cache, target, fill)
-                return loaded[0]
+                return loaded_max
 
             return Staged(target, None, exists, None, reload, added)
         staging = dialect.staging_table(target, suffix=f"_{uuid.uuid4().hex[:8]}")
