@@ -37,8 +37,9 @@ from sync_assets_tests.helpers import (
 def test_sigkill_mid_mass_sync_then_recovery(tmp_path, monkeypatch, make_database, cache_kind, victim):
     """`run`: the whole CLI process group dies (the run worker included), so nothing reports the
     run's end and its pool slot stays claimed until the next run frees it; `step`: only the
-    process running the sync dies, and the run worker retries the step (the connection's retries).
-    The source's read waits at a gate when the kill comes, so the kill certainly lands mid-read."""
+    process running the sync dies, and the run worker retries the step (the connection's retries):
+    that needs a step process, which a run of one table has only with `single_table_in_process`
+    off. The source's read waits at a gate when the kill comes, so the kill certainly lands mid-read."""
     source_url, cache_url = make_database("postgresql"), make_database(cache_kind)
     create_gated_source(source_url)
     harness = make_harness(
@@ -48,6 +49,7 @@ def test_sigkill_mid_mass_sync_then_recovery(tmp_path, monkeypatch, make_databas
         cache_url=cache_url,
         tables=[GATED_TABLE],
         defaults=GATED_DEFAULTS,
+        extra={"execution": {"single_table_in_process": victim == "run"}},
     )
     assert harness.sync("orders", "mass").success
     before = read_rows(cache_url, "orders")
@@ -73,6 +75,7 @@ def test_sigkill_mid_mass_sync_then_recovery(tmp_path, monkeypatch, make_databas
             return
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=30)
+        assert "Executing steps in process" in output_path.read_text(), "a run of one table has no step process"
         # The step processes die with the group; wait for them too, as a DuckDB file stays locked
         # until its writer is gone. Then the gate opens, and the killed read's server query ends.
         psutil.wait_procs(steps, timeout=30)

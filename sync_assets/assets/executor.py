@@ -1,4 +1,10 @@
-"""The executor of sync runs: Dagster's multiprocess executor, which first clears up after dead runs.
+"""The executor of sync runs: Dagster's multiprocess executor, which first clears up after dead runs,
+and runs a plan of one step (one table) with Dagster's in-process executor instead.
+
+A step process costs seconds before the sync starts (a forkserver importing the code location,
+then the step's own start), more than most incremental syncs take; a run of one table gains
+nothing from it but crash isolation, which the catalog's `execution.single_table_in_process: false`
+keeps (docs/performance.md).
 
 A run whose worker process was killed (SIGKILL, OOM, a reboot) stays STARTED in Dagster and keeps
 the pool slots of the steps it was running, so the next sync of those tables would wait for ever:
@@ -29,9 +35,18 @@ IN_PROGRESS = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.Dag
 FORKSERVER_PRELOAD = "sync_assets.assets.forkserver"
 
 
-def build_executor(tag_concurrency_limits: list[dict[str, Any]]) -> dg.ExecutorDefinition:
-    """Tables in parallel, within the per-source limits; steps fork from a preloaded server."""
-    config: dict[str, Any] = {"tag_concurrency_limits": tag_concurrency_limits}
+SINGLE_STEP_IN_PROCESS = "single_step_in_process"
+
+
+def build_executor(
+    tag_concurrency_limits: list[dict[str, Any]], *, single_step_in_process: bool = True
+) -> dg.ExecutorDefinition:
+    """Tables in parallel, within the per-source limits; steps fork from a preloaded server; a
+    single step runs in the run's process."""
+    config: dict[str, Any] = {
+        "tag_concurrency_limits": tag_concurrency_limits,
+        SINGLE_STEP_IN_PROCESS: single_step_in_process,
+    }
     if "forkserver" in multiprocessing.get_all_start_methods():  # not on Windows
         # Step processes fork from a server that imported the code location once, instead of each
         # spawning an interpreter that builds every table's definitions again (bench/overhead.py).
@@ -41,11 +56,15 @@ def build_executor(tag_concurrency_limits: list[dict[str, Any]]) -> dg.ExecutorD
 
 @dg.executor(
     name="multiprocess",
-    config_schema=dg.multiprocess_executor.config_schema,
+    config_schema={
+        **dg.multiprocess_executor.config_schema.config_type.fields,  # type: ignore[union-attr]
+        SINGLE_STEP_IN_PROCESS: dg.Field(bool, default_value=True),
+    },
     requirements=dg.multiprocess_executor.get_requirements,
 )
 def _reaping_multiprocess_executor(init_context: dg.InitExecutorContext) -> dg.Executor:
     config = dict(init_context.executor_config)
+    single_step_in_process = config.pop(SINGLE_STEP_IN_PROCESS)
     server = (config.get("start_method") or {}).get("forkserver")  # type: ignore[union-attr]
     if server is not None:
         # Dagster preloads the job's own module; ours is added, so the server ignores SIGTERM.
@@ -53,14 +72,20 @@ def _reaping_multiprocess_executor(init_context: dg.InitExecutorContext) -> dg.E
         preload = server.get("preload_modules") or [module or "dagster"]
         config["start_method"] = {"forkserver": {**server, "preload_modules": [*preload, FORKSERVER_PRELOAD]}}
     inner = dg.multiprocess_executor.executor_creation_fn(init_context._replace(executor_config=config))  # type: ignore[misc]
-    return _Reaping(inner)
+    single = None
+    if single_step_in_process:
+        shared = {k: config[k] for k in ("retries", "step_dependency_config") if k in config}
+        single = dg.in_process_executor.executor_creation_fn(init_context._replace(executor_config=shared))  # type: ignore[misc]
+    return _Reaping(inner, single_step=single)
 
 
 class _Reaping(dg.Executor):
-    """Runs `reap_dead_runs` at the start of the run, then hands over to the wrapped executor."""
+    """Runs `reap_dead_runs` at the start of the run, then hands over to the wrapped executor, or
+    to `single_step` for a plan of one step."""
 
-    def __init__(self, inner: dg.Executor) -> None:
+    def __init__(self, inner: dg.Executor, *, single_step: dg.Executor | None = None) -> None:
         self._inner = inner
+        self._single_step = single_step
 
     @property
     def retries(self) -> Any:
@@ -75,7 +100,10 @@ class _Reaping(dg.Executor):
         instance.add_run_tags(plan_context.run_id, {WORKER_TAG: f"{HOST}:{os.getpid()}"})
         for message in reap_dead_runs(instance, current_run_id=plan_context.run_id):
             plan_context.log.warning(message)
-        yield from self._inner.execute(plan_context, execution_plan)
+        executor = self._inner
+        if self._single_step is not None and len(execution_plan.step_keys_to_execute) == 1:
+            executor = self._single_step
+        yield from executor.execute(plan_context, execution_plan)
 
 
 def reap_dead_runs(instance: dg.DagsterInstance, *, current_run_id: str | None = None) -> list[str]:

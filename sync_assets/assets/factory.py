@@ -285,5 +285,6 @@ def executor_for(catalog: Catalog) -> dg.ExecutorDefinition:
             {"key": SOURCE_TAG, "value": name, "limit": conn.max_parallel}
             for name, conn in catalog.connections.items()
             if conn.max_parallel
-        ]
+        ],
+        single_step_in_process=catalog.execution.single_table_in_process,
     )

@@ -162,6 +162,18 @@ class Defaults(_Strict):
         return Schedule(cron="0 0 * * *", timezone=timezone).timezone or timezone
 
 
+class Execution(_Strict):
+    """How a run executes its table syncs."""
+
+    single_table_in_process: bool = Field(
+        default=True,
+        description=(
+            "a run of one table syncs in the run's own process, without starting a step process "
+            "(seconds per run); a crash of that process then fails the run instead of retrying the step"
+        ),
+    )
+
+
 class TableSpec(_Strict):
     """One cached table: where it comes from, its key and its watermark."""
 
@@ -422,6 +434,7 @@ class Catalog(_Strict):
     cache: Identifier
     defaults: Defaults = Field(default_factory=Defaults)
     alerts: Alerts = Field(default_factory=Alerts)
+    execution: Execution = Field(default_factory=Execution)
     tables: list[TableSpec] = Field(min_length=1)
 
     def problems(self) -> list[tuple[tuple[str | int, ...], str]]:
