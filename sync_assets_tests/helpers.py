@@ -166,9 +166,13 @@ def wait_until(condition: Callable[[], bool], what: str, *, seconds: float = 180
 
 
 def staging_tables(url: sa.URL) -> list[str]:
-    """Staging tables left in the cache (there must never be any after a sync ends)."""
+    """Staging and fresh tables left in the cache (there must never be any after a sync ends)."""
     engine = sa.create_engine(url)
-    names = [t for t in sa.inspect(engine).get_table_names() if t.startswith("_sync_stage")]
+    names = [
+        t
+        for t in sa.inspect(engine).get_table_names()
+        if t.startswith("_sync_stage") or t.endswith(("__sync_new", "__sync_old"))
+    ]
     engine.dispose()
     return names
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -247,6 +247,23 @@ class CacheDialect(Database):
         """
         conn.execute(sa.delete(target))
         return fill(target)
+
+    def fresh_table(self, conn: sa.Connection, target: sa.Table) -> sa.Table | None:
+        """A committed, empty table shaped like `target`, for a full load to fill before the commit
+        through `separate_loader` (one a crash left is dropped first); None where the cache loads
+        inside the commit's transaction (`reload`)."""
+        return None
+
+    def separate_loader(
+        self, conn: sa.Connection, dest: sa.Table
+    ) -> AbstractContextManager[Callable[[pl.DataFrame], None]]:
+        """Loads batches into the `fresh_table` `dest` on a connection of its own, committed when
+        the context ends without error."""
+        raise NotImplementedError
+
+    def swap_in(self, conn: sa.Connection, target: sa.Table, fresh: sa.Table) -> None:
+        """Inside the commit's transaction: the rows of the filled `fresh_table` become `target`'s."""
+        raise NotImplementedError
 
     def after_commit(self, conn: sa.Connection, target: sa.Table) -> None:
         """Clean-up readers need not wait for (e.g. dropping the table a swap replaced), run after

@@ -1,4 +1,10 @@
-"""SQLite as source and cache: WAL, BEGIN IMMEDIATE for the swap, prepared executemany loads."""
+"""SQLite as source and cache: WAL, BEGIN IMMEDIATE for the swap, prepared executemany loads.
+
+The cache is never written through ADBC's SQLite driver: it links its own copy of SQLite, and two
+copies in one process release each other's POSIX locks when either closes the file (a second
+connection's close turned the next sync_log write into "disk I/O error";
+https://www.sqlite.org/howtocorrupt.html#multiple_copies_of_sqlite_linked_into_the_same_application).
+"""
 
 from __future__ import annotations
 
@@ -156,6 +162,10 @@ class SQLiteDialect(Dialect):
         )
         if SQLITE_FUNCTION in query:
             return None
+        # ADBC links a SQLite of its own, and either copy closing the file drops the other's POSIX
+        # locks (see the module docstring): this connection holds none while ADBC reads.
+        if source.in_transaction():
+            source.rollback()
         path = str(Path(url.database).expanduser())
         return sqlite_reader.batches(path, query, schema=schema, table=table, batch_size=batch_size)
 
@@ -225,27 +235,32 @@ class SQLiteDialect(Dialect):
         return result.rowcount
 
     def reload(self, conn: sa.Connection, target: sa.Table, fill: Callable[[sa.Table], int]) -> int:
-        """Fill a fresh table, index it once, then swap it in by renaming, in one transaction.
+        """Fill a fresh table in the transaction, then `swap_in` it."""
+        if not self._swappable(conn, target):
+            return super().reload(conn, target, fill)
+        fresh = _fresh(target)
+        conn.execute(sa.schema.DropTable(fresh, if_exists=True))
+        fresh.create(conn)
+        rows = fill(fresh)
+        self.swap_in(conn, target, fresh)
+        return rows
+
+    def swap_in(self, conn: sa.Connection, target: sa.Table, fresh: sa.Table) -> None:
+        """Index the filled fresh table once, then swap it in by renaming, in the caller's transaction.
 
         Deleting a million rows and maintaining the watermark index row by row cost several times
         the copy itself. Readers (WAL) see the old table until the commit. The old table is only
         renamed here and dropped after the commit (`after_commit`), so readers get the new rows
         without waiting for its pages to be freed; a leftover from a crash is dropped next time.
-        A table that views, triggers or extra indexes refer to takes the plain DELETE + INSERT path.
+        A table that views, triggers or extra indexes refer to keeps its identity: its rows are
+        replaced by DELETE + INSERT ... SELECT from the fresh table.
         """
         if not self._swappable(conn, target):
-            return super().reload(conn, target, fill)
+            conn.execute(sa.delete(target))
+            conn.execute(sa.insert(target).from_select([c.name for c in fresh.columns], sa.select(fresh)))
+            conn.execute(sa.schema.DropTable(fresh))
+            return
         conn.execute(sa.schema.DropTable(_retired(target), if_exists=True))
-        fresh = sa.Table(
-            f"{target.name}__sync_new",
-            sa.MetaData(),
-            *[
-                sa.Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
-                for c in target.columns
-            ],
-        )
-        fresh.create(conn)
-        rows = fill(fresh)
         # Index names are global in SQLite: the old table's go first, so the fresh ones can take them.
         for index in target.indexes:
             conn.execute(sa.schema.DropIndex(index, if_exists=True))
@@ -256,7 +271,6 @@ class SQLiteDialect(Dialect):
                 conn
             )
         conn.exec_driver_sql(f"ALTER TABLE {quote(fresh.name)} RENAME TO {quote(target.name)}")
-        return rows
 
     def after_commit(self, conn: sa.Connection, target: sa.Table) -> None:
         """Drop the swapped-out table, then copy the WAL into the database file (PASSIVE: readers
@@ -290,6 +304,15 @@ def _whole_table(statement: sa.Select[Any], dest: sa.Table) -> sa.Table | None:
     )
     unrenamed = names == [c.name for c in table.columns] == [c.name for c in dest.columns]
     return table if same_columns and unrenamed else None
+
+
+def _fresh(target: sa.Table) -> sa.Table:
+    """The table a full load fills, shaped like `target` with its key, until it is swapped in."""
+    return sa.Table(
+        f"{target.name}__sync_new",
+        sa.MetaData(),
+        *[sa.Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable) for c in target.columns],
+    )
 
 
 def _retired(target: sa.Table) -> sa.Table:

@@ -8,13 +8,12 @@ from sync_assets.catalog.models import TableSpec
 from sync_assets.dialects import CacheDialect
 from sync_assets.dialects.ddl import AddColumn
 from sync_assets.dialects.upsert import UpsertCounts
-from sync_assets.errors import DataError, describe_error
 from sync_assets.sources.base import Source
 from sync_assets.sync import audit, watermark
 from sync_assets.sync.deletes import Deleted, delete_missing
 from sync_assets.sync.plan import FULL, Plan
 from sync_assets.sync.progress import Progress
-from sync_assets.sync.stage import Staged
+from sync_assets.sync.stage import Staged, duplicate_keys
 
 
 def commit(
@@ -43,12 +42,7 @@ def commit(
             except Exception as err:
                 if not dialect.is_duplicate_key(cache, err):
                     raise
-                key = ", ".join(table.primary_key)
-                msg = (
-                    f"table '{table.name}': the source holds duplicate (or NULL) primary key values "
-                    f"({key}), so the full load was rolled back: {describe_error(err, phase=None)}"
-                )
-                raise DataError(msg, table=table.name) from None
+                raise duplicate_keys(table, err) from None
             counts = UpsertCounts(inserted=progress.rows_read, updated=0, unchanged=0)
             deleted = Deleted()
         else:

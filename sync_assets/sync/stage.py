@@ -10,6 +10,7 @@ copied a second time). `Staged` says how the commit gets its rows.
 from __future__ import annotations
 
 import contextlib
+import functools
 import uuid
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ import sqlalchemy as sa
 from sync_assets.batches import mapped
 from sync_assets.catalog.models import TableSpec
 from sync_assets.dialects import CacheDialect
-from sync_assets.errors import UnsupportedType
+from sync_assets.errors import DataError, UnsupportedType, describe_error
 from sync_assets.sources.base import DirectCopy, Log, Source
 from sync_assets.sync import watermark
 from sync_assets.sync.plan import FULL, Plan
@@ -130,6 +131,8 @@ class Stager:
             exists = self._check_existing(target)
         added = columns_to_add(cache, target, self.table.change_columns)
         cache.commit()
+        if plan.mode == FULL and (fresh := dialect.fresh_table(cache, target)) is not None:
+            return self._load_fresh(target, fresh, exists, added, first, batches, session)
         if plan.mode == FULL:
 
             def reload() -> Any:
@@ -151,23 +154,61 @@ class Stager:
             loaded_max = self._load(staging, first, batches, phase="stage")
         return Staged(target, staging, exists, loaded_max, lambda: loaded_max, added)
 
+    def _load_fresh(
+        self,
+        target: sa.Table,
+        fresh: sa.Table,
+        exists: bool,
+        added: list[sa.Column[Any]],
+        first: pl.DataFrame | None,
+        batches: Iterator[pl.DataFrame],
+        session: contextlib.ExitStack,
+    ) -> Staged:
+        """A full load through a loader with a connection of its own (ADBC ingest, TDS bulk copy):
+        the batches fill a committed fresh table now, the commit swaps it in. A fresh table left
+        by a failure is dropped on the way out (by the next sync, after a kill)."""
+        cache, dialect = self.cache, self.dialect
+        session.callback(_drop_quietly, cache, fresh)
+        try:
+            with dialect.separate_loader(cache, fresh) as load:
+                loaded_max = self._load(fresh, first, batches, phase="load", load=load)
+        except Exception as err:
+            if dialect.is_duplicate_key(cache, err):
+                raise duplicate_keys(self.table, err) from None
+            raise
+
+        def reload() -> Any:
+            self.progress.at("swap", "cache")
+            dialect.swap_in(cache, target, fresh)
+            return loaded_max
+
+        return Staged(target, None, exists, None, reload, added)
+
     def _check_existing(self, target: sa.Table) -> bool:
         return check_existing(
             self.cache, target, self.dialect, table=self.table.name, addable=self.table.change_columns
         )
 
     def _load(
-        self, dest: sa.Table, first: pl.DataFrame | None, batches: Iterator[pl.DataFrame], *, phase: str
+        self,
+        dest: sa.Table,
+        first: pl.DataFrame | None,
+        batches: Iterator[pl.DataFrame],
+        *,
+        phase: str,
+        load: Callable[[pl.DataFrame], None] | None = None,
     ) -> Any:
         """Bulk-load every batch into `dest` (in `phase`: staging, or a reload's load), in the
-        caller's transaction; returns the highest watermark loaded."""
+        caller's transaction unless `load` writes elsewhere; returns the highest watermark loaded."""
         progress = self.progress
+        if load is None:
+            load = functools.partial(self.dialect.bulk_load, self.cache, dest)
         loaded_max = None
         updated_at = self.table.updated_at
         frame = first
         while frame is not None:
             progress.at(phase, "cache")
-            self.dialect.bulk_load(self.cache, dest, frame)
+            load(frame)
             progress.rows_read += frame.height
             if updated_at is not None:
                 loaded_max = watermark.later(loaded_max, frame.get_column(updated_at).max())
@@ -181,6 +222,24 @@ class Stager:
         if self.table.updated_at is None:
             return None
         return self.cache.execute(sa.select(sa.func.max(table.c[self.table.updated_at]))).scalar()
+
+
+def duplicate_keys(table: TableSpec, err: BaseException) -> DataError:
+    key = ", ".join(table.primary_key)
+    return DataError(
+        f"table '{table.name}': the source holds duplicate (or NULL) primary key values "
+        f"({key}), so the full load was rolled back: {describe_error(err, phase=None)}",
+        table=table.name,
+    )
+
+
+def _drop_quietly(cache: sa.Connection, table: sa.Table) -> None:
+    """Drop `table` if it is there; a cache gone away leaves it to the next sync."""
+    with contextlib.suppress(sa.exc.SQLAlchemyError):
+        if cache.in_transaction():
+            cache.rollback()
+        with cache.begin():
+            cache.execute(sa.schema.DropTable(table, if_exists=True))
 
 
 def _nothing() -> Generator[pl.DataFrame]:

@@ -1,0 +1,180 @@
+"""Full loads through a loader with a connection of its own (SQL Server's TDS bulk copy commits on
+a connection it opens itself): the batches fill a committed fresh table before the commit, the
+commit swaps it in, and a failure or a crash leaves the target as it was.
+
+The shared code runs here against real SQLite files, with a cache dialect whose separate loader
+is a second sqlite3 connection (the same SQLite library, so no lock is lost; see
+dialects/sqlite.py). SQL Server's own statements are compiled in test_mssql_bulk.py.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import polars as pl
+import pytest
+import sqlalchemy as sa
+
+from sync_assets.dialects import base
+from sync_assets.dialects.sqlite import SQLiteDialect, to_sqlite_values
+from sync_assets_tests.helpers import (
+    create_source,
+    failure_message,
+    make_harness,
+    order_row,
+    orders_table,
+    read_rows,
+    staging_tables,
+    sync_log_rows,
+)
+
+ORDERS = {"name": "orders", "source_table": "orders", "primary_key": ["id"], "updated_at": "updated_at"}
+
+
+class SeparatelyLoadingSQLite(SQLiteDialect):
+    """SQLite whose full loads take the fresh-table path, counting the batches its loader wrote."""
+
+    def __init__(self) -> None:
+        self.loaded_batches = 0
+
+    def fresh_table(self, conn: sa.Connection, target: sa.Table) -> sa.Table | None:
+        fresh = sa.Table(
+            f"{target.name}__sync_new",
+            sa.MetaData(),
+            *[
+                sa.Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
+                for c in target.columns
+            ],
+        )
+        with conn.begin():
+            conn.execute(sa.schema.DropTable(fresh, if_exists=True))
+            fresh.create(conn)
+        return fresh
+
+    @contextmanager
+    def separate_loader(
+        self, conn: sa.Connection, dest: sa.Table
+    ) -> Iterator[Callable[[pl.DataFrame], None]]:
+        writer = sqlite3.connect(conn.engine.url.database, isolation_level=None)
+        writer.execute("BEGIN")
+        statement = str(sa.insert(dest).compile(dialect=conn.dialect))
+
+        def load(frame: pl.DataFrame) -> None:
+            writer.executemany(statement, to_sqlite_values(frame).iter_rows())
+            self.loaded_batches += 1
+
+        try:
+            yield load
+            writer.execute("COMMIT")
+        finally:
+            writer.close()
+
+
+@pytest.fixture
+def separate(monkeypatch: pytest.MonkeyPatch) -> SeparatelyLoadingSQLite:
+    dialect = SeparatelyLoadingSQLite()
+    monkeypatch.setitem(base._LOADED, "sqlite", dialect)
+    return dialect
+
+
+def _execute(url: sa.URL, statement: str) -> None:
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(statement))
+    engine.dispose()
+
+
+def _insert(url: sa.URL, rows: list[dict]) -> None:
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(orders_table(sa.MetaData(), "orders", primary_key=False).insert(), rows)
+    engine.dispose()
+
+
+def _tables(url: sa.URL) -> set[str]:
+    engine = sa.create_engine(url)
+    names = set(sa.inspect(engine).get_table_names())
+    engine.dispose()
+    return names
+
+
+def _harness(tmp_path, monkeypatch, make_database, rows: int, *, primary_key: bool = True):
+    source_url, cache_url = make_database("sqlite"), make_database("sqlite")
+    create_source(source_url, [order_row(i) for i in range(1, rows + 1)], primary_key=primary_key)
+    harness = make_harness(
+        tmp_path,
+        monkeypatch,
+        source_url=source_url,
+        cache_url=cache_url,
+        tables=[{**ORDERS, "direct_copy": False}],
+        defaults={"batch_size": 500},
+    )
+    return harness, source_url, cache_url
+
+
+def test_a_full_load_fills_a_fresh_table_then_swaps_it_in(tmp_path, monkeypatch, make_database, separate):
+    harness, source_url, cache_url = _harness(tmp_path, monkeypatch, make_database, 2_000)
+    assert harness.sync("orders", "mass").success
+    assert separate.loaded_batches == 4, "2,000 rows in batches of 500, all through the separate loader"
+    assert read_rows(cache_url, "orders") == read_rows(source_url, "orders")
+    # The key and the watermark index are the target's, built on the swapped-in table.
+    engine = sa.create_engine(cache_url)
+    inspector = sa.inspect(engine)
+    assert inspector.get_pk_constraint("orders")["constrained_columns"] == ["id"]
+    assert [i["column_names"] for i in inspector.get_indexes("orders")] == [["updated_at"]]
+    engine.dispose()
+
+    _execute(source_url, "DELETE FROM orders WHERE id > 1000")  # half the rows are gone
+    assert harness.sync("orders", "mass").success
+    assert read_rows(cache_url, "orders") == read_rows(source_url, "orders")
+    assert [r["status"] for r in sync_log_rows(cache_url, "orders")] == ["succeeded", "succeeded"]
+    assert not staging_tables(cache_url)
+
+
+def test_duplicate_keys_fail_the_load_and_leave_nothing(tmp_path, monkeypatch, make_database, separate):
+    harness, source_url, cache_url = _harness(tmp_path, monkeypatch, make_database, 1_000, primary_key=False)
+    assert harness.sync("orders", "mass").success
+    before = read_rows(cache_url, "orders")
+    _insert(source_url, [order_row(700)])  # a second row with key 700
+
+    result = harness.sync("orders", "mass")
+    assert not result.success
+    assert "table 'orders': the source holds duplicate (or NULL) primary key values (id)" in failure_message(
+        result
+    )
+    assert read_rows(cache_url, "orders") == before
+    log = sync_log_rows(cache_url, "orders")
+    assert log[-1]["status"] == "failed" and log[-1]["error"].startswith("load phase: table 'orders'")
+    assert not staging_tables(cache_url), "the half-filled fresh table is dropped"
+
+
+def test_a_fresh_table_left_by_a_crash_is_replaced(tmp_path, monkeypatch, make_database, separate):
+    harness, source_url, cache_url = _harness(tmp_path, monkeypatch, make_database, 600)
+    engine = sa.create_engine(cache_url)
+    with engine.begin() as conn:  # what a killed load leaves: a committed, half-filled fresh table
+        conn.execute(sa.text("CREATE TABLE orders__sync_new (id INTEGER PRIMARY KEY, junk TEXT)"))
+        conn.execute(sa.text("INSERT INTO orders__sync_new VALUES (1, 'half a load')"))
+    engine.dispose()
+
+    assert harness.sync("orders", "mass").success
+    assert read_rows(cache_url, "orders") == read_rows(source_url, "orders")
+    assert "orders__sync_new" not in _tables(cache_url)
+
+
+def test_a_target_a_view_refers_to_keeps_its_identity(tmp_path, monkeypatch, make_database, separate):
+    """No rename swap under a view: the target's rows are replaced from the fresh table instead."""
+    harness, source_url, cache_url = _harness(tmp_path, monkeypatch, make_database, 800)
+    assert harness.sync("orders", "mass").success
+    engine = sa.create_engine(cache_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE VIEW big_orders AS SELECT id FROM orders WHERE id > 400"))
+    _insert(source_url, [order_row(i) for i in range(801, 1_201)])
+
+    assert harness.sync("orders", "mass").success
+    assert read_rows(cache_url, "orders") == read_rows(source_url, "orders")
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM big_orders")).scalar_one() == 800
+    engine.dispose()
+    assert not staging_tables(cache_url)
