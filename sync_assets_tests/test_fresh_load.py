@@ -10,8 +10,7 @@ dialects/sqlite.py). SQL Server's own statements are compiled in test_mssql_bulk
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
 
 import polars as pl
 import pytest
@@ -53,20 +52,14 @@ class SeparatelyLoadingSQLite(SQLiteDialect):
             fresh.create(conn)
         return fresh
 
-    @contextmanager
-    def separate_loader(
-        self, conn: sa.Connection, dest: sa.Table
-    ) -> Iterator[Callable[[pl.DataFrame], None]]:
+    def load_separately(self, conn: sa.Connection, dest: sa.Table, frames: Iterator[pl.DataFrame]) -> None:
         writer = sqlite3.connect(conn.engine.url.database, isolation_level=None)
-        writer.execute("BEGIN")
         statement = str(sa.insert(dest).compile(dialect=conn.dialect))
-
-        def load(frame: pl.DataFrame) -> None:
-            writer.executemany(statement, to_sqlite_values(frame).iter_rows())
-            self.loaded_batches += 1
-
         try:
-            yield load
+            writer.execute("BEGIN")
+            for frame in frames:
+                writer.executemany(statement, to_sqlite_values(frame).iter_rows())
+                self.loaded_batches += 1
             writer.execute("COMMIT")
         finally:
             writer.close()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -250,15 +250,13 @@ class CacheDialect(Database):
 
     def fresh_table(self, conn: sa.Connection, target: sa.Table) -> sa.Table | None:
         """A committed, empty table shaped like `target`, for a full load to fill before the commit
-        through `separate_loader` (one a crash left is dropped first); None where the cache loads
+        through `load_separately` (one a crash left is dropped first); None where the cache loads
         inside the commit's transaction (`reload`)."""
         return None
 
-    def separate_loader(
-        self, conn: sa.Connection, dest: sa.Table
-    ) -> AbstractContextManager[Callable[[pl.DataFrame], None]]:
-        """Loads batches into the `fresh_table` `dest` on a connection of its own, committed when
-        the context ends without error."""
+    def load_separately(self, conn: sa.Connection, dest: sa.Table, frames: Iterator[pl.DataFrame]) -> None:
+        """Load every batch of `frames` into the `fresh_table` `dest` on a connection of the
+        loader's own, which commits them; returns once all are written."""
         raise NotImplementedError
 
     def swap_in(self, conn: sa.Connection, target: sa.Table, fresh: sa.Table) -> None:

@@ -10,7 +10,6 @@ copied a second time). `Staged` says how the commit gets its rows.
 from __future__ import annotations
 
 import contextlib
-import functools
 import uuid
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
@@ -170,8 +169,7 @@ class Stager:
         cache, dialect = self.cache, self.dialect
         session.callback(_drop_quietly, cache, fresh)
         try:
-            with dialect.separate_loader(cache, fresh) as load:
-                loaded_max = self._load(fresh, first, batches, phase="load", load=load)
+            loaded_max = self._load(fresh, first, batches, phase="load", separately=True)
         except Exception as err:
             if dialect.is_duplicate_key(cache, err):
                 raise duplicate_keys(self.table, err) from None
@@ -196,26 +194,35 @@ class Stager:
         batches: Iterator[pl.DataFrame],
         *,
         phase: str,
-        load: Callable[[pl.DataFrame], None] | None = None,
+        separately: bool = False,
     ) -> Any:
         """Bulk-load every batch into `dest` (in `phase`: staging, or a reload's load), in the
-        caller's transaction unless `load` writes elsewhere; returns the highest watermark loaded."""
-        progress = self.progress
-        if load is None:
-            load = functools.partial(self.dialect.bulk_load, self.cache, dest)
+        caller's transaction, or `separately` by the dialect's own loader; returns the highest
+        watermark loaded."""
+        progress, dialect = self.progress, self.dialect
         loaded_max = None
         updated_at = self.table.updated_at
-        frame = first
-        while frame is not None:
-            progress.at(phase, "cache")
-            load(frame)
-            progress.rows_read += frame.height
-            if updated_at is not None:
-                loaded_max = watermark.later(loaded_max, frame.get_column(updated_at).max())
-            done = "staged" if phase == "stage" else "loaded"
-            self.log(f"{self.table.name}: {progress.rows_read:,} rows read and {done}")
-            progress.at("read", "source")
-            frame = next(batches, None)
+        done = "staged" if phase == "stage" else "loaded"
+
+        def counted() -> Generator[pl.DataFrame]:
+            """Each batch as the cache takes it; counted once it has been written."""
+            nonlocal loaded_max
+            frame = first
+            while frame is not None:
+                progress.at(phase, "cache")
+                yield frame
+                progress.rows_read += frame.height
+                if updated_at is not None:
+                    loaded_max = watermark.later(loaded_max, frame.get_column(updated_at).max())
+                self.log(f"{self.table.name}: {progress.rows_read:,} rows read and {done}")
+                progress.at("read", "source")
+                frame = next(batches, None)
+
+        if separately:
+            dialect.load_separately(self.cache, dest, counted())
+        else:
+            for frame in counted():
+                dialect.bulk_load(self.cache, dest, frame)
         return loaded_max
 
     def _max_watermark(self, table: sa.Table) -> Any:
