@@ -171,3 +171,26 @@ def test_a_target_a_view_refers_to_keeps_its_identity(tmp_path, monkeypatch, mak
         assert conn.execute(sa.text("SELECT count(*) FROM big_orders")).scalar_one() == 800
     engine.dispose()
     assert not staging_tables(cache_url)
+
+
+def test_a_commit_that_fails_after_the_swap_leaves_the_target_and_no_fresh_table(
+    tmp_path, monkeypatch, make_database, separate
+):
+    """The swap is undone with the commit's transaction; the fresh table it had renamed is back,
+    and is dropped. The fault: a trigger refusing sync_log's `succeeded`, the commit's last write."""
+    harness, source_url, cache_url = _harness(tmp_path, monkeypatch, make_database, 900)
+    assert harness.sync("orders", "mass").success
+    before = read_rows(cache_url, "orders")
+    _insert(source_url, [order_row(i) for i in range(901, 1_001)])
+    _execute(
+        cache_url,
+        "CREATE TRIGGER refuse_success BEFORE UPDATE OF status ON sync_log WHEN NEW.status = 'succeeded' "
+        "BEGIN SELECT RAISE(ABORT, 'injected fault'); END",
+    )
+
+    result = harness.sync("orders", "mass")
+    assert not result.success
+    assert "injected fault" in failure_message(result)
+    assert read_rows(cache_url, "orders") == before
+    assert not staging_tables(cache_url)
+    assert [r["status"] for r in sync_log_rows(cache_url, "orders")] == ["succeeded", "failed"]

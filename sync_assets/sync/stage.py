@@ -4,7 +4,8 @@ The general path streams the source's polars batches through the cache's bulk lo
 copy (same kind of database on both ends) lets the databases move the rows themselves. An
 incremental lands in a staging table now, for the commit's upsert; a full load is written once,
 inside the commit's transaction, straight into the table the reload swaps in (no staging table
-copied a second time). `Staged` says how the commit gets its rows.
+copied a second time), or, where the cache's loader writes on a connection of its own, into a
+committed fresh table the commit swaps in. `Staged` says how the commit gets its rows.
 """
 
 from __future__ import annotations
@@ -163,10 +164,11 @@ class Stager:
         batches: Iterator[pl.DataFrame],
         session: contextlib.ExitStack,
     ) -> Staged:
-        """A full load through a loader with a connection of its own (ADBC ingest, TDS bulk copy):
-        the batches fill a committed fresh table now, the commit swaps it in. A fresh table left
-        by a failure is dropped on the way out (by the next sync, after a kill)."""
+        """A full load through a loader with a connection of its own (TDS bulk copy): the batches
+        fill a committed fresh table now, the commit swaps it in. A fresh table left by a failure
+        is dropped on the way out (by the next sync, after a kill)."""
         cache, dialect = self.cache, self.dialect
+        # After a commit the swap has consumed it (a no-op); after a failed commit it is still there.
         session.callback(_drop_quietly, cache, fresh)
         try:
             loaded_max = self._load(fresh, first, batches, phase="load", separately=True)
