@@ -1,7 +1,8 @@
 """SQL Server as source and cache: #temp staging loaded with fast_executemany, one MERGE per upsert.
 
 pyodbc is imported only where a connection already exists, so this module (and compiling its
-SQL) works on machines without unixODBC.
+SQL) works on machines without unixODBC. Sources on mssql-python (`mssql+mssqlpython://`) are
+read through its Arrow reader (`mssql_reader`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mssql
 from sqlalchemy.sql import sqltypes
 
-from sync_assets.dialects import odbc
+from sync_assets.dialects import mssql_reader, odbc
 from sync_assets.dialects.base import Capabilities, Dialect, Timeouts, driver_error, latest_per_key
 from sync_assets.dialects.merge import Merge
 from sync_assets.dialects.upsert import StagedChanges, UpsertCounts, staged_changes
@@ -68,6 +69,7 @@ PERMANENT_NUMBERS: Final = frozenset({18456, 18452, 18470, 18486, 18487, 18488, 
 # dsn-connection-string-attribute: KeepAlive, KeepAliveInterval, Linux and macOS, 17.8+); FreeTDS
 # turns keep-alive on for every socket by itself (src/tds/net.c).
 MICROSOFT_DRIVER: Final = "ODBC Driver"
+MSSQL_PYTHON: Final = "mssqlpython"  # SQLAlchemy's name for Microsoft's mssql-python driver
 KEEPALIVE_INTERVAL_SECONDS: Final = 1
 # pyodbc formats each diagnostic record as "[SQLSTATE] message (native number) (SQLFunction)",
 # later records as "; [SQLSTATE] message (native number)".
@@ -82,13 +84,19 @@ class MSSQLDialect(Dialect):
         max_decimal_precision=MAX_DIGITS,
         max_fractional_digits=FRACTIONAL_DIGITS,
         time_zones=True,
+        # Only mssql-python has an Arrow reader (on a connection of its own); with pyodbc,
+        # arrow_batches() returns None and rows are read on the sync's connection, never ahead.
+        independent_reader=True,
     )
 
     def engine_options(self, url: sa.URL, *, role: str, timeouts: Timeouts) -> dict[str, Any]:
-        # pyodbc's `timeout` is the login timeout (SQL_ATTR_LOGIN_TIMEOUT); other keywords go into
-        # the connection string. APP names the session in sys.dm_exec_sessions.
-        args: dict[str, Any] = {"timeout": max(1, math.ceil(timeouts.connect)), "APP": f"sync_assets {role}"}
-        if MICROSOFT_DRIVER in str(url.query.get("driver", "")):
+        # pyodbc's and mssql-python's `timeout` is the login timeout (SQL_ATTR_LOGIN_TIMEOUT); other
+        # keywords go into the connection string. APP names the session in sys.dm_exec_sessions;
+        # mssql-python refuses it (it sets its own) and always loads Microsoft's ODBC Driver 18.
+        args: dict[str, Any] = {"timeout": max(1, math.ceil(timeouts.connect))}
+        if url.get_driver_name() != MSSQL_PYTHON:
+            args["APP"] = f"sync_assets {role}"
+        if url.get_driver_name() == MSSQL_PYTHON or MICROSOFT_DRIVER in str(url.query.get("driver", "")):
             args |= {
                 "KeepAlive": max(1, round(timeouts.keepalive)),
                 "KeepAliveInterval": KEEPALIVE_INTERVAL_SECONDS,
@@ -109,6 +117,23 @@ class MSSQLDialect(Dialect):
                 cursor.execute("SET XACT_ABORT ON")
             finally:
                 cursor.close()
+
+    def arrow_batches(
+        self,
+        source: sa.Connection,
+        statement: sa.Select[Any],
+        *,
+        schema: dict[str, pl.DataType],
+        table: str,
+        batch_size: int,
+    ) -> Iterator[pl.DataFrame] | None:
+        """mssql-python's Arrow reader (`mssql_reader`); None (rows) for pyodbc and other drivers,
+        and for a column type that driver's Arrow fetch would not deliver exactly."""
+        if not mssql_reader.uses_driver(source):
+            return None
+        return mssql_reader.arrow_batches(
+            source, statement, schema=schema, table=table, batch_size=batch_size
+        )
 
     # -- types -----------------------------------------------------------------------------------
     def text_expression(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
