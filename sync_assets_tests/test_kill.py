@@ -75,7 +75,9 @@ def test_sigkill_mid_mass_sync_then_recovery(tmp_path, monkeypatch, make_databas
             return
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=30)
-        assert "Executing steps in process" in output_path.read_text(), "a run of one table has no step process"
+        assert "Executing steps in process" in output_path.read_text(), (
+            "a run of one table has no step process"
+        )
         # The step processes die with the group; wait for them too, as a DuckDB file stays locked
         # until its writer is gone. Then the gate opens, and the killed read's server query ends.
         psutil.wait_procs(steps, timeout=30)

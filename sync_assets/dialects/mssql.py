@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mssql
 from sqlalchemy.sql import sqltypes
 
-from sync_assets.dialects import mssql_reader, odbc
+from sync_assets.dialects import mssql_bulk, mssql_reader, odbc
 from sync_assets.dialects.base import Capabilities, Dialect, Timeouts, driver_error, latest_per_key
 from sync_assets.dialects.merge import Merge
 from sync_assets.dialects.upsert import StagedChanges, UpsertCounts, staged_changes
@@ -253,6 +253,24 @@ class MSSQLDialect(Dialect):
         readers wait for it."""
         conn.execute(reload_delete(target))
         return fill(target)
+
+    def fresh_table(self, conn: sa.Connection, target: sa.Table) -> sa.Table | None:
+        """With mssql-python, a full load is bulk-copied into a committed heap first (`mssql_bulk`)."""
+        if not mssql_bulk.available(conn):
+            return None
+        fresh = mssql_bulk.fresh_table(target)
+        with conn.begin():
+            conn.execute(sa.schema.DropTable(fresh, if_exists=True))
+            fresh.create(conn)
+        return fresh
+
+    def load_separately(self, conn: sa.Connection, dest: sa.Table, frames: Iterator[pl.DataFrame]) -> None:
+        name = conn.dialect.identifier_preparer.format_table(dest)
+        mssql_bulk.copy(conn.connection.driver_connection, dest, frames, table_name=name)
+
+    def swap_in(self, conn: sa.Connection, target: sa.Table, fresh: sa.Table) -> None:
+        for statement in mssql_bulk.replace_from(target, fresh):
+            conn.execute(statement)
 
     def upsert(
         self,
