@@ -256,7 +256,7 @@ class MSSQLDialect(Dialect):
 
     def fresh_table(self, conn: sa.Connection, target: sa.Table) -> sa.Table | None:
         """With mssql-python, a full load is bulk-copied into a committed heap first (`mssql_bulk`)."""
-        if not mssql_bulk.available(conn):
+        if not mssql_reader.uses_driver(conn):
             return None
         fresh = mssql_bulk.fresh_table(target)
         with conn.begin():

@@ -24,19 +24,12 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mssql
 from sqlalchemy.sql import sqltypes
 
-DRIVER_MODULE: Final = "mssql_python"
 FRESH_SUFFIX: Final = "__sync_new"
 MAX_NAME: Final = 128
 # 0: the whole stream is one bulk batch, and no client-side limit cuts a long load short (the
 # server's own lock and log limits still hold).
 WHOLE_STREAM: Final = 0
 NO_TIMEOUT: Final = 0
-
-
-def available(conn: sa.Connection) -> bool:
-    """Whether the cache connection's driver can bulk-copy Arrow (mssql-python)."""
-    raw = conn.connection.driver_connection
-    return type(raw).__module__.split(".")[0] == DRIVER_MODULE
 
 
 def fresh_table(target: sa.Table) -> sa.Table:

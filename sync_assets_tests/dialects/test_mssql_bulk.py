@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from mssql_python.cursor import Cursor
 from sqlalchemy.dialects import mssql
 
-from sync_assets.dialects import mssql_bulk
+from sync_assets.dialects import mssql_bulk, mssql_reader
 from sync_assets.dialects.mssql import DIALECT
 from sync_assets.types import ColumnType, Kind
 
@@ -271,6 +271,6 @@ def test_no_batch_opens_no_connection(monkeypatch):
 def test_only_mssql_python_connections_take_the_bulk_path():
     engine = sa.create_engine("sqlite://")
     with engine.connect() as conn:
-        assert not mssql_bulk.available(conn)
+        assert not mssql_reader.uses_driver(conn)
         assert DIALECT.fresh_table(conn, target()) is None
     engine.dispose()
