@@ -10,11 +10,13 @@ into a SQLite and a DuckDB source by sync_assets itself. For each pair, per roun
      DuckDB's own) into the cache's bulk load (ADBC ingest, DuckDB's INSERT from Arrow), one
      transaction, into a table created first with its key and watermark index
   S  sync_assets mass through `dagster asset materialize`: the whole command, and the sync's own
-     duration from sync_log
+     duration from its materialization (`sync_assets/duration_s`: read, load, commit, clean-up)
   D  dlt replace (sql_database, pyarrow backend; parquet loader into PostgreSQL), when installed
   L  Sling full-refresh, where its binary (`[bench]`), socat and the sqlite3 CLI are there
+  F  once per round: `dagster asset materialize` of an asset that does nothing, on the same
+     instance (Dagster's own floor: what of the CLI cost is not ours)
 
-Figures are medians of the rounds; ratios are to H of the same pair in the same run (sync_log's
+Figures are medians of the rounds; ratios are to H of the same pair in the same run (the sync's own
 duration for S, the whole process for the others), plus the CLI's own cost (S process minus
 S sync) and peak RSS of the process tree. Performance belongs here, never in the tests.
 """
@@ -36,6 +38,17 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import Bench, _sling_binary, measure  # bench/ is a folder of scripts, not a package
+
+# Dagster's floor: its CLI materializing an asset that does nothing, in process like a one-table run.
+NOOP_DEFINITIONS = """
+import dagster as dg
+
+@dg.asset
+def noop() -> None:
+    pass
+
+defs = dg.Definitions(assets=[noop], executor=dg.in_process_executor)
+"""
 
 PAIRS = [("postgresql", "sqlite"), ("sqlite", "postgresql"), ("postgresql", "duckdb"), ("duckdb", "sqlite")]
 
@@ -113,6 +126,28 @@ class Row:
 
 
 class Pairs(Bench):
+    def sync_seconds(self) -> float:
+        """The sync's own duration as its materialization records it (`sync_assets/duration_s`:
+        read, load, commit and the clean-up after it); sync_log's ends at the commit."""
+        import dagster as dg
+
+        with dg.DagsterInstance.from_config(str(self.home)) as instance:
+            (record,) = instance.fetch_materializations(
+                dg.AssetRecordsFilter(
+                    asset_key=dg.AssetKey(["bench", "work_orders"]), asset_partitions=["mass"]
+                ),
+                limit=1,
+            ).records
+        return float(record.asset_materialization.metadata["sync_assets/duration_s"].value)
+
+    def dagster_floor(self) -> tuple[float, float]:
+        """The same command, on the same instance, for an asset that does nothing: Dagster's own cost."""
+        noop = self.folder / "noop_defs.py"
+        noop.write_text(NOOP_DEFINITIONS)
+        env = {**os.environ, "DAGSTER_HOME": str(self.home)}
+        dagster = str(Path(sys.executable).parent / "dagster")
+        return measure([dagster, "asset", "materialize", "-f", str(noop), "--select", "noop"], env)
+
     def setup_sources(self) -> None:
         super().setup()
         self.duckdb_source = self.folder / "source.duckdb"
@@ -228,6 +263,8 @@ def run(rows: int, runs: int, folder: Path, *, only_sync: bool) -> None:
     figures: dict[tuple[str, str], Row] = {}
     for round_ in range(1, runs + 1):
         print(f"round {round_}/{runs}", flush=True)
+        wall, rss = bench.dagster_floor()
+        note(figures, "-", "F Dagster's floor (no-op asset)", wall, rss)
         for src, dst in PAIRS:
             pair = f"{src}->{dst}"
             if not only_sync:
@@ -237,8 +274,9 @@ def run(rows: int, runs: int, folder: Path, *, only_sync: bool) -> None:
             url, _ = bench.cache(dst, "sync")
             catalog = bench.catalog(f"pair_{src}_{dst}", bench.sqlalchemy_urls[src], url)
             wall, rss = bench.sync(catalog, "mass")
-            own, n = bench.own_seconds(url)
+            _, n = bench.own_seconds(url)
             assert n == rows, f"{pair}: {n} rows synced"
+            own = bench.sync_seconds()
             note(figures, pair, "S sync_assets mass", wall, rss, own=own)
             if has_dlt and dst != "sqlite":  # dlt's sqlalchemy destination needs alembic
                 wall, rss = bench.dlt_pair(src, dst)
