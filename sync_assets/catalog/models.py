@@ -435,7 +435,16 @@ class Catalog(_Strict):
     defaults: Defaults = Field(default_factory=Defaults)
     alerts: Alerts = Field(default_factory=Alerts)
     execution: Execution = Field(default_factory=Execution)
-    tables: list[TableSpec] = Field(min_length=1)
+    tables: list[TableSpec] = Field(
+        default_factory=list,
+        description="may be empty: a catalog starts with connections; `sync-assets add-table` adds tables",
+    )
+
+    @field_validator("tables", mode="before")
+    @classmethod
+    def _no_tables_yet(cls, value: Any) -> Any:
+        """`tables:` with nothing under it (YAML null) is a catalog without tables yet."""
+        return [] if value is None else value
 
     def problems(self) -> list[tuple[tuple[str | int, ...], str]]:
         """Cross-references pydantic cannot see, as (location, message) pairs."""

@@ -1,4 +1,4 @@
-"""`sync-assets`: sync status, catalog validation and watermark resets from a terminal.
+"""`sync-assets`: sync status, catalog validation, watermark resets and scaffolded tables from a terminal.
 
 One module per command; `context` holds what they share (the catalog, the cache, the instance).
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import click
 
+from sync_assets.cli.add_table import add_table
 from sync_assets.cli.reset import reset
 from sync_assets.cli.status import status
 from sync_assets.cli.validate import validate
@@ -20,3 +21,4 @@ def main() -> None:
 main.add_command(status)
 main.add_command(validate)
 main.add_command(reset)
+main.add_command(add_table)
