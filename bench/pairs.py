@@ -239,15 +239,18 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only-sync", action="store_true", help="sync_assets alone (no pipeline or peers)")
+    parser.add_argument(
+        "--pair", action="append", choices=[f"{s}->{d}" for s, d in PAIRS], help="only this pair (repeatable)"
+    )
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="sync_assets_pairs_"))
     try:
-        run(args.rows, args.runs, folder, only_sync=args.only_sync)
+        run(args.rows, args.runs, folder, only_sync=args.only_sync, pairs=args.pair)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def run(rows: int, runs: int, folder: Path, *, only_sync: bool) -> None:
+def run(rows: int, runs: int, folder: Path, *, only_sync: bool, pairs: list[str] | None = None) -> None:
     bench = Pairs(rows, folder)
     bench.setup_sources()
     has_dlt = not only_sync and importlib.util.find_spec("dlt") is not None
@@ -267,6 +270,8 @@ def run(rows: int, runs: int, folder: Path, *, only_sync: bool) -> None:
         note(figures, "-", "F Dagster's floor (no-op asset)", wall, rss)
         for src, dst in PAIRS:
             pair = f"{src}->{dst}"
+            if pairs and pair not in pairs:
+                continue
             if not only_sync:
                 bench.vacuum()
                 wall, rss = bench.hand(src, dst)

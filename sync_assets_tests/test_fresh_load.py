@@ -4,7 +4,9 @@ commit swaps it in, and a failure or a crash leaves the target as it was.
 
 The shared code runs here against real SQLite files, with a cache dialect whose separate loader
 is a second sqlite3 connection (the same SQLite library, so no lock is lost; see
-dialects/sqlite.py). SQL Server's own statements are compiled in test_mssql_bulk.py.
+dialects/sqlite.py), and on DuckDB, whose full loads take this path for real (each batch
+committed on its own, so a reload's rows are not all held in memory until one commit). SQL
+Server's own statements are compiled in dialects/test_mssql_bulk.py.
 """
 
 from __future__ import annotations
@@ -93,8 +95,10 @@ def _tables(url: sa.URL) -> set[str]:
     return names
 
 
-def _harness(tmp_path, monkeypatch, make_database, rows: int, *, primary_key: bool = True):
-    source_url, cache_url = make_database("sqlite"), make_database("sqlite")
+def _harness(
+    tmp_path, monkeypatch, make_database, rows: int, *, primary_key: bool = True, cache: str = "sqlite"
+):
+    source_url, cache_url = make_database("sqlite"), make_database(cache)
     create_source(source_url, [order_row(i) for i in range(1, rows + 1)], primary_key=primary_key)
     harness = make_harness(
         tmp_path,
@@ -194,3 +198,43 @@ def test_a_commit_that_fails_after_the_swap_leaves_the_target_and_no_fresh_table
     assert read_rows(cache_url, "orders") == before
     assert not staging_tables(cache_url)
     assert [r["status"] for r in sync_log_rows(cache_url, "orders")] == ["succeeded", "failed"]
+
+
+def _duckdb_indexes(url: sa.URL) -> set[str]:
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        names = set(conn.execute(sa.text("SELECT index_name FROM duckdb_indexes()")).scalars())
+    engine.dispose()
+    return names
+
+
+def test_a_duckdb_full_load_swaps_in_a_table_filled_batch_by_batch(tmp_path, monkeypatch, make_database):
+    harness, source_url, cache_url = _harness(tmp_path, monkeypatch, make_database, 2_000, cache="duckdb")
+    assert harness.sync("orders", "mass").success
+    indexes = _duckdb_indexes(cache_url)
+    assert "ix_orders_updated_at" in indexes, "the watermark index"
+    engine = sa.create_engine(cache_url)
+    with engine.begin() as conn:  # a fresh table a killed load left behind
+        conn.execute(sa.text("CREATE TABLE orders__sync_new (id BIGINT PRIMARY KEY, junk VARCHAR)"))
+    engine.dispose()
+    _execute(source_url, "DELETE FROM orders WHERE id > 1500")
+
+    assert harness.sync("orders", "mass").success
+    assert read_rows(cache_url, "orders") == read_rows(source_url, "orders")
+    assert _duckdb_indexes(cache_url) == indexes, "built again on the swapped-in table"
+    assert not staging_tables(cache_url)
+    assert [r["status"] for r in sync_log_rows(cache_url, "orders")] == ["succeeded", "succeeded"]
+
+
+def test_a_duckdb_target_with_an_index_of_its_own_keeps_it(tmp_path, monkeypatch, make_database):
+    """An index sync_assets did not make would be lost by dropping the table: the target's rows
+    are replaced from the fresh table instead."""
+    harness, source_url, cache_url = _harness(tmp_path, monkeypatch, make_database, 700, cache="duckdb")
+    assert harness.sync("orders", "mass").success
+    _execute(cache_url, "CREATE INDEX apps_own_index ON orders (qty)")
+    _insert(source_url, [order_row(i) for i in range(701, 901)])
+
+    assert harness.sync("orders", "mass").success
+    assert read_rows(cache_url, "orders") == read_rows(source_url, "orders")
+    assert "apps_own_index" in _duckdb_indexes(cache_url)
+    assert not staging_tables(cache_url)

@@ -33,6 +33,14 @@ from sync_assets.types import ColumnType, Kind, from_sqlalchemy
 # ("Could not set lock on file"). Waiting for it beats failing, like SQLite's busy timeout.
 LOCK_WAIT_SECONDS = 300
 _BATCH_VIEW = "_sync_batch"
+_INDEXES = sa.text(
+    "SELECT index_name FROM duckdb_indexes() WHERE schema_name = :schema AND table_name = :table"
+)
+# Foreign keys from or to the table: DROP TABLE would fail, or break them.
+_REFERENCES = sa.text(
+    "SELECT count(*) FROM duckdb_constraints() WHERE constraint_type = 'FOREIGN KEY' "
+    "AND schema_name = :schema AND (table_name = :table OR referenced_table = :table)"
+)
 
 
 class TIMESTAMP_NS(sa.DateTime):
@@ -290,6 +298,53 @@ class DuckDBDialect(Dialect):
                 raw.unregister(_BATCH_VIEW)  # type: ignore[union-attr]
             raise
         raw.unregister(_BATCH_VIEW)  # type: ignore[union-attr]
+
+    def fresh_table(self, conn: sa.Connection, target: sa.Table) -> sa.Table | None:
+        """`<table>__sync_new`, committed, for a full load to fill batch by batch, each batch its
+        own transaction: one transaction appending a whole reload kept every row in memory until
+        the commit (5M rows of the bench table: 2.8 GB of RSS; README, Performance)."""
+        fresh = sa.Table(
+            f"{target.name}__sync_new",
+            sa.MetaData(),
+            *[
+                sa.Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable, autoincrement=False)
+                for c in target.columns
+            ],
+            schema=target.schema,
+        )
+        with conn.begin():
+            conn.execute(sa.schema.DropTable(fresh, if_exists=True))
+            fresh.create(conn)
+        return fresh
+
+    def load_separately(self, conn: sa.Connection, dest: sa.Table, frames: Iterator[pl.DataFrame]) -> None:
+        """Each batch committed on its own (the sync's connection, outside the commit's transaction)."""
+        for frame in frames:
+            with conn.begin():
+                self.bulk_load(conn, dest, frame)
+
+    def swap_in(self, conn: sa.Connection, target: sa.Table, fresh: sa.Table) -> None:
+        """Drop the target, rename the fresh table (its key checked during the load) and build the
+        indexes, in the commit's transaction. A target with indexes or foreign keys of its own keeps
+        its identity: its rows are replaced from the fresh table instead."""
+        if not self._swappable(conn, target):
+            conn.execute(sa.delete(target))
+            conn.execute(sa.insert(target).from_select([c.name for c in fresh.columns], sa.select(fresh)))
+            conn.execute(sa.schema.DropTable(fresh))
+            return
+        conn.execute(sa.schema.DropTable(target))
+        preparer = conn.dialect.identifier_preparer
+        conn.exec_driver_sql(
+            f"ALTER TABLE {preparer.format_table(fresh)} RENAME TO {preparer.quote(target.name)}"
+        )
+        for index in target.indexes:
+            index.create(conn)
+
+    def _swappable(self, conn: sa.Connection, target: sa.Table) -> bool:
+        schema = target.schema or conn.exec_driver_sql("SELECT current_schema()").scalar_one()
+        indexes = conn.execute(_INDEXES, {"schema": schema, "table": target.name}).scalars().all()
+        references = conn.execute(_REFERENCES, {"schema": schema, "table": target.name}).scalar_one()
+        return set(indexes) == {index.name for index in target.indexes} and references == 0
 
     def arrow_batches(
         self,
