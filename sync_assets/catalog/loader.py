@@ -50,6 +50,14 @@ def load_catalog(path: str | os.PathLike[str] | None = None) -> Catalog:
         raise CatalogError(msg) from err
     finally:
         loader.dispose()
+    return validate_catalog(data, file, lines)
+
+
+def validate_catalog(data: Any, file: str | os.PathLike[str], lines: dict[Location, int]) -> Catalog:
+    """Parsed YAML -> Catalog, every problem reported as `file:line`; `lines` maps a location in
+    `data` (keys and list indexes) to its line in `file`. Also used for a catalog kept inside
+    another YAML file (the SyncCatalog component's defs.yaml)."""
+    file = Path(file)
     try:
         catalog = Catalog.model_validate(data)
     except ValidationError as err:
