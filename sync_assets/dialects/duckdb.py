@@ -10,6 +10,7 @@ scheme when sync_assets.dialects is imported, so `duckdb:///path.duckdb` URLs ge
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +33,8 @@ from sync_assets.types import ColumnType, Kind, from_sqlalchemy
 # A DuckDB file has one writing process at a time; a second one fails to open it at once
 # ("Could not set lock on file"). Waiting for it beats failing, like SQLite's busy timeout.
 LOCK_WAIT_SECONDS = 300
+MIN_MEMORY_MB = 256
+MEMORY_MB_PER_THREAD = 128
 _BATCH_VIEW = "_sync_batch"
 _INDEXES = sa.text(
     "SELECT index_name FROM duckdb_indexes() WHERE schema_name = :schema AND table_name = :table"
@@ -205,6 +208,13 @@ def _index_columns(expressions: Any) -> list[str]:
     return [str(item).strip().strip("'").strip('"') for item in items]
 
 
+def memory_limit() -> str:
+    """DuckDB's buffer pool for our connections: its default (80% of RAM) kept every block a sync
+    had scanned or written, so a process grew with the table (README, Performance); DuckDB's
+    guidance is about 125 MB per thread for heavier queries."""
+    return f"{max(MIN_MEMORY_MB, MEMORY_MB_PER_THREAD * (os.cpu_count() or 1))}MB"
+
+
 class DuckDBDialect(Dialect):
     name = "duckdb"
     capabilities = Capabilities(
@@ -219,7 +229,9 @@ class DuckDBDialect(Dialect):
         # A file: no connection to time out or keep alive.
         if role == "cache" and url.database and url.database != ":memory:":
             Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        return {}
+        if "memory_limit" in url.query:  # `duckdb:///f.duckdb?memory_limit=2GB` wins
+            return {}
+        return {"connect_args": {"config": {"memory_limit": memory_limit()}}}
 
     def prepare_engine(self, engine: sa.Engine, *, role: str) -> None:
         @sa.event.listens_for(engine, "do_connect")
