@@ -127,7 +127,9 @@ class SyncCatalog(dg.Component, dg.Resolvable, dg.Model):
         """The validated catalog; raises CatalogError naming the file and line at fault."""
         inline = {key: getattr(self, key) for key in INLINE_KEYS if getattr(self, key) is not None}
         position = self._yaml
-        where = Path(position.position.filename) if position else context.path / "defs.yaml"
+        # The component's folder, also when it is a component.py (`dg scaffold --format python`).
+        folder = context.path if context.path.is_dir() else context.path.parent
+        where = Path(position.position.filename) if position else context.path
         if self.catalog_file is not None:
             if inline:
                 line = _lines(position).get(("attributes", "catalog_file"), 1) if position else 1
@@ -136,7 +138,7 @@ class SyncCatalog(dg.Component, dg.Resolvable, dg.Model):
                     f"({', '.join(inline)}) exclude each other: keep one"
                 )
                 raise CatalogError(msg)
-            return load_catalog(context.path / self.catalog_file)
+            return load_catalog(folder / self.catalog_file)
         if not inline:
             line = _lines(position).get(("attributes",), 1) if position else 1
             msg = (

@@ -233,3 +233,18 @@ def test_catalog_file_and_inline_catalog_exclude_each_other(
         f"{path}:{line}: `catalog_file` and an inline catalog (connections, cache, defaults, tables) exclude each other: keep one"
         in [str(e) for e in causes]
     )
+
+
+def test_python_scaffold_loads_the_starter_catalog_file(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, import_project: None
+) -> None:
+    """`--format python`: a component.py returning SyncCatalog(catalog_file=...), next to the file."""
+    copy = copy_project(project, tmp_path)
+    shutil.rmtree(defs_yaml(copy).parent)
+    run(["dg", "scaffold", "defs", "sync_assets.SyncCatalog", "erp_py", "--format", "python"], copy)
+    folder = copy / "src" / PACKAGE / "defs" / "erp_py"
+    assert sorted(p.name for p in folder.iterdir()) == ["catalog.yaml", "component.py"]
+    monkeypatch.syspath_prepend(str(copy / "src"))
+    defs = dg.load_from_defs_folder(path_within_project=copy / "src" / PACKAGE)
+    keys = defs.resolve_asset_graph().get_all_asset_keys()
+    assert sorted(k.to_user_string() for k in keys) == [f"jde/{t}" for t in DEMO_TABLES]
