@@ -23,7 +23,7 @@ class Deletes(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    mode: Literal["hard", "soft"]
+    mode: Literal["hard", "soft"] = Field(description="hard: delete the row; soft: stamp `column`")
     column: str | None = Field(
         default=None, pattern=IDENTIFIER, description="soft: the cache column stamped with the deletion time"
     )

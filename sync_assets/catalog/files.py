@@ -30,7 +30,7 @@ class FilesConnectionSpec(_Strict):
     """A folder files are dropped into: a local `path`, or an fsspec `url` (sftp://, s3://, with the
     `remote` extra) and its `storage_options`; each may hold ${VAR} placeholders."""
 
-    type: Literal["files"]
+    type: Literal["files"] = Field(description="a folder of files")
     path: str | None = Field(
         default=None, min_length=1, description="a local folder; globs of its tables are relative to it"
     )
@@ -41,8 +41,10 @@ class FilesConnectionSpec(_Strict):
         default_factory=dict, description="options of the fsspec filesystem (secrets as ${VAR})"
     )
     max_parallel: PositiveInt | None = Field(default=None, description="tables of this source synced at once")
-    retries: Retries = Field(default_factory=lambda: Retries(max_retries=0))
-    demo: Literal[False] = False
+    retries: Retries = Field(
+        default_factory=lambda: Retries(max_retries=0), description="Dagster's retries of the sync"
+    )
+    demo: Literal[False] = Field(default=False, description="SQL connections only")
 
     @model_validator(mode="after")
     def _one_folder(self) -> FilesConnectionSpec:
@@ -68,14 +70,18 @@ class FilesConnectionSpec(_Strict):
 
 
 class CsvOptions(_Strict):
-    separator: str = Field(default=",", min_length=1, max_length=1)
-    quote_char: str | None = Field(default='"', max_length=1)
+    """How a table's CSV files are read."""
+
+    separator: str = Field(default=",", min_length=1, max_length=1, description="the field separator")
+    quote_char: str | None = Field(default='"', max_length=1, description="the quote character; null: none")
     encoding: str = Field(default="utf-8", description="any Python codec, e.g. latin-1, cp1252")
-    has_header: bool = True
+    has_header: bool = Field(default=True, description="the first line names the columns")
     skip_rows: NonNegativeInt = Field(default=0, description="lines before the header")
-    null_values: list[str] = Field(default_factory=lambda: [""])
+    null_values: list[str] = Field(default_factory=lambda: [""], description="values read as NULL")
 
 
 class XlsxOptions(_Strict):
+    """How a table's Excel files are read."""
+
     sheet: str | None = Field(default=None, description="the sheet's name; the first sheet if not given")
     skip_rows: NonNegativeInt = Field(default=0, description="rows before the header")

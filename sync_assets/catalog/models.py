@@ -90,12 +90,14 @@ class _Strict(BaseModel):
 class ConnectionSpec(_Strict):
     """A database; `url` and `password` may hold ${VAR} placeholders, resolved when a sync runs."""
 
-    type: Literal["sql"] = "sql"
+    type: Literal["sql"] = Field(default="sql", description="a database (the default kind of connection)")
     url: str = Field(min_length=1, description="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db")
     password: str | None = Field(default=None, description="usually ${VAR}; kept out of the URL")
     demo: bool = Field(default=False, description="create this SQLite file with the demo data if missing")
     max_parallel: PositiveInt | None = Field(default=None, description="tables of this source synced at once")
-    retries: Retries = Field(default_factory=Retries)
+    retries: Retries = Field(
+        default_factory=Retries, description="Dagster's retries of a sync after a transient error"
+    )
     connect_timeout: Duration = Field(
         default=DEFAULT_CONNECT_TIMEOUT,
         description="opening a connection (TCP and login) gives up after this",
@@ -148,13 +150,25 @@ class ConnectionSpec(_Strict):
 class Defaults(_Strict):
     """Catalog-wide settings each table may override."""
 
-    batch_size: PositiveInt = 50_000
-    lookback_multiplier: float = Field(default=2.0, ge=0)
-    sync_log_retention_days: PositiveInt = 90
-    schedules: dict[UpdateType, ScheduleValue] = Field(default_factory=dict)
-    timezone: str = "UTC"
-    freshness: Freshness | None = None
-    max_lag: Duration | None = None
+    batch_size: PositiveInt = Field(
+        default=50_000, description="rows per polars batch; memory is bounded by this"
+    )
+    lookback_multiplier: float = Field(
+        default=2.0, ge=0, description="default lookback = this x the interval (daily 1 d, hourly 1 h)"
+    )
+    sync_log_retention_days: PositiveInt = Field(
+        default=90, description="sync_log rows older than this are purged"
+    )
+    schedules: dict[UpdateType, ScheduleValue] = Field(
+        default_factory=dict, description="a cron per update type; none: no schedule"
+    )
+    timezone: str = Field(default="UTC", description="time zone of schedules that name none")
+    freshness: Freshness | None = Field(
+        default=None, description="Dagster FreshnessPolicy of every table; none: no policy"
+    )
+    max_lag: Duration | None = Field(
+        default=None, description="source vs cache watermark lag that fails `source_lag`"
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -177,26 +191,40 @@ class Execution(_Strict):
 class TableSpec(_Strict):
     """One cached table: where it comes from, its key and its watermark."""
 
-    name: Identifier
-    source: Identifier
-    source_table: str | None = None
-    source_schema: str | None = None
-    query: str | None = None
-    target_table: Identifier | None = None
-    primary_key: list[Identifier] = Field(min_length=1)
-    updated_at: Identifier | None = None
+    name: Identifier = Field(description="the asset's name, [<source>, <name>], group <source>")
+    source: Identifier = Field(description="the connection read from")
+    source_table: str | None = Field(default=None, description="the table (or view) read; or `query`")
+    source_schema: str | None = Field(default=None, description="the schema of `source_table`")
+    query: str | None = Field(default=None, description="a SELECT read instead of a table")
+    target_table: Identifier | None = Field(default=None, description="the cache table; default: `name`")
+    primary_key: list[Identifier] = Field(min_length=1, description="cache column names")
+    updated_at: Identifier | None = Field(
+        default=None, description="the watermark column (cache name); none: a mass-only table"
+    )
     columns: dict[str, Identifier] = Field(default_factory=dict, description="source -> target renames")
-    batch_size: PositiveInt | None = None
-    lookback: dict[UpdateType, Duration] = Field(default_factory=dict)
-    lookback_multiplier: float | None = Field(default=None, ge=0)
-    description: str | None = None
-    schedules: dict[UpdateType, ScheduleValue] = Field(default_factory=dict)
-    freshness: Freshness | None = None
+    batch_size: PositiveInt | None = Field(default=None, description="rows per batch; default: `defaults`")
+    lookback: dict[UpdateType, Duration] = Field(
+        default_factory=dict, description="per daily/hourly, how far before the watermark to re-read"
+    )
+    lookback_multiplier: float | None = Field(
+        default=None, ge=0, description="overrides the `defaults` multiplier"
+    )
+    description: str | None = Field(default=None, description="shown in the UI")
+    schedules: dict[UpdateType, ScheduleValue] = Field(
+        default_factory=dict, description="this table's crons; else the `defaults` schedules"
+    )
+    freshness: Freshness | None = Field(
+        default=None, description="Dagster FreshnessPolicy; else the `defaults` one"
+    )
     max_lag: Duration | None = Field(default=None, description="data lag (source vs cache) that fails")
     deps: list[Identifier] = Field(default_factory=list, description="tables synced before this one")
     post_sql: list[str] = Field(default_factory=list, description="run in the cache after a sync; {table}")
-    checks: list[ValidationRule] = Field(default_factory=list)
-    verify: Verification = Field(default_factory=Verification)
+    checks: list[ValidationRule] = Field(
+        default_factory=list, description="validation rules run on the cache table after each sync"
+    )
+    verify: Verification = Field(
+        default_factory=Verification, description="source/cache comparison after each sync"
+    )
     direct_copy: bool = Field(
         default=True, description="let two databases of the same kind copy rows server to server"
     )
@@ -215,8 +243,10 @@ class TableSpec(_Strict):
     records: str | None = Field(
         default=None, description="where the list is in a response (a path); none: the body"
     )
-    paginate: Pagination = Field(default_factory=Pagination)
-    incremental: Incremental | None = None
+    paginate: Pagination = Field(default_factory=Pagination, description="how the endpoint pages")
+    incremental: Incremental | None = Field(
+        default=None, description="the query parameter daily/hourly send the watermark in"
+    )
     column_types: dict[str, str] = Field(
         default_factory=dict, alias="schema", description="neutral types by cache column, e.g. decimal(12,2)"
     )
@@ -227,11 +257,16 @@ class TableSpec(_Strict):
     format: Literal["csv", "parquet", "xlsx"] | None = Field(
         default=None, description="else from the extension"
     )
-    csv: CsvOptions | None = None
-    xlsx: XlsxOptions | None = None
+    csv: CsvOptions | None = Field(default=None, description="CSV reader options")
+    xlsx: XlsxOptions | None = Field(default=None, description="Excel reader options")
     # Change detection beyond the watermark (SQL sources).
-    change_detection: ChangeDetection = ChangeDetection.TIMESTAMP
-    deletes: Deletes | None = None
+    change_detection: ChangeDetection = Field(
+        default=ChangeDetection.TIMESTAMP,
+        description="timestamp: rows past the watermark; hash: rows whose hash changed, by key range",
+    )
+    deletes: Deletes | None = Field(
+        default=None, description="catch rows deleted at the source: delete or stamp them"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -430,11 +465,13 @@ AnyConnection = Annotated[
 class Catalog(_Strict):
     """The whole catalog: connections, which one is the cache, and the tables."""
 
-    connections: dict[Identifier, AnyConnection] = Field(min_length=1)
-    cache: Identifier
-    defaults: Defaults = Field(default_factory=Defaults)
-    alerts: Alerts = Field(default_factory=Alerts)
-    execution: Execution = Field(default_factory=Execution)
+    connections: dict[Identifier, AnyConnection] = Field(
+        min_length=1, description="databases, APIs and folders by name; `type` tells which"
+    )
+    cache: Identifier = Field(description="which connection is the cache (a database)")
+    defaults: Defaults = Field(default_factory=Defaults, description="settings each table may override")
+    alerts: Alerts = Field(default_factory=Alerts, description="where alerts go besides the Dagster log")
+    execution: Execution = Field(default_factory=Execution, description="how runs execute their syncs")
     tables: list[TableSpec] = Field(
         default_factory=list,
         description="may be empty: a catalog starts with connections; `sync-assets add-table` adds tables",

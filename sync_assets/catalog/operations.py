@@ -36,8 +36,8 @@ def _cron_or_mapping(value: Any) -> Any:
 class Schedule(_Strict):
     """When an update type runs: a cron string, or {cron, timezone}."""
 
-    cron: str
-    timezone: str | None = None
+    cron: str = Field(description="five-field cron, e.g. 0 3 * * *")
+    timezone: str | None = Field(default=None, description="e.g. Europe/Berlin; default: `defaults.timezone`")
 
     @field_validator("cron")
     @classmethod
@@ -82,8 +82,8 @@ ScheduleValue = Annotated[Schedule, BeforeValidator(_cron_or_mapping)]
 class Freshness(_Strict):
     """How old a table may get before its freshness policy warns and fails."""
 
-    warn_after: Duration
-    fail_after: Duration
+    warn_after: Duration = Field(description="the asset warns when older than this (at least 1m)")
+    fail_after: Duration = Field(description="the asset fails when older than this; > `warn_after`")
 
     @model_validator(mode="after")
     def _ordered(self) -> Freshness:
@@ -99,10 +99,12 @@ class Freshness(_Strict):
 class Retries(_Strict):
     """Retries of transient errors (connection drops, timeouts, deadlocks) of one connection."""
 
-    max_retries: NonNegativeInt = 3
-    delay: Duration = timedelta(seconds=10)
-    backoff: Literal["exponential", "linear"] = "exponential"
-    jitter: bool = True
+    max_retries: NonNegativeInt = Field(default=3, description="retries after the first attempt; 0: none")
+    delay: Duration = Field(default=timedelta(seconds=10), description="wait before the first retry")
+    backoff: Literal["exponential", "linear"] = Field(
+        default="exponential", description="how the wait grows between retries"
+    )
+    jitter: bool = Field(default=True, description="randomise the waits")
 
 
 class Severity(StrEnum):
@@ -111,34 +113,48 @@ class Severity(StrEnum):
 
 
 class AcceptedValues(_Strict):
-    column: Annotated[str, Field(pattern=IDENTIFIER)]
-    values: list[str | int | float | bool] = Field(min_length=1)
+    """`accepted_values`: every non-NULL value of a column is one of a list."""
+
+    column: Annotated[str, Field(pattern=IDENTIFIER)] = Field(description="a cache column")
+    values: list[str | int | float | bool] = Field(min_length=1, description="the values allowed")
 
 
 class Range(_Strict):
-    column: Annotated[str, Field(pattern=IDENTIFIER)]
-    min: float | int | None = None
-    max: float | int | None = None
+    """`range`: every non-NULL value of a column lies within bounds (inclusive)."""
+
+    column: Annotated[str, Field(pattern=IDENTIFIER)] = Field(description="a cache column")
+    min: float | int | None = Field(default=None, description="lowest value allowed")
+    max: float | int | None = Field(default=None, description="highest value allowed")
 
 
 class RowCount(_Strict):
-    min: NonNegativeInt | None = None
-    max: NonNegativeInt | None = None
+    """`row_count`: the cache table's row count lies within bounds (inclusive)."""
+
+    min: NonNegativeInt | None = Field(default=None, description="fewest rows allowed")
+    max: NonNegativeInt | None = Field(default=None, description="most rows allowed")
 
 
 class ValidationRule(_Strict):
     """One rule, run as an asset check on the cache table: exactly one of the rule keys."""
 
-    not_null: list[Annotated[str, Field(pattern=IDENTIFIER)]] | None = None
-    unique: list[Annotated[str, Field(pattern=IDENTIFIER)]] | None = None
-    accepted_values: AcceptedValues | None = None
-    range: Range | None = None
-    row_count: RowCount | None = None
+    not_null: list[Annotated[str, Field(pattern=IDENTIFIER)]] | None = Field(
+        default=None, description="columns that must hold no NULL"
+    )
+    unique: list[Annotated[str, Field(pattern=IDENTIFIER)]] | None = Field(
+        default=None, description="columns whose combination must be unique"
+    )
+    accepted_values: AcceptedValues | None = Field(default=None, description="a column's allowed values")
+    range: Range | None = Field(default=None, description="a column's bounds")
+    row_count: RowCount | None = Field(default=None, description="the table's row count bounds")
     sql: str | None = Field(
         default=None, description="SELECT returning offending rows; {table} = the cache table"
     )
-    name: Annotated[str, Field(pattern=IDENTIFIER)] | None = None
-    severity: Severity = Severity.ERROR
+    name: Annotated[str, Field(pattern=IDENTIFIER)] | None = Field(
+        default=None, description="the check's name; default from the rule and its columns"
+    )
+    severity: Severity = Field(
+        default=Severity.ERROR, description="error: a failure blocks downstream assets; warn: reports only"
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ValidationRule:
@@ -174,9 +190,11 @@ _RULE_KEYS = ("not_null", "unique", "accepted_values", "range", "row_count", "sq
 class Verification(_Strict):
     """Source/cache comparison after each sync; `deep` adds checksums per key range."""
 
-    deep: bool = False
-    segment_rows: PositiveInt = 10_000  # rows per checksum segment of the deep check
-    bisect_to_rows: PositiveInt = 100  # stop bisecting a differing range below this many rows
+    deep: bool = Field(default=False, description="add `deep_reconciliation`: row hashes per key range")
+    segment_rows: PositiveInt = Field(default=10_000, description="rows per checksum page of the deep check")
+    bisect_to_rows: PositiveInt = Field(
+        default=100, description="stop bisecting a differing range below this many rows"
+    )
 
 
 class Alerts(_Strict):
