@@ -8,10 +8,9 @@ import gc
 from sync_assets.assets.factory import build_definitions
 from sync_assets.catalog.loader import load_catalog
 
-# Every Dagster process (CLI, code server, each step) builds the whole catalog's definitions, some
-# 500 objects per table. They live as long as the process: the collector stays off while they are
-# built, then they are frozen out of its reach, so neither later collections nor the interpreter's
-# exit walk them again. Measured for 500 tables: about 0.4 s off the build and 1.4 s off the exit.
+# Every Dagster process builds the whole catalog's definitions, which live as long as it: built with
+# the collector off, then frozen out of its reach, so no collection or exit walks them again
+# (seconds for 500 tables: docs/performance.md, "Measured choices").
 _collecting = gc.isenabled()
 gc.disable()
 try:

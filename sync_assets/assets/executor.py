@@ -4,7 +4,7 @@ and runs a plan of one step (one table) with Dagster's in-process executor inste
 A step process costs seconds before the sync starts (a forkserver importing the code location,
 then the step's own start), more than most incremental syncs take; a run of one table gains
 nothing from it but crash isolation, which the catalog's `execution.single_table_in_process: false`
-keeps (README, "Dagster's own cost").
+keeps (docs/performance.md, "Dagster's own cost").
 
 A run whose worker process was killed (SIGKILL, OOM, a reboot) stays STARTED in Dagster and keeps
 the pool slots of the steps it was running, so the next sync of those tables would wait for ever:

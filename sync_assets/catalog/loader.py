@@ -33,8 +33,8 @@ def load_catalog(path: str | os.PathLike[str] | None = None) -> Catalog:
     except OSError as err:
         msg = f"{file}: cannot read the table catalog: {err.strerror}"
         raise CatalogError(msg) from err
-    # Parsed once, by libyaml where it is built in (5x faster than pure Python on a 500-table
-    # catalog); the node tree gives the line index, then becomes the data.
+    # Parsed once, by libyaml where it is built in (docs/performance.md); the node tree gives the
+    # line index, then becomes the data.
     loader = _LOADER(text)
     try:
         node = loader.get_single_node()

@@ -210,7 +210,7 @@ def _index_columns(expressions: Any) -> list[str]:
 
 def memory_limit() -> str:
     """DuckDB's buffer pool for our connections: its default (80% of RAM) kept every block a sync
-    had scanned or written, so a process grew with the table (README, Performance); DuckDB's
+    had scanned or written, so a process grew with the table (docs/performance.md); DuckDB's
     guidance is about 125 MB per thread for heavier queries."""
     return f"{max(MIN_MEMORY_MB, MEMORY_MB_PER_THREAD * (os.cpu_count() or 1))}MB"
 
@@ -314,7 +314,7 @@ class DuckDBDialect(Dialect):
     def fresh_table(self, conn: sa.Connection, target: sa.Table) -> sa.Table | None:
         """`<table>__sync_new`, committed, for a full load to fill batch by batch, each batch its
         own transaction: one transaction appending a whole reload kept every row in memory until
-        the commit (5M rows of the bench table: 2.8 GB of RSS; README, Performance)."""
+        the commit (figures: docs/performance.md, "Measured choices")."""
         fresh = sa.Table(
             f"{target.name}__sync_new",
             sa.MetaData(),

@@ -368,11 +368,11 @@ def source_copy_blocks(
 ) -> Iterator[Iterator[bytes]]:
     """The output of `COPY ... TO STDOUT` on the source, as blocks of COPY_BLOCK bytes.
 
-    psycopg 3 hands every row to Python (one CopyData message a row, 1.3 us each), which made
-    the relay 1.44-1.54x a psql-to-psql pipe at a million rows. psycopg2's `copy_expert` runs the same
-    loop in C into an OS pipe, on its own thread and connection: 1.04x the psql pipe, with the pipe
-    widened to COPY_BLOCK. Bounds are bound client-side (`mogrify`), as COPY takes no server-side
-    parameters. `options` are further libpq parameters (the sync's timeouts).
+    psycopg 3 hands every row to Python; psycopg2's `copy_expert` runs the same loop in C into an
+    OS pipe widened to COPY_BLOCK, on its own thread and connection, about as fast as a psql pipe
+    (figures: docs/performance.md, "Measured choices"). Bounds are bound client-side (`mogrify`),
+    as COPY takes no server-side parameters. `options` are further libpq parameters (the sync's
+    timeouts).
 
     A failure on the source side ends the blocks with its error; a failure on the consumer's side
     cancels the source query, and the producer stops on the closed pipe.
@@ -419,8 +419,8 @@ def source_copy_blocks(
 def _widen(pipe_fd: int) -> None:
     """Let the pipe hold COPY_BLOCK bytes (Linux; the default 64 KiB elsewhere).
 
-    With 64 KiB between them, the source stalled whenever the cache side waited on its server:
-    1M rows took 2.35 s against 1.71 s with a 1 MiB pipe (a psql pipe: 1.65 s).
+    With 64 KiB between them, the source stalled whenever the cache side waited on its server
+    (docs/performance.md, "Measured choices").
     """
     try:
         import fcntl

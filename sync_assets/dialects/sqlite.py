@@ -70,14 +70,10 @@ class SQLiteDialect(Dialect):
                 # No checkpoint inside a sync's commit: copying a whole reload from the WAL into
                 # the database file doubled the commit; after_commit() checkpoints instead.
                 dbapi_connection.execute("PRAGMA wal_autocheckpoint=0")
-                # A full reload frees the old table's pages. SQLite builds as shipped by Debian
-                # zero every freed page (secure_delete=ON): for a 1M-row table that wrote 270 MB of
-                # zeros through the WAL after each reload. FAST still zeroes deleted rows inside
-                # pages it writes anyway. A 1M-row reload, materialized in-process, took 3.7-4.8 s
-                # with this and the helper thread below, 5.4-7.1 s without.
+                # Debian's SQLite zeroes every page a reload frees; FAST zeroes only deleted rows in
+                # pages it writes anyway (figures: docs/performance.md, "Measured choices").
                 dbapi_connection.execute("PRAGMA secure_delete=FAST")
-                # Index builds after a reload sort with a helper thread (0.86-1.16 s -> 0.72-0.86 s
-                # for the watermark index of 1M rows).
+                # Index builds after a reload sort with a helper thread (docs/performance.md).
                 dbapi_connection.execute("PRAGMA threads=2")
 
         @sa.event.listens_for(engine, "begin")
@@ -217,7 +213,7 @@ class SQLiteDialect(Dialect):
         is written `INSERT INTO t SELECT * FROM s`, the one form SQLite's transfer optimization
         accepts: where both tables' columns have the same affinities and the destination's key
         has a twin index on the source, it copies the stored records and index entries without
-        decoding them (1M rows: 1.5-1.8 s -> 0.65-0.8 s). Elsewhere SQLite runs the same statement
+        decoding them (docs/performance.md, "Measured choices"). Elsewhere SQLite runs the same statement
         row by row, with the same result, as positions and names match.
         """
         schema = "temp" if dest.info.get("temporary") else "main"
