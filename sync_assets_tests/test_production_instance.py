@@ -347,12 +347,13 @@ def killed_run_fails_and_frees_its_slot(production: Production, cache_url: sa.UR
 
 
 def run_worker(production: Production, step_pid: int) -> psutil.Process:
-    """The run worker the code server started: the spawned process above the sync's step process."""
+    """The run worker the code server started: the spawned process that runs the sync (a run of one
+    table, in-process) or is above its step process."""
     code_server = psutil.Process(production.processes["code_server"].pid)
     workers = [
         p for p in code_server.children(recursive=True) if "multiprocessing.spawn" in " ".join(p.cmdline())
     ]
-    above = {p.pid for p in psutil.Process(step_pid).parents()}
+    above = {step_pid, *(p.pid for p in psutil.Process(step_pid).parents())}
     (worker,) = [w for w in workers if w.pid in above]
     return worker
 

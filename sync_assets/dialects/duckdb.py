@@ -229,11 +229,21 @@ class DuckDBDialect(Dialect):
         # A file: no connection to time out or keep alive.
         if role == "cache" and url.database and url.database != ":memory:":
             Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        if "memory_limit" in url.query:  # `duckdb:///f.duckdb?memory_limit=2GB` wins
-            return {}
-        return {"connect_args": {"config": {"memory_limit": memory_limit()}}}
+        return {}
 
     def prepare_engine(self, engine: sa.Engine, *, role: str) -> None:
+        if "memory_limit" not in engine.url.query:  # `duckdb:///f.duckdb?memory_limit=2GB` wins
+
+            # SET, not a connect-time config: a second configuration of a database file this
+            # process already has open is refused ("different configuration than existing").
+            @sa.event.listens_for(engine, "connect")
+            def _bound_the_buffer_pool(dbapi_connection: Any, _record: Any) -> None:
+                cursor = dbapi_connection.cursor()
+                try:
+                    cursor.execute(f"SET memory_limit = '{memory_limit()}'")
+                finally:
+                    cursor.close()
+
         @sa.event.listens_for(engine, "do_connect")
         def _wait_for_file_lock(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
             deadline = time.monotonic() + LOCK_WAIT_SECONDS
