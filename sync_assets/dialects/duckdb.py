@@ -233,7 +233,6 @@ class DuckDBDialect(Dialect):
 
     def prepare_engine(self, engine: sa.Engine, *, role: str) -> None:
         if "memory_limit" not in engine.url.query:  # `duckdb:///f.duckdb?memory_limit=2GB` wins
-
             # SET, not a connect-time config: a second configuration of a database file this
             # process already has open is refused ("different configuration than existing").
             @sa.event.listens_for(engine, "connect")
