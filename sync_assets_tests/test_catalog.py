@@ -220,3 +220,27 @@ def test_a_source_only_cache_behind_a_placeholder_is_refused_when_a_sync_connect
         pass
     with database.engine(role="source", table="orders") as (engine, dialect):
         assert dialect.name == "oracle" and engine.dialect.name == "oracle"
+
+
+def test_a_column_can_carry_a_description_with_or_without_a_rename(tmp_path):
+    text = GOOD.replace(
+        "    columns: {WADOCO: order_id}",
+        "    columns:\n"
+        "      WADOCO: {name: order_id, description: Document (order number)}\n"
+        "      WAMCU: {description: Business unit}\n"
+        "      WALITM: item_number\n"
+        "    column_descriptions: {item_number: Second item number}",
+    )
+    catalog, _ = _load(tmp_path, text)
+    orders = catalog.tables[0]
+    assert orders.columns == {"WADOCO": "order_id", "WAMCU": "WAMCU", "WALITM": "item_number"}
+    assert orders.column_descriptions == {
+        "order_id": "Document (order number)",
+        "WAMCU": "Business unit",
+        "item_number": "Second item number",
+    }
+
+
+def test_a_column_entry_with_an_unknown_key_is_refused_naming_it(tmp_path):
+    message = _error(tmp_path, GOOD.replace("{WADOCO: order_id}", "{WADOCO: {name: order_id, descr: x}}"))
+    assert "column 'WADOCO': unknown key 'descr'" in message and "work_orders" in message

@@ -338,7 +338,9 @@ def test_jde_table_with_its_data_dictionary(tmp_path, monkeypatch, make_database
     assert jde.times == {"updated_at": ["WAUPMJ", "WATDAY"]}
     assert jde.implied_decimals == {"WAUORG": 2}
     assert jde.trim is True
-    assert "WADOCO: order_number" in text and '# NUMERIC(8, 0); F9210: "Order Number"' in text
+    assert "WADOCO: {name: order_number, description: Order Number}" in text
+    assert '# NUMERIC(8, 0); F9210: "Order Number"' in text
+    assert work_orders.column_descriptions["order_number"] == "Order Number"
     assert "Julian date (F9210: STRT is a JDE date)" in text
     assert "a JDE table: F-number name, every column prefixed WA" in text
     assert "(WAUPMJ leads an index)" in text
@@ -346,6 +348,10 @@ def test_jde_table_with_its_data_dictionary(tmp_path, monkeypatch, make_database
     harness = Harness(catalog)
     synced = harness.sync("f4801", "mass")
     assert synced.success, failure_message(synced)
+    # The dictionary's text reaches the UI's Columns table.
+    schema = materialization(synced)["dagster/column_schema"]
+    described = {c.name: c.description for c in schema.columns}
+    assert described["order_number"] == "Order Number" and described["updated_at"] is None
     got = _cache_rows(cache, "f4801", ["order_number"])
     assert got == [
         {

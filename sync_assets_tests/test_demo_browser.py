@@ -193,6 +193,8 @@ def test_a_daily_sync_from_the_ui_shows_the_new_rows_and_green_checks(demo_ui, p
     expect(
         _stat(page, "Latest materialization").get_by_role("link", name="daily", exact=True)
     ).to_be_visible()
+    # The catalog's column descriptions, in the asset's Columns table.
+    expect(page.get_by_text("Work order number (JDE DOCO)", exact=True)).to_be_visible()
     page.screenshot(path=screenshots / "4_asset_after.png")
     results = _check_results(page)
 

@@ -209,7 +209,7 @@ def _materialize(
         result.rows_deleted,
         result.seconds,
     )
-    yield dg.MaterializeResult(asset_key=key, metadata=result_metadata(result))
+    yield dg.MaterializeResult(asset_key=key, metadata=result_metadata(result, table.column_descriptions))
     if result.mode == FULL and partitions_for(table) is not None:
         for other in UpdateType:
             if other is not update_type:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
@@ -9,8 +10,13 @@ import dagster as dg
 from sync_assets.sync.runner import SyncResult
 
 
-def result_metadata(result: SyncResult) -> dict[str, Any]:
-    columns = [dg.TableColumn(c.name, str(c.type).lower()) for c in result.target_table.columns]
+def result_metadata(result: SyncResult, descriptions: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """`descriptions` (cache column -> text, the catalog's) fill the UI's Columns table."""
+    described = descriptions or {}
+    columns = [
+        dg.TableColumn(c.name, str(c.type).lower(), description=described.get(c.name))
+        for c in result.target_table.columns
+    ]
     return {
         "dagster/row_count": dg.MetadataValue.int(result.row_count),
         "dagster/column_schema": dg.TableSchema(columns=columns),

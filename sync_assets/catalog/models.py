@@ -201,7 +201,14 @@ class TableSpec(_Strict):
     updated_at: Identifier | None = Field(
         default=None, description="the watermark column (cache name); none: a mass-only table"
     )
-    columns: dict[str, Identifier] = Field(default_factory=dict, description="source -> target renames")
+    columns: dict[str, Identifier] = Field(
+        default_factory=dict,
+        description="source -> cache name; or source -> {name, description} (name default: the source's)",
+    )
+    column_descriptions: dict[str, str] = Field(
+        default_factory=dict,
+        description="cache column -> what it holds, shown in the UI's Columns table (also from `columns`)",
+    )
     batch_size: PositiveInt | None = Field(default=None, description="rows per batch; default: `defaults`")
     lookback: dict[UpdateType, Duration] = Field(
         default_factory=dict, description="per daily/hourly, how far before the watermark to re-read"
@@ -267,6 +274,28 @@ class TableSpec(_Strict):
     deletes: Deletes | None = Field(
         default=None, description="catch rows deleted at the source: delete or stamp them"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _described_columns(cls, data: Any) -> Any:
+        """`columns: {WADOCO: {name: order_number, description: ...}}` is a rename plus a
+        description: split into `columns` and `column_descriptions`."""
+        if not isinstance(data, dict) or not isinstance(columns := data.get("columns"), dict):
+            return data
+        if not any(isinstance(v, dict) for v in columns.values()):
+            return data
+        renames, described = {}, dict(data.get("column_descriptions") or {})
+        for source, value in columns.items():
+            if not isinstance(value, dict):
+                renames[source] = value
+                continue
+            if unknown := sorted(set(value) - {"name", "description"}):
+                msg = f"column '{source}': unknown key '{unknown[0]}' (a column takes name and description)"
+                raise ValueError(msg)
+            renames[source] = value.get("name", source)
+            if value.get("description") is not None:
+                described[renames[source]] = value["description"]
+        return {**data, "columns": renames, "column_descriptions": described}
 
     @model_validator(mode="before")
     @classmethod

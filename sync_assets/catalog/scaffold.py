@@ -36,6 +36,7 @@ class ScaffoldedColumn:
     source: str
     cache: str
     notes: list[str] = field(default_factory=list)
+    description: str | None = None  # the dictionary's, for the UI's Columns table
 
 
 @dataclass(frozen=True)
@@ -196,7 +197,7 @@ def _columns(
                 notes.append(f"{jde.decimals[column.name]} implied decimals ({dictionary.origin})")  # type: ignore[union-attr]
         if column.problem:
             notes.append(f"CANNOT SYNC: {column.problem}")
-        out.append(ScaffoldedColumn(column.name, cache, notes))
+        out.append(ScaffoldedColumn(column.name, cache, notes, description=description))
     return out
 
 
@@ -291,7 +292,7 @@ def _watermark(table: ReflectedTable, cache: dict[str, str], jde: JdeFacts | Non
 
 
 def _column_lines(columns: list[ScaffoldedColumn]) -> list[str]:
-    pairs = [(f"    {_scalar(c.source)}: {_scalar(c.cache)}", "; ".join(c.notes)) for c in columns]
+    pairs = [(f"    {_scalar(c.source)}: {_column_value(c)}", "; ".join(c.notes)) for c in columns]
     width = max(len(text) for text, _ in pairs) + 2
     return [
         "  columns:  # source -> cache name, every source column (its type and why, alongside)",
@@ -321,6 +322,13 @@ def _jde_lines(table: ReflectedTable, jde: JdeFacts, dictionary: Dictionary | No
 
 def _flow(values: list[str]) -> str:
     return "[" + ", ".join(_scalar(v) for v in values) + "]"
+
+
+def _column_value(column: ScaffoldedColumn) -> str:
+    """The cache name, or with the dictionary's description `{name: ..., description: ...}`."""
+    if column.description is None:
+        return _scalar(column.cache)
+    return f"{{name: {_scalar(column.cache)}, description: {_scalar(column.description)}}}"
 
 
 def _scalar(value: str) -> str:
