@@ -48,6 +48,19 @@ DATETIME_DIGITS: Final = 3  # the legacy DATETIME type (1/300 s)
 # carry nanoseconds, whose range ends in 2262 and so refuses the 9999-12-31 sentinel ERPs use.
 READ_DIGITS: Final = 6
 SYNC_LOCK: Final = "sync_assets.sync_log"
+# The SQLSTATEs whose retry odbc.py decides (connection class 08, timeouts, deadlock; a refused login).
+MSSQL_PYTHON_STATES: Final = (
+    "08001",
+    "08002",
+    "08003",
+    "08004",
+    "08007",
+    "08S01",
+    "HYT00",
+    "HYT01",
+    "40001",
+    "28000",
+)
 
 # Retryable SQL Server error numbers (the retryable SQLSTATEs are ODBC's, in odbc.py): SqlClient's
 # baseline transient list (https://learn.microsoft.com/en-us/dotnet/api/
@@ -203,11 +216,15 @@ class MSSQLDialect(Dialect):
     def is_transient(self, error: BaseException) -> bool:
         if self.is_permanent(error):
             return False
+        if (state := mssql_python_state(driver_error(error))) is not None:
+            return state.startswith(odbc.TRANSIENT_STATE_CLASSES) or state in odbc.TRANSIENT_STATES
         return bool(odbc.is_transient_error(driver_error(error), TRANSIENT_NUMBERS)) or super().is_transient(
             error
         )
 
     def is_permanent(self, error: BaseException) -> bool:
+        if (state := mssql_python_state(driver_error(error))) is not None:
+            return state in odbc.PERMANENT_STATES
         return odbc.is_permanent_error(driver_error(error), PERMANENT_NUMBERS, TRANSIENT_NUMBERS)
 
     def serialize_starts(self, conn: sa.Connection) -> None:
@@ -298,6 +315,26 @@ class MSSQLDialect(Dialect):
         if isinstance(column.type, sqltypes._Binary):
             return [sa.func.datalength(column), column]
         return [column]
+
+
+def mssql_python_state(error: BaseException) -> str | None:
+    """The SQLSTATE of an mssql-python error among those that decide a retry; None for another
+    driver's error or another state.
+
+    mssql-python keeps no SQLSTATE or native number on its exceptions, only the class and the text
+    its own SQLSTATE table gives (`driver_error`), so the state is looked up in that same table.
+    """
+    if type(error).__module__ != "mssql_python.exceptions":
+        return None
+    from mssql_python.exceptions import sqlstate_to_exception  # the driver is there: it raised this
+
+    for state in MSSQL_PYTHON_STATES:
+        known = sqlstate_to_exception(state, "")
+        if type(known) is type(error) and getattr(known, "driver_error", None) == getattr(
+            error, "driver_error", ""
+        ):
+            return state
+    return None
 
 
 def decimal_digits(ct: ColumnType) -> tuple[int, int]:
