@@ -41,18 +41,7 @@ class SeparatelyLoadingSQLite(SQLiteDialect):
         self.loaded_batches = 0
 
     def fresh_table(self, conn: sa.Connection, target: sa.Table) -> sa.Table | None:
-        fresh = sa.Table(
-            f"{target.name}__sync_new",
-            sa.MetaData(),
-            *[
-                sa.Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
-                for c in target.columns
-            ],
-        )
-        with conn.begin():
-            conn.execute(sa.schema.DropTable(fresh, if_exists=True))
-            fresh.create(conn)
-        return fresh
+        return self.create_committed(conn, self.fresh_copy(target))
 
     def load_separately(self, conn: sa.Connection, dest: sa.Table, frames: Iterator[pl.DataFrame]) -> None:
         writer = sqlite3.connect(conn.engine.url.database, isolation_level=None)

@@ -23,6 +23,9 @@ from sync_assets.dialects.deadline import LoginTimeout
 from sync_assets.dialects.upsert import Pairs, UpsertCounts, staged_changes
 from sync_assets.types import ColumnType, Kind, from_sqlalchemy, needs_text_transport
 
+# The table a full load fills before it replaces the target (`CacheDialect.fresh_copy`).
+FRESH_SUFFIX = "__sync_new"
+
 
 @dataclass(frozen=True)
 class Capabilities:
@@ -248,6 +251,29 @@ class CacheDialect(Database):
         conn.execute(sa.delete(target))
         return fill(target)
 
+    def fresh_copy(self, target: sa.Table, *, keyed: bool = True) -> sa.Table:
+        """`<table>__sync_new` in the target's schema, shaped like it: with its key, or (not
+        `keyed`) a heap of nullable columns; no index either way."""
+        name = target.name[: self.capabilities.max_identifier_length - len(FRESH_SUFFIX)] + FRESH_SUFFIX
+        columns = [
+            sa.Column(
+                c.name,
+                c.type,
+                primary_key=keyed and c.primary_key,
+                nullable=c.nullable if keyed else True,
+                autoincrement=False,
+            )
+            for c in target.columns
+        ]
+        return sa.Table(name, sa.MetaData(), *columns, schema=target.schema)
+
+    def create_committed(self, conn: sa.Connection, table: sa.Table) -> sa.Table:
+        """Create `table` in a transaction of its own, after dropping one a crash left behind."""
+        with conn.begin():
+            conn.execute(sa.schema.DropTable(table, if_exists=True))
+            table.create(conn)
+        return table
+
     def fresh_table(self, conn: sa.Connection, target: sa.Table) -> sa.Table | None:
         """A committed, empty table shaped like `target`, for a full load to fill before the commit
         through `load_separately` (one a crash left is dropped first); None where the cache loads
@@ -260,8 +286,21 @@ class CacheDialect(Database):
         raise NotImplementedError
 
     def swap_in(self, conn: sa.Connection, target: sa.Table, fresh: sa.Table) -> None:
-        """Inside the commit's transaction: the rows of the filled `fresh_table` become `target`'s."""
-        raise NotImplementedError
+        """Inside the commit's transaction: the rows of the filled `fresh_table` become `target`'s.
+
+        Here the target keeps its identity (grants, triggers, views): its rows are replaced from
+        `fresh`, which is dropped; modules that can swap the table itself override this."""
+        for statement in self.replace_from(target, fresh):
+            conn.execute(statement)
+
+    def replace_from(self, target: sa.Table, fresh: sa.Table) -> list[sa.Executable]:
+        """`swap_in`'s statements: DELETE, INSERT ... SELECT from `fresh`, DROP `fresh`."""
+        names = [c.name for c in target.columns]
+        return [
+            sa.delete(target),
+            sa.insert(target).from_select(names, sa.select(*[fresh.c[n] for n in names])),
+            sa.schema.DropTable(fresh),
+        ]
 
     def after_commit(self, conn: sa.Connection, target: sa.Table) -> None:
         """Clean-up readers need not wait for (e.g. dropping the table a swap replaced), run after

@@ -324,19 +324,7 @@ class DuckDBDialect(Dialect):
         """`<table>__sync_new`, committed, for a full load to fill batch by batch, each batch its
         own transaction: one transaction appending a whole reload kept every row in memory until
         the commit (figures: docs/performance.md, "Measured choices")."""
-        fresh = sa.Table(
-            f"{target.name}__sync_new",
-            sa.MetaData(),
-            *[
-                sa.Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable, autoincrement=False)
-                for c in target.columns
-            ],
-            schema=target.schema,
-        )
-        with conn.begin():
-            conn.execute(sa.schema.DropTable(fresh, if_exists=True))
-            fresh.create(conn)
-        return fresh
+        return self.create_committed(conn, self.fresh_copy(target))
 
     def load_separately(self, conn: sa.Connection, dest: sa.Table, frames: Iterator[pl.DataFrame]) -> None:
         """Each batch committed on its own (the sync's connection, outside the commit's transaction)."""
@@ -349,9 +337,7 @@ class DuckDBDialect(Dialect):
         indexes, in the commit's transaction. A target with indexes or foreign keys of its own keeps
         its identity: its rows are replaced from the fresh table instead."""
         if not self._swappable(conn, target):
-            conn.execute(sa.delete(target))
-            conn.execute(sa.insert(target).from_select([c.name for c in fresh.columns], sa.select(fresh)))
-            conn.execute(sa.schema.DropTable(fresh))
+            super().swap_in(conn, target, fresh)
             return
         conn.execute(sa.schema.DropTable(target))
         preparer = conn.dialect.identifier_preparer

@@ -275,19 +275,17 @@ class MSSQLDialect(Dialect):
         """With mssql-python, a full load is bulk-copied into a committed heap first (`mssql_bulk`)."""
         if not mssql_reader.uses_driver(conn):
             return None
-        fresh = mssql_bulk.fresh_table(target)
-        with conn.begin():
-            conn.execute(sa.schema.DropTable(fresh, if_exists=True))
-            fresh.create(conn)
-        return fresh
+        return self.create_committed(conn, self.fresh_copy(target, keyed=False))
 
     def load_separately(self, conn: sa.Connection, dest: sa.Table, frames: Iterator[pl.DataFrame]) -> None:
         name = conn.dialect.identifier_preparer.format_table(dest)
         mssql_bulk.copy(conn.connection.driver_connection, dest, frames, table_name=name)
 
-    def swap_in(self, conn: sa.Connection, target: sa.Table, fresh: sa.Table) -> None:
-        for statement in mssql_bulk.replace_from(target, fresh):
-            conn.execute(statement)
+    def replace_from(self, target: sa.Table, fresh: sa.Table) -> list[sa.Executable]:
+        """Under table locks: the DELETE takes the target at once, the INSERT from the heap is
+        minimally logged (TABLOCK); its key check fails the commit on a duplicate."""
+        _delete, insert, drop = super().replace_from(target, fresh)
+        return [reload_delete(target), insert.with_hint("WITH (TABLOCK)"), drop]  # type: ignore[attr-defined]
 
     def upsert(
         self,

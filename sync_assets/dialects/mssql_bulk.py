@@ -24,34 +24,10 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mssql
 from sqlalchemy.sql import sqltypes
 
-FRESH_SUFFIX: Final = "__sync_new"
-MAX_NAME: Final = 128
 # 0: the whole stream is one bulk batch, and no client-side limit cuts a long load short (the
 # server's own lock and log limits still hold).
 WHOLE_STREAM: Final = 0
 NO_TIMEOUT: Final = 0
-
-
-def fresh_table(target: sa.Table) -> sa.Table:
-    """A heap shaped like `target`, in its schema: no key or index to maintain during the load."""
-    return sa.Table(
-        f"{target.name[: MAX_NAME - len(FRESH_SUFFIX)]}{FRESH_SUFFIX}",
-        sa.MetaData(),
-        *[sa.Column(c.name, c.type, nullable=True) for c in target.columns],
-        schema=target.schema,
-    )
-
-
-def replace_from(target: sa.Table, fresh: sa.Table) -> list[sa.Executable]:
-    """The commit's statements: the target's rows become the fresh table's, which is then dropped."""
-    names = [c.name for c in target.columns]
-    return [
-        sa.delete(target).with_hint("WITH (TABLOCKX)"),
-        sa.insert(target)
-        .with_hint("WITH (TABLOCK)")
-        .from_select(names, sa.select(*[fresh.c[n] for n in names])),
-        sa.schema.DropTable(fresh),
-    ]
 
 
 def arrow_type(type_: sa.types.TypeEngine[Any]) -> pa.DataType:

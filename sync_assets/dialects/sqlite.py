@@ -234,7 +234,7 @@ class SQLiteDialect(Dialect):
         """Fill a fresh table in the transaction, then `swap_in` it."""
         if not self._swappable(conn, target):
             return super().reload(conn, target, fill)
-        fresh = _fresh(target)
+        fresh = self.fresh_copy(target)
         conn.execute(sa.schema.DropTable(fresh, if_exists=True))
         fresh.create(conn)
         rows = fill(fresh)
@@ -252,9 +252,7 @@ class SQLiteDialect(Dialect):
         replaced by DELETE + INSERT ... SELECT from the fresh table.
         """
         if not self._swappable(conn, target):
-            conn.execute(sa.delete(target))
-            conn.execute(sa.insert(target).from_select([c.name for c in fresh.columns], sa.select(fresh)))
-            conn.execute(sa.schema.DropTable(fresh))
+            super().swap_in(conn, target, fresh)
             return
         conn.execute(sa.schema.DropTable(_retired(target), if_exists=True))
         # Index names are global in SQLite: the old table's go first, so the fresh ones can take them.
@@ -300,15 +298,6 @@ def _whole_table(statement: sa.Select[Any], dest: sa.Table) -> sa.Table | None:
     )
     unrenamed = names == [c.name for c in table.columns] == [c.name for c in dest.columns]
     return table if same_columns and unrenamed else None
-
-
-def _fresh(target: sa.Table) -> sa.Table:
-    """The table a full load fills, shaped like `target` with its key, until it is swapped in."""
-    return sa.Table(
-        f"{target.name}__sync_new",
-        sa.MetaData(),
-        *[sa.Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable) for c in target.columns],
-    )
 
 
 def _retired(target: sa.Table) -> sa.Table:

@@ -51,7 +51,7 @@ def target() -> sa.Table:
 
 
 def test_the_fresh_table_is_a_nullable_heap_in_the_target_schema():
-    fresh = mssql_bulk.fresh_table(target())
+    fresh = DIALECT.fresh_copy(target(), keyed=False)
     assert sql(sa.schema.CreateTable(fresh)) == (
         "CREATE TABLE erp.[Order__sync_new] (\n"
         "\tid BIGINT NULL, \n"
@@ -60,12 +60,12 @@ def test_the_fresh_table_is_a_nullable_heap_in_the_target_schema():
         ")"
     )
     long = sa.Table("t" * 128, sa.MetaData(), sa.Column("id", sa.Integer))
-    assert len(mssql_bulk.fresh_table(long).name) == 128
+    assert len(DIALECT.fresh_copy(long, keyed=False).name) == 128
 
 
 def test_the_commit_replaces_the_rows_under_table_locks_and_drops_the_heap():
     table = target()
-    statements = [sql(s) for s in mssql_bulk.replace_from(table, mssql_bulk.fresh_table(table))]
+    statements = [sql(s) for s in DIALECT.replace_from(table, DIALECT.fresh_copy(table, keyed=False))]
     assert statements == [
         "DELETE FROM erp.[Order] WITH (TABLOCKX)",
         "INSERT INTO erp.[Order] WITH (TABLOCK) (id, name, updated_at) "
