@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Generator, Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Collection, Generator, Iterator, Sequence
+from typing import Any, Final
 
 import polars as pl
 import sqlalchemy as sa
 
 from sync_assets.errors import DataError
+
+# The digits a row read keeps: a TIME(7)'s seventh digit is dropped, as pyodbc does.
+_NANOSECONDS_PER_MICROSECOND: Final = 1000
 
 
 def read_batches(
@@ -85,6 +88,42 @@ def cast_batch(frame: pl.DataFrame, schema: dict[str, pl.DataType], *, table: st
                 msg = f"table '{table}': column '{name}': source values cannot be read as {dtype}"
                 raise DataError(msg, table=table) from err
         raise
+
+
+def typed_batch(
+    frame: pl.DataFrame, schema: dict[str, pl.DataType], *, uuids: Collection[str], table: str
+) -> pl.DataFrame:
+    """A batch as a driver's Arrow reader made it, in the batch schema: UUIDs lowercased (drivers
+    hand SQL_GUID over upper-case), times to microseconds, every column cast exactly (a value
+    that does not fit is a DataError naming it)."""
+    fixes = [pl.col(name).str.to_lowercase() for name in uuids]
+    fixes += [
+        (pl.col(name).cast(pl.Int64) // _NANOSECONDS_PER_MICROSECOND * _NANOSECONDS_PER_MICROSECOND).cast(
+            pl.Time
+        )
+        for name, dtype in schema.items()
+        if dtype == pl.Time
+    ]
+    frame = frame.with_columns(fixes).select(list(schema))
+    try:
+        return cast_batch(frame, schema, table=table)
+    except DataError as err:
+        named = _naming_the_value(frame, schema, table)
+        if named is None:
+            raise
+        raise named from err
+
+
+def _naming_the_value(frame: pl.DataFrame, schema: dict[str, pl.DataType], table: str) -> DataError | None:
+    """The error of the first value that does not fit its column, naming it."""
+    for name, dtype in schema.items():
+        column = frame.get_column(name)
+        lost = column.is_not_null() & column.cast(dtype, strict=False).is_null()
+        if lost.any():
+            shown = repr(column.filter(lost)[0])[:80]
+            msg = f"table '{table}': column '{name}': source value {shown} cannot be read as {dtype}"
+            return DataError(msg, table=table)
+    return None
 
 
 def mapped(

@@ -389,3 +389,28 @@ def _pipe(source: socket.socket, sink: socket.socket) -> None:
         for s in (source, sink):
             with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
+
+
+PSQLODBC = "PostgreSQL Unicode"
+
+
+def psqlodbc_connection_string(url: sa.URL) -> str:
+    """An ODBC connection string to the PostgreSQL of `url` through psqlODBC, a real ODBC driver
+    that runs here; it takes a unix socket directory as its Servername, like libpq's host."""
+    server = url.query.get("host") or url.host or "localhost"
+    parts = {
+        "DRIVER": PSQLODBC,
+        "Servername": server if isinstance(server, str) else server[0],
+        "Port": str(url.port or 5432),
+        "Database": url.database or "postgres",
+        "UID": url.username or "",
+        "PWD": url.password or "",
+    }
+    return ";".join(f"{k}={_odbc_value(v)}" for k, v in parts.items())
+
+
+def _odbc_value(value: str) -> str:
+    """An ODBC connection-string value; braced only when needed (psqlODBC reads "{5432}" as text)."""
+    if any(c in value for c in ";{}") or value != value.strip():
+        return "{" + value.replace("}", "}}") + "}"
+    return value

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from polars.testing import assert_frame_equal
 from sqlalchemy.dialects import mssql
 
+from sync_assets.batches import typed_batch
 from sync_assets.catalog.models import TableSpec
 from sync_assets.dialects import get_dialect, mssql_reader
 from sync_assets.dialects.base import Timeouts
@@ -172,7 +173,7 @@ def test_the_batch_schema_is_what_the_sync_expects_of_sql_server():
 
 
 def test_each_arrow_type_of_the_driver_is_cast_exactly_to_the_schema():
-    frame = mssql_reader.typed(pl.from_arrow(driver_batch()), SCHEMA, uuids={"guid"}, table="edge")  # type: ignore[arg-type]
+    frame = typed_batch(pl.from_arrow(driver_batch()), SCHEMA, uuids={"guid"}, table="edge")  # type: ignore[arg-type]
     assert_frame_equal(frame, EXPECTED)
     assert frame.schema == SCHEMA
     # Exact digits, never through a float; the zoned value is the UTC instant.
@@ -190,7 +191,7 @@ def test_each_arrow_type_of_the_driver_is_cast_exactly_to_the_schema():
 def test_zoned_values_take_the_schemas_zone_and_unit():
     frame = pl.from_arrow(driver_batch()).select("zoned")
     schema = {"zoned": pl.Datetime("ms", "Europe/Berlin")}
-    cast = mssql_reader.typed(frame, schema, uuids=(), table="edge")  # type: ignore[arg-type]
+    cast = typed_batch(frame, schema, uuids=(), table="edge")  # type: ignore[arg-type]
     assert cast.get_column("zoned")[0] == dt.datetime(2026, 6, 1, 10, 0, 0, 123000, tzinfo=UTC)
     assert cast.schema == schema
 
@@ -208,7 +209,7 @@ def test_a_value_that_does_not_fit_names_table_column_and_value(column, dtype, s
     with pytest.raises(
         DataError, match=re.escape(f"table 'edge': column '{column}': source value {shown} cannot be read as")
     ):
-        mssql_reader.typed(frame, {column: dtype}, uuids=(), table="edge")  # type: ignore[arg-type]
+        typed_batch(frame, {column: dtype}, uuids=(), table="edge")  # type: ignore[arg-type]
 
 
 def test_the_sql_sent_for_an_incremental_window():

@@ -48,11 +48,18 @@ def sqlite_source(tmp_path, rows, *, ddl=DDL):
     return sa.create_engine(f"sqlite:///{path}")
 
 
-def read(engine, *, arrow: bool, batch_size: int = 2) -> pl.DataFrame:
+def read(engine, *, arrow: bool, batch_size: int = 2, log=print) -> pl.DataFrame:
     table = TableSpec(name="t", source="legacy", source_table="t", primary_key=["id"], arrow_read=arrow)
     with engine.connect() as conn:
-        source = SqlSource.open(conn, get_dialect("sqlite"), table, batch_size=batch_size, log=print)  # type: ignore[arg-type]
+        source = SqlSource.open(conn, get_dialect("sqlite"), table, batch_size=batch_size, log=log)  # type: ignore[arg-type]
         return pl.concat(list(source.batches(None)))
+
+
+@pytest.mark.parametrize(("arrow", "path"), [(True, "the driver's Arrow batches"), (False, "rows")])
+def test_the_read_path_is_told_once(tmp_path, arrow, path):
+    told: list[str] = []
+    read(sqlite_source(tmp_path, ROWS), arrow=arrow, batch_size=2, log=told.append)
+    assert told == [f"table 't': reading through {path}"]
 
 
 def test_arrow_batches_hold_the_values_of_the_row_path(tmp_path):

@@ -254,6 +254,7 @@ def _resource(
         demo=conn.demo,
         connect_timeout=conn.connect_timeout.total_seconds(),
         keepalive=conn.keepalive.total_seconds(),
+        arrow_odbc=conn.arrow_odbc,
     )
 
 

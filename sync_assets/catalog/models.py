@@ -105,6 +105,23 @@ class ConnectionSpec(_Strict):
     keepalive: Duration = Field(
         default=DEFAULT_KEEPALIVE, description="an idle connection is probed after this (TCP keep-alive)"
     )
+    arrow_odbc: bool = Field(
+        default=False,
+        description="read through arrow-odbc's Arrow batches (SQL Server and SAP ASE over pyodbc)",
+    )
+
+    @model_validator(mode="after")
+    def _arrow_odbc_needs_pyodbc(self) -> ConnectionSpec:
+        if self.arrow_odbc:
+            from sync_assets.dialects.odbc_reader import refusal
+
+            try:
+                url = sa.make_url(placeholders.substitute(self.url, "SYNCVAR"))
+            except sa.exc.ArgumentError:
+                return self  # the scheme comes from the environment: checked when connecting
+            if "SYNCVAR" not in url.drivername and (why := refusal(url)):
+                raise ValueError(why)
+        return self
 
     def database(self) -> str | None:
         """The kind of database the URL names (SQLAlchemy's dialect name); None while a

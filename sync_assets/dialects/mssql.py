@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mssql
 from sqlalchemy.sql import sqltypes
 
-from sync_assets.dialects import mssql_bulk, mssql_reader, odbc
+from sync_assets.dialects import mssql_bulk, mssql_reader, odbc, odbc_reader
 from sync_assets.dialects.base import Capabilities, Dialect, Timeouts, driver_error, latest_per_key
 from sync_assets.dialects.merge import Merge
 from sync_assets.dialects.upsert import StagedChanges, UpsertCounts, staged_changes
@@ -97,8 +97,8 @@ class MSSQLDialect(Dialect):
         max_decimal_precision=MAX_DIGITS,
         max_fractional_digits=FRACTIONAL_DIGITS,
         time_zones=True,
-        # Only mssql-python has an Arrow reader (on a connection of its own); with pyodbc,
-        # arrow_batches() returns None and rows are read on the sync's connection, never ahead.
+        # The Arrow readers (mssql-python's, arrow-odbc's) read on a connection of their own;
+        # without one, arrow_batches() returns None and rows are read on the sync's connection.
         independent_reader=True,
     )
 
@@ -140,13 +140,14 @@ class MSSQLDialect(Dialect):
         table: str,
         batch_size: int,
     ) -> Iterator[pl.DataFrame] | None:
-        """mssql-python's Arrow reader (`mssql_reader`); None (rows) for pyodbc and other drivers,
-        and for a column type that driver's Arrow fetch would not deliver exactly."""
-        if not mssql_reader.uses_driver(source):
-            return None
-        return mssql_reader.arrow_batches(
-            source, statement, schema=schema, table=table, batch_size=batch_size
-        )
+        """mssql-python's Arrow reader (`mssql_reader`), or arrow-odbc's over pyodbc where the
+        connection opts in (`odbc_reader`); None (rows) otherwise, and for a column either
+        would not deliver exactly."""
+        if mssql_reader.uses_driver(source):
+            return mssql_reader.arrow_batches(
+                source, statement, schema=schema, table=table, batch_size=batch_size
+            )
+        return odbc_reader.arrow_batches(source, statement, schema=schema, table=table, batch_size=batch_size)
 
     # -- types -----------------------------------------------------------------------------------
     def text_expression(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:

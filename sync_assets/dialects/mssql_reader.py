@@ -29,13 +29,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mssql
 from sqlalchemy.sql import sqltypes
 
-from sync_assets.batches import cast_batch
-from sync_assets.errors import DataError
+from sync_assets.batches import typed_batch
 
 DRIVER_MODULE: Final = "mssql_python"
-# The same digits a pyodbc read keeps (mssql.READ_DIGITS): a TIME(7)'s seventh digit is dropped.
-_NANOSECONDS_PER_MICROSECOND: Final = 1000
-
 # Source types the driver's Arrow fetch has no conversion for, read as the type each converts to
 # exactly (https://learn.microsoft.com/en-us/sql/t-sql/data-types/data-type-conversion-database-engine).
 _READ_AS: Final[list[tuple[type[sa.types.TypeEngine[Any]], Callable[[], sa.types.TypeEngine[Any]]]]] = [
@@ -177,47 +173,12 @@ def batches(
         try:
             for batch in reader:
                 if batch.num_rows:
-                    yield typed(pl.from_arrow(batch), schema, uuids=uuids, table=table)  # type: ignore[arg-type]
+                    yield typed_batch(pl.from_arrow(batch), schema, uuids=uuids, table=table)  # type: ignore[arg-type]
         finally:
             reader.close()
             cursor.close()
     finally:
         connection.close()
-
-
-def typed(
-    frame: pl.DataFrame, schema: dict[str, pl.DataType], *, uuids: Collection[str], table: str
-) -> pl.DataFrame:
-    """A batch as the driver made it, in the batch schema: UUIDs lowercased, times to microseconds,
-    every column cast exactly (a value that does not fit is a DataError naming it)."""
-    fixes = [pl.col(name).str.to_lowercase() for name in uuids]
-    fixes += [
-        (pl.col(name).cast(pl.Int64) // _NANOSECONDS_PER_MICROSECOND * _NANOSECONDS_PER_MICROSECOND).cast(
-            pl.Time
-        )
-        for name, dtype in schema.items()
-        if dtype == pl.Time
-    ]
-    frame = frame.with_columns(fixes).select(list(schema))
-    try:
-        return cast_batch(frame, schema, table=table)
-    except DataError as err:
-        named = _naming_the_value(frame, schema, table)
-        if named is None:
-            raise
-        raise named from err
-
-
-def _naming_the_value(frame: pl.DataFrame, schema: dict[str, pl.DataType], table: str) -> DataError | None:
-    """The error of the first value that does not fit its column, naming it."""
-    for name, dtype in schema.items():
-        column = frame.get_column(name)
-        lost = column.is_not_null() & column.cast(dtype, strict=False).is_null()
-        if lost.any():
-            shown = repr(column.filter(lost)[0])[:80]
-            msg = f"table '{table}': column '{name}': source value {shown} cannot be read as {dtype}"
-            return DataError(msg, table=table)
-    return None
 
 
 def _uuid_read(element: sa.ColumnElement[Any]) -> sa.ColumnElement[Any] | None:

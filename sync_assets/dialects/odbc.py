@@ -170,9 +170,19 @@ _NATIVE_NUMBER = re.compile(r"\((-?\d+)\)(?=\s*\(SQL\w*\)|;|$)")
 _SQLSTATE = re.compile(r"[0-9A-Z]{5}")
 
 
+# arrow-odbc's errors are one message of its diagnostic records: "State: 08001, Native error: 101, ...".
+_ARROW_ODBC_RECORD = re.compile(r"State: ([0-9A-Z]{5}), Native error: (-?\d+)")
+
+
 def odbc_diagnostics(error: BaseException) -> tuple[str, frozenset[int]] | None:
     """SQLSTATE and native error numbers (SQL Server, ASE, FreeTDS) of a pyodbc error, whose `args`
-    are (SQLSTATE, message); None for any other error."""
+    are (SQLSTATE, message), or of an arrow-odbc error (its first record's state, every record's
+    number); None for any other error."""
+    if type(error).__module__.startswith("arrow_odbc"):
+        records = _ARROW_ODBC_RECORD.findall(str(error))
+        if not records:
+            return None
+        return records[0][0], frozenset(int(number) for _, number in records)
     args = getattr(error, "args", ())
     if len(args) < 2 or not isinstance(args[0], str) or not _SQLSTATE.fullmatch(args[0]):
         return None
@@ -182,7 +192,8 @@ def odbc_diagnostics(error: BaseException) -> tuple[str, frozenset[int]] | None:
 
 def is_transient_error(error: BaseException, transient_numbers: frozenset[int]) -> bool | None:
     """Whether a pyodbc error clears up by itself, by SQLSTATE or by one of the vendor's
-    `transient_numbers`; None when `error` is not a pyodbc error. Call `is_permanent_error` first."""
+    `transient_numbers`; None when `error` is neither a pyodbc nor an arrow-odbc error. Call
+    `is_permanent_error` first."""
     diagnostics = odbc_diagnostics(error)
     if diagnostics is None:
         return None

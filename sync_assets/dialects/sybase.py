@@ -4,7 +4,8 @@ URL: `sybase+pyodbc://user:${PW}@host:5000/db?driver=FreeTDS&TDS_Version=5.0`, o
 Install with `pip install sync_assets[sybase]`; sqlalchemy-sybase and pyodbc are imported by
 SQLAlchemy when an engine is made, so this module imports without them.
 
-Reading streams: ASE has no server-side cursor through pyodbc, but `yield_per` makes SQLAlchemy
+Reading streams: with `arrow_odbc: true` through arrow-odbc's Arrow batches (`odbc_reader`), else
+rows. ASE has no server-side cursor through pyodbc, but `yield_per` makes SQLAlchemy
 pull `fetchmany(batch_size)` from the DBAPI cursor (BufferedRowCursorFetchStrategy), and the ODBC
 driver reads the TDS stream as rows are fetched, so memory stays one batch.
 """
@@ -12,12 +13,14 @@ driver reads the TDS stream as rows are fetched, so memory stays one batch.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
+import polars as pl
 import sqlalchemy as sa
 from sqlalchemy.sql import sqltypes
 
-from sync_assets.dialects import odbc
+from sync_assets.dialects import odbc, odbc_reader
 from sync_assets.dialects.base import Capabilities, SourceDialect, Timeouts, driver_error
 from sync_assets.dialects.deadline import connect_within
 from sync_assets.types import ColumnType, Kind, from_sqlalchemy
@@ -94,6 +97,8 @@ class SybaseDialect(SourceDialect):
         max_decimal_precision=38,
         max_fractional_digits=6,  # bigdatetime
         time_zones=False,
+        # arrow-odbc's reader (where the connection opts in) reads on a connection of its own.
+        independent_reader=True,
     )
 
     def engine_options(self, url: sa.URL, *, role: str, timeouts: Timeouts) -> dict[str, Any]:
@@ -117,6 +122,18 @@ class SybaseDialect(SourceDialect):
             return connect_within(
                 lambda: dialect.connect(*cargs, **cparams), timeout, grace=LOGOUT_GRACE_SECONDS
             )
+
+    def arrow_batches(
+        self,
+        source: sa.Connection,
+        statement: sa.Select[Any],
+        *,
+        schema: dict[str, pl.DataType],
+        table: str,
+        batch_size: int,
+    ) -> Iterator[pl.DataFrame] | None:
+        """arrow-odbc's reader where the connection opts in (`arrow_odbc: true`); else rows."""
+        return odbc_reader.arrow_batches(source, statement, schema=schema, table=table, batch_size=batch_size)
 
     def source_type(self, type_: sa.types.TypeEngine[Any], *, table: str, column: str) -> ColumnType:
         exact = _exact_type(type_)

@@ -16,7 +16,7 @@ from pydantic import Field
 
 from sync_assets.catalog import placeholders
 from sync_assets.catalog.models import DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEPALIVE
-from sync_assets.dialects import get_dialect
+from sync_assets.dialects import get_dialect, odbc_reader
 from sync_assets.dialects.base import Timeouts, source_only
 from sync_assets.errors import SyncError
 
@@ -38,6 +38,7 @@ class SqlDatabase(dg.ConfigurableResource):
     keepalive: float = Field(
         default=DEFAULT_KEEPALIVE.total_seconds(), description="seconds before an idle connection is probed"
     )
+    arrow_odbc: bool = Field(default=False, description="read through arrow-odbc (pyodbc sources)")
 
     def resolved_url(self, *, table: str | None = None) -> sa.URL:
         """The URL with placeholders filled in; the caller must not log it unmasked."""
@@ -90,7 +91,17 @@ class SqlDatabase(dg.ConfigurableResource):
 
             ensure_demo_source(url)
         timeouts = Timeouts(connect=self.connect_timeout, keepalive=self.keepalive)
-        engine = sa.create_engine(url, **dialect.engine_options(url, role=role, timeouts=timeouts))
+        options = dialect.engine_options(url, role=role, timeouts=timeouts)
+        if self.arrow_odbc and role == "source":
+            if why := odbc_reader.refusal(url) or odbc_reader.missing_package():
+                msg = f"connection '{self.name}': {why}"
+                raise SyncError(msg, table=table)
+            reading = odbc_reader.reading(timeouts.connect, options.get("connect_args", {}))
+            options["execution_options"] = {
+                **options.get("execution_options", {}),
+                odbc_reader.OPTION: reading,
+            }
+        engine = sa.create_engine(url, **options)
         dialect.prepare_engine(engine, role=role)
         try:
             yield engine, dialect

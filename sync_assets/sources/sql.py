@@ -198,6 +198,7 @@ class SqlSource(Source):
         self.conn, self.dialect, self.described = conn, dialect, described
         self.table = described.table
         self.batch_size, self.log = batch_size, log
+        self._read_path_told = False
 
     @classmethod
     def open(
@@ -247,11 +248,20 @@ class SqlSource(Source):
                 self.conn, statement, schema=schema, table=self.table.name, batch_size=self.batch_size
             )
             if fast is not None:
+                self._tell_read_path("the driver's Arrow batches")
                 # Read the next batch while the cache loads this one.
                 return read_ahead(fast) if self.dialect.capabilities.independent_reader else fast  # type: ignore[return-value]
+        self._tell_read_path("rows")
         return read_batches(
             self.conn, statement, schema=schema, batch_size=self.batch_size, table=self.table.name
         )
+
+    def _tell_read_path(self, path: str) -> None:
+        """Once per sync: whether an Arrow reader took the table (a connection's opt-in, a
+        column type it refuses and `arrow_read: false` all end in rows)."""
+        if not self._read_path_told:
+            self._read_path_told = True
+            self.log(f"table '{self.table.name}': reading through {path}")
 
     def settled(self, first: pl.DataFrame | None) -> SqlSource:
         """A query takes its column types from its first batch."""

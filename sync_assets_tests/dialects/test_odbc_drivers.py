@@ -16,11 +16,10 @@ from sqlalchemy.dialects import postgresql
 from sync_assets.dialects import get_dialect, odbc
 from sync_assets.dialects.base import Timeouts
 from sync_assets.dialects.deadline import LoginTimeout
-from sync_assets_tests.helpers import free_port, silent_server
+from sync_assets_tests.helpers import PSQLODBC, free_port, psqlodbc_connection_string, silent_server
 from sync_assets_tests.tds import ServerMessage, refusing_tds_server
 
 INSTALL_HINT = "apt-get install unixodbc odbc-postgresql"
-PSQLODBC = "PostgreSQL Unicode"
 MAX_DECIMAL = Decimal("9999999999999999999999999999.9999999999")
 TIMEOUTS = Timeouts(connect=2, keepalive=60)
 
@@ -33,28 +32,11 @@ def _pyodbc():
     return pyodbc
 
 
-def _odbc_value(value: str) -> str:
-    """An ODBC connection-string value; braced only when needed (psqlODBC reads "{5432}" as text)."""
-    if any(c in value for c in ";{}") or value != value.strip():
-        return "{" + value.replace("}", "}}") + "}"
-    return value
-
-
 def _connect_psqlodbc(url: sa.URL):
     pyodbc = _pyodbc()
     if PSQLODBC not in pyodbc.drivers():
         pytest.skip(f"psqlODBC not installed: {INSTALL_HINT}")
-    # psqlODBC takes a unix socket directory as its Servername, like libpq's host.
-    server = url.query.get("host") or url.host or "localhost"
-    parts = {
-        "DRIVER": PSQLODBC,
-        "Servername": server if isinstance(server, str) else server[0],
-        "Port": str(url.port or 5432),
-        "Database": url.database or "postgres",
-        "UID": url.username or "",
-        "PWD": url.password or "",
-    }
-    return pyodbc.connect(";".join(f"{k}={_odbc_value(v)}" for k, v in parts.items()), autocommit=False)
+    return pyodbc.connect(psqlodbc_connection_string(url), autocommit=False)
 
 
 def _edge_table() -> sa.Table:

@@ -126,8 +126,16 @@ def test_mssql_cache_mass_daily_and_a_failed_sync(
     assert not [t for t in staging_tables(cache_url) if name in t]
 
 
-def test_mssql_source_mass_and_daily(tmp_path, monkeypatch, make_sqlite_database, mssql_table):
+@pytest.mark.parametrize("reader", ["url", "arrow_odbc"])
+def test_mssql_source_mass_and_daily(tmp_path, monkeypatch, make_sqlite_database, mssql_table, reader):
+    """Read by the URL's driver, and (pyodbc URLs) by arrow-odbc's Arrow batches."""
     source_url, name = mssql_table()
+    connection: dict[str, object] = {}
+    if reader == "arrow_odbc":
+        pytest.importorskip("arrow_odbc", reason="arrow-odbc not installed")
+        if source_url.get_driver_name() != "pyodbc":
+            pytest.skip("arrow_odbc reads pyodbc URLs")
+        connection = {"arrow_odbc": True}
     cache_url = make_sqlite_database()
     table = create_source(source_url, [order_row(i) for i in range(1, 2501)], name=name)
     harness = make_harness(
@@ -137,6 +145,7 @@ def test_mssql_source_mass_and_daily(tmp_path, monkeypatch, make_sqlite_database
         cache_url=cache_url,
         tables=_tables(name),
         defaults={"batch_size": 700},
+        connection=connection,
     )
 
     assert harness.sync(name, "mass").success

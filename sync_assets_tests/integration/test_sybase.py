@@ -1,4 +1,5 @@
-"""SAP ASE -> SQLite through Dagster, mass then daily, on a real server (SYNC_TEST_SYBASE_URL).
+"""SAP ASE -> SQLite through Dagster, mass then daily, on a real server (SYNC_TEST_SYBASE_URL),
+read as rows and through arrow-odbc.
 
 e.g. SYNC_TEST_SYBASE_URL=sybase+pyodbc://sa:pw@localhost:5000/tempdb?driver=FreeTDS&TDS_Version=5.0
 """
@@ -86,7 +87,19 @@ def rows(url: sa.URL | str, name: str) -> list[tuple[object, ...]]:
     ]
 
 
-def test_sybase_mass_then_daily(tmp_path, monkeypatch, sybase_source, make_database):
+# Rows through pyodbc, and arrow-odbc's Arrow batches (`arrow_odbc: true`, dialects/odbc_reader.py).
+READERS = pytest.mark.parametrize("reader", ["rows", "arrow_odbc"])
+
+
+def _connection(reader: str) -> dict[str, object]:
+    if reader == "arrow_odbc":
+        pytest.importorskip("arrow_odbc", reason="arrow-odbc not installed")
+        return {"arrow_odbc": True}
+    return {}
+
+
+@READERS
+def test_sybase_mass_then_daily(tmp_path, monkeypatch, sybase_source, make_database, reader):
     engine, table = sybase_source
     cache_url = make_database("sqlite")
     harness = make_harness(
@@ -98,6 +111,7 @@ def test_sybase_mass_then_daily(tmp_path, monkeypatch, sybase_source, make_datab
             {"name": "accounts", "source_table": TABLE, "primary_key": ["acct_id"], "updated_at": "changed"}
         ],
         defaults={"batch_size": 50},
+        connection=_connection(reader),
     )
     result = harness.sync("accounts", "mass")
     assert result.success
@@ -116,7 +130,8 @@ def test_sybase_mass_then_daily(tmp_path, monkeypatch, sybase_source, make_datab
     assert rows(cache_url, "accounts") == rows(engine.url, TABLE)
 
 
-def test_sybase_hash_changes_and_deletes(tmp_path, monkeypatch, sybase_source, make_database):
+@READERS
+def test_sybase_hash_changes_and_deletes(tmp_path, monkeypatch, sybase_source, make_database, reader):
     """`change_detection: hash` on ASE: rows changed without a new `changed` are found by their
     hashes (hashbytes per column, computed by ASE), a deleted one by its missing key."""
     engine, table = sybase_source
@@ -128,7 +143,14 @@ def test_sybase_hash_changes_and_deletes(tmp_path, monkeypatch, sybase_source, m
         "change_detection": "hash",
         "deletes": {"mode": "hard"},
     }
-    harness = make_harness(tmp_path, monkeypatch, source_url=engine.url, cache_url=cache_url, tables=[spec])
+    harness = make_harness(
+        tmp_path,
+        monkeypatch,
+        source_url=engine.url,
+        cache_url=cache_url,
+        tables=[spec],
+        connection=_connection(reader),
+    )
     assert harness.sync("accounts", "mass").success
     with engine.begin() as conn:
         conn.execute(sa.update(table).where(table.c.acct_id.in_([3, 90])).values(name="no new timestamp"))
