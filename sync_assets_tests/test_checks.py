@@ -11,7 +11,8 @@ import sqlalchemy as sa
 
 from sync_assets.assets.factory import resources_for
 from sync_assets.catalog.loader import load_catalog
-from sync_assets.checks import CheckResources, table_checks
+from sync_assets.checks import CheckResources, sharing, table_checks
+from sync_assets.resources.database import SqlDatabase
 from sync_assets_tests.helpers import (
     BASE_TIME,
     Harness,
@@ -29,18 +30,59 @@ ROWS = [order_row(i) for i in range(1, 121)]
 
 
 def run_checks(harness: Harness, table: str = "orders") -> dict[str, dg.AssetCheckResult]:
-    """Evaluate every check of `table` on its own, as the asset op does when only checks are selected."""
+    """Evaluate every check of `table`, sharing their connections as the asset op does."""
     catalog = load_catalog(harness.path)
     spec = catalog.table(table)
     databases = resources_for(catalog)
     resources = CheckResources(source=databases[spec.source], cache=databases[catalog.cache])
     results = {}
-    for check in table_checks(catalog, spec, dg.AssetKey([spec.source, spec.name])):
-        result = check.evaluate(resources)
-        # Results are yielded from the table's multi-asset op: they must name their check and asset.
-        assert (result.asset_key, result.check_name) == (check.spec.asset_key, check.spec.name)
-        results[check.spec.name] = result
+    with sharing(resources) as shared:
+        for check in table_checks(catalog, spec, dg.AssetKey([spec.source, spec.name])):
+            result = check.evaluate(shared)
+            # Results are yielded from the table's multi-asset op: they must name their check and asset.
+            assert (result.asset_key, result.check_name) == (check.spec.asset_key, check.spec.name)
+            results[check.spec.name] = result
     return results
+
+
+def test_checks_share_one_connection_per_database_and_survive_a_failed_statement(
+    tmp_path, monkeypatch, make_pg_database
+):
+    """One login per database for all of a table's checks. A statement that fails leaves a
+    PostgreSQL transaction aborted: the next check on the same connection must still run."""
+    source_url, cache_url = make_pg_database(), make_pg_database()
+    create_source(source_url, ROWS)
+    rules = [{"sql": "SELECT no_such_column FROM {table}", "name": "broken"}, {"row_count": {"min": 1}}]
+    harness = make_harness(
+        tmp_path,
+        monkeypatch,
+        source_url=source_url,
+        cache_url=cache_url,
+        tables=[{**ORDERS, "checks": rules}],
+    )
+    sync(harness, "mass")
+    opened: list[str] = []
+    original = SqlDatabase.engine
+
+    def counted(self, *, role, table=None):
+        opened.append(role)
+        return original(self, role=role, table=table)
+
+    monkeypatch.setattr(SqlDatabase, "engine", counted)
+    catalog = load_catalog(harness.path)
+    spec = catalog.table("orders")
+    databases = resources_for(catalog)
+    resources = CheckResources(source=databases[spec.source], cache=databases[catalog.cache])
+    outcomes: dict[str, bool | str] = {}
+    with sharing(resources) as shared:
+        for check in table_checks(catalog, spec, dg.AssetKey([spec.source, spec.name])):
+            try:
+                outcomes[check.spec.name] = check.evaluate(shared).passed
+            except dg.Failure as failure:
+                outcomes[check.spec.name] = str(failure.description)
+    assert "no_such_column" in str(outcomes.pop("broken"))
+    assert outcomes == {"row_count": True, "reconciliation": True, "source_lag": True}
+    assert sorted(opened) == ["cache", "source"]
 
 
 def sync(harness: Harness, partition: str) -> None:

@@ -21,7 +21,7 @@ from sync_assets.catalog.files import FilesConnectionSpec
 from sync_assets.catalog.models import Catalog, ConnectionSpec, TableSpec, UpdateType
 from sync_assets.catalog.operations import Retries
 from sync_assets.catalog.rest import RestConnectionSpec
-from sync_assets.checks import CheckResources, TableCheck, table_checks
+from sync_assets.checks import CheckResources, TableCheck, sharing, table_checks
 from sync_assets.errors import SyncCancelled, SyncError, SyncTransientError
 from sync_assets.resources.alerts import Alerter
 from sync_assets.resources.database import SqlDatabase
@@ -87,9 +87,11 @@ def build_table_asset(
                 )
                 for item in wanted:
                     yield item.evaluate(context.instance, schedules=schedules)
-            for check in verification:
-                if check.spec.key in selected:
-                    yield _evaluate(check, resources)
+            chosen = [check for check in verification if check.spec.key in selected]
+            if chosen:
+                with sharing(resources) as shared:
+                    for check in chosen:
+                        yield _evaluate(check, shared)
         except BaseException as err:
             if isinstance(err, Exception | GeneratorExit):  # GeneratorExit: Dagster closing this op
                 raise

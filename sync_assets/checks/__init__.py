@@ -10,12 +10,12 @@ import dagster as dg
 
 from sync_assets.catalog.models import Catalog, TableSpec
 from sync_assets.checks.api_total import api_total_checks
-from sync_assets.checks.common import CheckResources, TableCheck
+from sync_assets.checks.common import CheckResources, TableCheck, sharing
 from sync_assets.checks.lag import lag_checks
 from sync_assets.checks.reconcile import reconciliation_checks
 from sync_assets.checks.validation import validation_checks
 
-__all__ = ["CheckResources", "TableCheck", "table_checks"]
+__all__ = ["CheckResources", "TableCheck", "sharing", "table_checks"]
 
 
 def table_checks(catalog: Catalog, table: TableSpec, asset_key: dg.AssetKey) -> list[TableCheck]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,7 +16,7 @@ from sync_assets.dialects import CacheDialect, SourceDialect
 from sync_assets.dialects.base import DATABASE_ERRORS
 from sync_assets.errors import SyncError, describe_error
 from sync_assets.redact import redact
-from sync_assets.resources.database import SqlDatabase
+from sync_assets.resources.database import Role, SqlDatabase
 from sync_assets.sources.sql import SqlTable
 from sync_assets.sync import audit, watermark
 from sync_assets.sync.audit import INCREMENTAL
@@ -31,6 +31,45 @@ class CheckResources:
 
     source: SqlDatabase  # the table's source connection
     cache: SqlDatabase  # the catalog's cache connection
+    shared: SharedConnections | None = None  # open across the checks of one op: `sharing`
+
+
+class SharedConnections:
+    """Connections opened at the first check that needs each and kept for the next ones: the
+    checks after a sync log in to the source once, not once per check."""
+
+    def __init__(self) -> None:
+        self._stack = ExitStack()
+        self._opened: dict[str, tuple[sa.Connection, Any]] = {}
+
+    def get(self, database: SqlDatabase, role: Role, table: str) -> tuple[sa.Connection, Any]:
+        if role not in self._opened:
+            engine, dialect = self._stack.enter_context(database.engine(role=role, table=table))
+            self._opened[role] = (self._stack.enter_context(engine.connect()), dialect)
+        return self._opened[role]
+
+    def settle(self) -> None:
+        """End each connection's read transaction, so the next check sees the data as it is then
+        (and a failed statement leaves nothing aborted); a connection that cannot is dropped."""
+        for role, (conn, _) in list(self._opened.items()):
+            try:
+                conn.rollback()
+            except DATABASE_ERRORS:
+                del self._opened[role]
+
+    def close(self) -> None:
+        self._opened.clear()
+        self._stack.close()
+
+
+@contextmanager
+def sharing(resources: CheckResources) -> Iterator[CheckResources]:
+    """`resources` whose checks share their connections until the block ends."""
+    shared = SharedConnections()
+    try:
+        yield replace(resources, shared=shared)
+    finally:
+        shared.close()
 
 
 @dataclass(frozen=True)
@@ -95,6 +134,18 @@ def connect(resources: CheckResources, table: TableSpec, *, source: bool) -> Ite
     source_db = resources.source if source else None
     secrets = cache_db.secrets(table=table.name) + (source_db.secrets(table=table.name) if source_db else [])
     try:
+        if resources.shared is not None:
+            shared = resources.shared
+            try:
+                opened = Connections(*shared.get(cache_db, "cache", table.name))
+                if source_db is not None:
+                    opened = Connections(
+                        opened.cache, opened.cache_dialect, *shared.get(source_db, "source", table.name)
+                    )
+                yield opened
+            finally:
+                shared.settle()
+            return
         with ExitStack() as stack:
             cache_engine, cache_dialect = stack.enter_context(cache_db.engine(role="cache", table=table.name))
             opened = Connections(stack.enter_context(cache_engine.connect()), cache_dialect)
