@@ -50,9 +50,14 @@ def read(kind: str, url: str) -> None:
         statement, schema = source.described.select(), source.described.schema()
         assert schema is not None
         host = engine.url.query["host"]
-        # BoolsAsChar=0: psqlODBC hands BOOLEAN to pyodbc as a bit, not the text "1".
+        # BoolsAsChar=0: psqlODBC hands BOOLEAN to pyodbc as a bit, not the text "1". UseDeclareFetch:
+        # it reads through a cursor, Fetch rows at a time, instead of holding the whole result set
+        # (as the TDS drivers stream).
         database = engine.url.database
-        odbc = f"DRIVER=PostgreSQL Unicode;Servername={host};Database={database};UID=postgres;BoolsAsChar=0"
+        odbc = (
+            f"DRIVER=PostgreSQL Unicode;Servername={host};Database={database};UID=postgres;"
+            f"BoolsAsChar=0;UseDeclareFetch=1;Fetch={BATCH}"
+        )
         if kind == "N":
             for frame in source.batches(None):
                 rows += frame.height

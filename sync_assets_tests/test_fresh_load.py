@@ -40,7 +40,7 @@ class SeparatelyLoadingSQLite(SQLiteDialect):
     def __init__(self) -> None:
         self.loaded_batches = 0
 
-    def fresh_table(self, conn: sa.Connection, target: sa.Table) -> sa.Table | None:
+    def fresh_table(self, conn: sa.Connection, target: sa.Table, *, several_batches: bool) -> sa.Table | None:
         return self.create_committed(conn, self.fresh_copy(target))
 
     def load_separately(self, conn: sa.Connection, dest: sa.Table, frames: Iterator[pl.DataFrame]) -> None:

@@ -274,10 +274,11 @@ class CacheDialect(Database):
             table.create(conn)
         return table
 
-    def fresh_table(self, conn: sa.Connection, target: sa.Table) -> sa.Table | None:
+    def fresh_table(self, conn: sa.Connection, target: sa.Table, *, several_batches: bool) -> sa.Table | None:
         """A committed, empty table shaped like `target`, for a full load to fill before the commit
         through `load_separately` (one a crash left is dropped first); None where the cache loads
-        inside the commit's transaction (`reload`)."""
+        inside the commit's transaction (`reload`). `several_batches`: the load is more than its
+        first batch, for a loader whose start costs more than a small table's load."""
         return None
 
     def load_separately(self, conn: sa.Connection, dest: sa.Table, frames: Iterator[pl.DataFrame]) -> None:

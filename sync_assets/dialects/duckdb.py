@@ -320,7 +320,7 @@ class DuckDBDialect(Dialect):
             raise
         raw.unregister(_BATCH_VIEW)  # type: ignore[union-attr]
 
-    def fresh_table(self, conn: sa.Connection, target: sa.Table) -> sa.Table | None:
+    def fresh_table(self, conn: sa.Connection, target: sa.Table, *, several_batches: bool) -> sa.Table | None:
         """`<table>__sync_new`, committed, for a full load to fill batch by batch, each batch its
         own transaction: one transaction appending a whole reload kept every row in memory until
         the commit (figures: docs/performance.md, "Measured choices")."""

@@ -272,7 +272,7 @@ class MSSQLDialect(Dialect):
         conn.execute(reload_delete(target))
         return fill(target)
 
-    def fresh_table(self, conn: sa.Connection, target: sa.Table) -> sa.Table | None:
+    def fresh_table(self, conn: sa.Connection, target: sa.Table, *, several_batches: bool) -> sa.Table | None:
         """With mssql-python, a full load is bulk-copied into a committed heap first (`mssql_bulk`)."""
         if not mssql_reader.uses_driver(conn):
             return None

@@ -1,10 +1,12 @@
 """ODBC sources read as Arrow batches by arrow-odbc, in Rust: SAP ASE and SQL Server over pyodbc.
 
 A connection opts in with `arrow_odbc: true` (pyodbc URLs only; `pip install sync_assets[arrow-odbc]`).
-The reader binds the ODBC C type of each column's batch dtype (the application chooses the C type
-and the driver converts, as ODBC intends), so what arrives is the batch schema, not the driver's
-guess (psqlODBC, for one, describes DOUBLE PRECISION as 32-bit and BOOLEAN as text). arrow-odbc
-fetches the next row set on a thread of its own while the last one is converted.
+Each column is fetched as an Arrow type that holds every value of its SQL type (the application
+picks the ODBC C type and the driver converts, so the driver's own description does not matter:
+psqlODBC describes DOUBLE PRECISION as 32-bit and BOOLEAN as text), then cast to the batch schema
+with range checks: asked for a narrower C type, drivers convert without a word (psqlODBC hands
+100000 over as -96 when asked for a byte). arrow-odbc fetches the next row set on a thread of its
+own while the last one is converted.
 
 What goes to the row path instead (`read_plan` / `query_and_parameters` return None), decided
 before anything is read:

@@ -11,6 +11,7 @@ committed fresh table the commit swaps in. `Staged` says how the commit gets its
 from __future__ import annotations
 
 import contextlib
+import itertools
 import uuid
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
@@ -131,8 +132,14 @@ class Stager:
             exists = self._check_existing(target)
         added = columns_to_add(cache, target, self.table.change_columns)
         cache.commit()
-        if plan.mode == FULL and (fresh := dialect.fresh_table(cache, target)) is not None:
-            return self._load_fresh(target, fresh, exists, added, first, batches, session)
+        if plan.mode == FULL:
+            # Whether more than the first batch follows (read now: it would be next anyway).
+            second = None if first is None else next(batches, None)
+            if second is not None:
+                batches = itertools.chain([second], batches)
+            fresh = dialect.fresh_table(cache, target, several_batches=second is not None)
+            if fresh is not None:
+                return self._load_fresh(target, fresh, exists, added, first, batches, session)
         if plan.mode == FULL:
 
             def reload() -> Any:

@@ -272,5 +272,5 @@ def test_only_mssql_python_connections_take_the_bulk_path():
     engine = sa.create_engine("sqlite://")
     with engine.connect() as conn:
         assert not mssql_reader.uses_driver(conn)
-        assert DIALECT.fresh_table(conn, target()) is None
+        assert DIALECT.fresh_table(conn, target(), several_batches=True) is None
     engine.dispose()

@@ -388,3 +388,47 @@ def test_without_the_option_the_dialects_read_rows():
         )  # type: ignore[arg-type]
         is None
     )
+
+
+@pytest.mark.parametrize(
+    ("column_type", "wanted", "fetched"),
+    [
+        (mssql.TINYINT(), pl.Int16(), "int32"),  # 0..255: one size up, the cast range-checks
+        (sa.SmallInteger(), pl.Int16(), "int16"),
+        (mssql.REAL(), pl.Float64(), "float"),
+        (sa.Double(), pl.Float32(), None),  # a double into 32 bits would round
+        (sa.Numeric(15, 4), pl.Decimal(15, 4), "decimal128(15, 4)"),
+        (sa.Numeric(15, 4), pl.Decimal(15, 2), None),  # fewer fractional digits would round
+        (sa.Numeric(15, 4), pl.Decimal(12, 4), None),  # fewer integer digits would overflow
+        (sa.Numeric(9, 0), pl.Int64(), "decimal128(9, 0)"),
+        (sa.Numeric(9, 2), pl.Int64(), None),
+        (mssql.DATETIME2(7), pl.Datetime("us"), "timestamp[us]"),
+        (mssql.DATETIMEOFFSET(7), pl.Datetime("us"), None),
+        (mssql.TIME(7), pl.Time(), "time64[ns]"),  # cut to microseconds by typed_batch
+        (mssql.NCHAR(30), pl.String(), "string"),
+        (mssql.VARBINARY(16), pl.Binary(), "binary"),
+        (mssql.VARBINARY(None), pl.Binary(), None),  # VARBINARY(max)
+        (mssql.SQL_VARIANT(), pl.String(), None),
+    ],
+)
+def test_each_sql_type_is_fetched_as_a_type_that_holds_all_its_values(column_type, wanted, fetched):
+    column = sa.Column("c", column_type)
+    sa.Table("t", sa.MetaData(), column)
+    plan = odbc_reader.read_plan(sa.select(column.label("c")), {"c": wanted})
+    assert (None if plan is None else str(plan.arrow_schema.field("c").type)) == fetched
+
+
+def test_ase_unsigned_integers_are_fetched_one_size_up_or_read_as_rows():
+    pytest.importorskip("sqlalchemy_sybase", reason="sqlalchemy-sybase not installed")
+    from sync_assets.dialects import sybase
+
+    cases = [
+        (sybase.UNSIGNED_SMALLINT(), pl.Int32(), "int32"),
+        (sybase.UNSIGNED_INT(), pl.Int64(), "int64"),
+        (sybase.UNSIGNED_BIGINT(), pl.Decimal(20, 0), None),  # 0..2^64-1 fits no signed integer
+    ]
+    for column_type, wanted, fetched in cases:
+        column = sa.Column("c", column_type)
+        sa.Table("t", sa.MetaData(), column)
+        plan = odbc_reader.read_plan(sa.select(column.label("c")), {"c": wanted})
+        assert (None if plan is None else str(plan.arrow_schema.field("c").type)) == fetched, column_type
