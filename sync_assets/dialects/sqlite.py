@@ -32,7 +32,8 @@ BUSY_TIMEOUT_SECONDS = 300
 _IMMEDIATE = "sync_assets_begin_immediate"
 _ATTACHED = "sync_assets_source_attached"
 # https://www.sqlite.org/rescode.html: SQLITE_BUSY and SQLITE_LOCKED (primary codes) clear up by themselves.
-TRANSIENT_CODES = frozenset({5, 6})
+SQLITE_BUSY = 5
+TRANSIENT_CODES = frozenset({SQLITE_BUSY, 6})
 
 # Views and triggers name tables in their SQL text; any mention keeps a table from being swapped.
 _MENTIONS = sa.text("SELECT count(*) FROM sqlite_master WHERE type IN ('view', 'trigger') AND sql LIKE :name")
@@ -260,7 +261,10 @@ class SQLiteDialect(Dialect):
             # A refused key reads as the driver's own IntegrityError, as from executemany.
             error_class = sqlite3.IntegrityError if err.constraint else sqlite3.OperationalError
             msg = f"{dest.name}: {err}"
-            raise error_class(msg) from None
+            error = error_class(msg)
+            if err.busy:  # another writer held the file past the busy timeout: retried (is_transient)
+                error.sqlite_errorcode = SQLITE_BUSY  # type: ignore[attr-defined]
+            raise error from None
 
     def swap_in(self, conn: sa.Connection, target: sa.Table, fresh: sa.Table) -> None:
         """Index the filled fresh table once, then swap it in by renaming, in the caller's transaction.

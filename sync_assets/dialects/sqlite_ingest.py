@@ -27,14 +27,16 @@ BUSY_TIMEOUT_MS: Final = 300_000
 ERROR_MARK: Final = "sync_assets_ingest_error:"
 # SQLite's words for a row a constraint refused (UNIQUE, NOT NULL, CHECK).
 CONSTRAINT_FAILED: Final = "constraint failed"
+BUSY: Final = "database is locked"
 
 
 class IngestError(Exception):
     """The child refused the rows (a constraint, a full disk) or did not finish."""
 
-    def __init__(self, message: str, *, constraint: bool) -> None:
+    def __init__(self, message: str, *, constraint: bool = False) -> None:
         super().__init__(message)
         self.constraint = constraint
+        self.busy = BUSY in message
 
 
 def available() -> bool:
@@ -50,7 +52,7 @@ def copy(database: str, table: str, frames: Iterator[pl.DataFrame]) -> None:
     at the end; an IngestError names what the loader refused."""
     child = subprocess.Popen(
         # -I: no user site, no environment, not the working directory on sys.path.
-        [sys.executable, "-I", "-c", CHILD, database, table],
+        [sys.executable, "-I", "-c", CHILD, database, table, str(BUSY_TIMEOUT_MS)],
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -87,7 +89,7 @@ def _failure(errors: str, code: int) -> IngestError:
     if marked:
         return IngestError(marked[-1], constraint=CONSTRAINT_FAILED in marked[-1])
     shown = errors.strip().splitlines()[-1] if errors.strip() else f"exit status {code}"
-    return IngestError(f"the SQLite loader process failed: {shown}", constraint=False)
+    return IngestError(f"the SQLite loader process failed: {shown}")
 
 
 CHILD: Final = f"""
@@ -95,7 +97,7 @@ import sys
 import adbc_driver_sqlite.dbapi as adbc
 import pyarrow as pa
 
-database, table = sys.argv[1:3]
+database, table, busy_timeout_ms = sys.argv[1:4]
 try:
     reader = pa.ipc.open_stream(sys.stdin.buffer)
 except pa.ArrowInvalid:
@@ -104,7 +106,7 @@ connection = adbc.connect(database)
 try:
     cursor = connection.cursor()
     # Inside ADBC's transaction (synchronous cannot change there: one commit, one WAL sync).
-    for pragma in ("busy_timeout = {BUSY_TIMEOUT_MS}", "wal_autocheckpoint = 0"):
+    for pragma in ("busy_timeout = " + str(int(busy_timeout_ms)), "wal_autocheckpoint = 0"):
         cursor.execute("PRAGMA " + pragma)
     cursor.adbc_ingest(table, reader, mode="append")
     connection.commit()

@@ -134,7 +134,9 @@ class Stager:
         cache.commit()
         if plan.mode == FULL:
             # Whether more than the first batch follows (read now: it would be next anyway).
+            progress.at("read", "source")
             second = None if first is None else next(batches, None)
+            progress.at("read", "cache")
             if second is not None:
                 batches = itertools.chain([second], batches)
             fresh = dialect.fresh_table(cache, target, several_batches=second is not None)

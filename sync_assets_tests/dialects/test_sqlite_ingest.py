@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 
+import polars as pl
 import pytest
 import sqlalchemy as sa
 
@@ -130,3 +131,34 @@ def test_a_load_the_sync_abandons_is_never_committed(
     assert _stored(cache) == before
     assert staging_tables(cache) == []
     assert len(ingest_calls) == 2
+
+
+def test_a_cache_locked_past_the_busy_timeout_is_a_transient_error(tmp_path, monkeypatch):
+    """Another writer holds the file for the whole test: the child gives up after its busy
+    timeout (shortened here), and the error is one the connection's retries take."""
+    from sync_assets.dialects.sqlite import DIALECT
+
+    database = tmp_path / "cache.sqlite"
+    with sqlite3.connect(database) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE t__sync_new (id INTEGER PRIMARY KEY, name TEXT)")
+    monkeypatch.setattr(sqlite_ingest, "BUSY_TIMEOUT_MS", 50)
+    holder = sqlite3.connect(database, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    engine = sa.create_engine(f"sqlite:///{database}")
+    frames = iter(
+        [pl.DataFrame({"id": [1, 2], "name": ["a", "b"]}), pl.DataFrame({"id": [3], "name": ["c"]})]
+    )
+    try:
+        with (
+            engine.connect() as conn,
+            pytest.raises(sqlite3.OperationalError, match="database is locked") as caught,
+        ):
+            DIALECT.load_separately(conn, sa.Table("t__sync_new", sa.MetaData()), frames)
+    finally:
+        holder.rollback()
+        holder.close()
+        engine.dispose()
+    assert DIALECT.is_transient(caught.value)
+    with sqlite3.connect(database) as db:
+        assert db.execute("SELECT count(*) FROM t__sync_new").fetchone() == (0,)
