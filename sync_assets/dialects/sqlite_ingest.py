@@ -13,6 +13,7 @@ committing. The child runs `CHILD`, not this module: importing the package would
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -81,6 +82,8 @@ def copy(database: str, table: str, frames: Iterator[pl.DataFrame]) -> None:
         if child.poll() is None:
             child.kill()
         child.wait()
+        with contextlib.suppress(OSError):  # a broken pipe still holds unflushed bytes
+            child.stdin.close()
         child.stderr.close()
 
 

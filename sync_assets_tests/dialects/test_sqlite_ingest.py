@@ -146,9 +146,10 @@ def test_a_cache_locked_past_the_busy_timeout_is_a_transient_error(tmp_path, mon
     holder = sqlite3.connect(database, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     engine = sa.create_engine(f"sqlite:///{database}")
-    frames = iter(
-        [pl.DataFrame({"id": [1, 2], "name": ["a", "b"]}), pl.DataFrame({"id": [3], "name": ["c"]})]
-    )
+    # More than a pipe holds: the child, stopped at its first insert, leaves the parent a broken
+    # pipe mid-stream, and its own error must still be the one raised.
+    rows = 300_000
+    frames = (pl.DataFrame({"id": range(n * rows, (n + 1) * rows), "name": "x" * 20}) for n in range(3))
     try:
         with (
             engine.connect() as conn,
