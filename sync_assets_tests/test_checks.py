@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from sync_assets.assets.factory import resources_for
 from sync_assets.catalog.loader import load_catalog
-from sync_assets.checks import CheckResources, sharing, table_checks
+from sync_assets.checks import CheckResources, common, sharing, table_checks
 from sync_assets.resources.database import SqlDatabase
 from sync_assets_tests.helpers import (
     BASE_TIME,
@@ -48,8 +48,9 @@ def run_checks(harness: Harness, table: str = "orders") -> dict[str, dg.AssetChe
 def test_checks_share_one_connection_per_database_and_survive_a_failed_statement(
     tmp_path, monkeypatch, make_pg_database
 ):
-    """One login per database for all of a table's checks. A statement that fails leaves a
-    PostgreSQL transaction aborted: the next check on the same connection must still run."""
+    """One login and one reflection per database for all of a table's checks. A statement that
+    fails leaves a PostgreSQL transaction aborted: the next check on the same connection must
+    still run."""
     source_url, cache_url = make_pg_database(), make_pg_database()
     create_source(source_url, ROWS)
     rules = [{"sql": "SELECT no_such_column FROM {table}", "name": "broken"}, {"row_count": {"min": 1}}]
@@ -69,6 +70,12 @@ def test_checks_share_one_connection_per_database_and_survive_a_failed_statement
         return original(self, role=role, table=table)
 
     monkeypatch.setattr(SqlDatabase, "engine", counted)
+    reflections: list[str] = []
+    for name in ("reflect", "cache_table"):
+        real = getattr(common, name)
+        monkeypatch.setattr(
+            common, name, lambda *a, _real=real, _name=name, **k: reflections.append(_name) or _real(*a, **k)
+        )
     catalog = load_catalog(harness.path)
     spec = catalog.table("orders")
     databases = resources_for(catalog)
@@ -83,6 +90,7 @@ def test_checks_share_one_connection_per_database_and_survive_a_failed_statement
     assert "no_such_column" in str(outcomes.pop("broken"))
     assert outcomes == {"row_count": True, "reconciliation": True, "source_lag": True}
     assert sorted(opened) == ["cache", "source"]
+    assert sorted(reflections) == ["cache_table", "reflect"], "each table reflected once for all checks"
 
 
 def sync(harness: Harness, partition: str) -> None:

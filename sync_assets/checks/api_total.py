@@ -14,7 +14,6 @@ from sync_assets.catalog.models import TableSpec
 from sync_assets.checks.common import (
     CheckResources,
     TableCheck,
-    cache_table,
     connect,
     not_synced,
     table_check,
@@ -32,7 +31,7 @@ def api_total_checks(table: TableSpec, asset_key: dg.AssetKey) -> list[TableChec
 
     def evaluate(resources: CheckResources) -> dg.AssetCheckResult:
         with connect(resources, table, source=False) as opened:
-            target = cache_table(opened.cache, table)
+            target = opened.target(table)
             if target is None:
                 return not_synced(table)
             cache_rows = opened.cache.execute(sa.select(sa.func.count()).select_from(target)).scalar_one()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +17,7 @@ from sync_assets.dialects.base import DATABASE_ERRORS
 from sync_assets.errors import SyncError, describe_error
 from sync_assets.redact import redact
 from sync_assets.resources.database import Role, SqlDatabase
-from sync_assets.sources.sql import SqlTable
+from sync_assets.sources.sql import SqlTable, reflect
 from sync_assets.sync import audit, watermark
 from sync_assets.sync.audit import INCREMENTAL
 from sync_assets.sync.target import existing_target
@@ -41,6 +41,7 @@ class SharedConnections:
     def __init__(self) -> None:
         self._stack = ExitStack()
         self._opened: dict[str, tuple[sa.Connection, Any]] = {}
+        self.reflected: dict[tuple[str, str], Any] = {}
 
     def get(self, database: SqlDatabase, role: Role, table: str) -> tuple[sa.Connection, Any]:
         if role not in self._opened:
@@ -111,12 +112,29 @@ def table_check(
 
 @dataclass(frozen=True)
 class Connections:
-    """The connections of one check evaluation; `source` is None unless the check asked for it."""
+    """The connections of one check evaluation; `source` is None unless the check asked for it.
+    `reflected` holds the tables reflected on them, shared by the checks that share them."""
 
     cache: sa.Connection
     cache_dialect: CacheDialect
     source: sa.Connection | None = None
     source_dialect: SourceDialect | None = None
+    reflected: dict[tuple[str, str], Any] = field(default_factory=dict)
+
+    def target(self, table: TableSpec) -> sa.Table | None:
+        """The table's cache table as it is now, or None before its first sync."""
+        key = ("cache", table.name)
+        if key not in self.reflected:
+            self.reflected[key] = cache_table(self.cache, table)
+        return self.reflected[key]  # type: ignore[no-any-return]
+
+    def source_table(self, table: TableSpec) -> SqlTable:
+        """The table as the source describes it (reflected once for the checks that share it)."""
+        key = ("source", table.name)
+        if key not in self.reflected:
+            conn, dialect = self.require_source()
+            self.reflected[key] = reflect(conn, table, dialect)
+        return self.reflected[key]  # type: ignore[no-any-return]
 
     def require_source(self) -> tuple[sa.Connection, SourceDialect]:
         assert self.source is not None and self.source_dialect is not None, "opened without source"
@@ -137,11 +155,10 @@ def connect(resources: CheckResources, table: TableSpec, *, source: bool) -> Ite
         if resources.shared is not None:
             shared = resources.shared
             try:
-                opened = Connections(*shared.get(cache_db, "cache", table.name))
+                opened = Connections(*shared.get(cache_db, "cache", table.name), reflected=shared.reflected)
                 if source_db is not None:
-                    opened = Connections(
-                        opened.cache, opened.cache_dialect, *shared.get(source_db, "source", table.name)
-                    )
+                    source_conn, source_dialect = shared.get(source_db, "source", table.name)
+                    opened = replace(opened, source=source_conn, source_dialect=source_dialect)
                 yield opened
             finally:
                 shared.settle()

@@ -12,14 +12,12 @@ from sync_assets.catalog.models import Catalog, TableSpec
 from sync_assets.checks.common import (
     CheckResources,
     TableCheck,
-    cache_table,
     connect,
     missing_columns,
     not_synced,
     shown,
     table_check,
 )
-from sync_assets.sources.sql import reflect
 
 SOURCE_LAG = "source_lag"
 DEFAULT_MAX_LAG = timedelta(days=1)
@@ -35,14 +33,14 @@ def lag_checks(catalog: Catalog, table: TableSpec, asset_key: dg.AssetKey) -> li
 
     def evaluate(resources: CheckResources) -> dg.AssetCheckResult:
         with connect(resources, table, source=True) as opened:
-            target = cache_table(opened.cache, table)
+            target = opened.target(table)
             if target is None:
                 return not_synced(table)
             absent = missing_columns(table, target, [updated_at], severity=WARN, what="(updated_at)")
             if absent is not None:
                 return absent
-            source_conn, source_dialect = opened.require_source()
-            source_max = reflect(source_conn, table, source_dialect).read_max_watermark(source_conn)
+            source_conn, _ = opened.require_source()
+            source_max = opened.source_table(table).read_max_watermark(source_conn)
             cache_max = opened.cache.execute(sa.select(sa.func.max(target.c[updated_at]))).scalar()
         return _judge(table, max_lag, source_max=source_max, cache_max=cache_max)
 

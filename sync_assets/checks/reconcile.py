@@ -17,7 +17,6 @@ from sync_assets.checks.common import (
     Connections,
     SettledRange,
     TableCheck,
-    cache_table,
     connect,
     last_sync,
     missing_columns,
@@ -26,7 +25,7 @@ from sync_assets.checks.common import (
     shown_key,
     table_check,
 )
-from sync_assets.sources.sql import SqlTable, reflect
+from sync_assets.sources.sql import SqlTable
 from sync_assets.sync.target import canonical_uuids
 
 RECONCILIATION = "reconciliation"
@@ -53,12 +52,12 @@ class _Sides:
 
 
 def _sides(opened: Connections, catalog: Catalog, table: TableSpec) -> _Sides | dg.AssetCheckResult:
-    target = cache_table(opened.cache, table)
+    target = opened.target(table)
     last = last_sync(opened.cache, table)
     if target is None or last is None:
         return not_synced(table)
-    source_conn, source_dialect = opened.require_source()
-    source = reflect(source_conn, table, source_dialect)
+    source_conn, _ = opened.require_source()
+    source = opened.source_table(table)
     absent = missing_columns(table, target, source.names, severity=WARN, what="of the source")
     if absent is not None:
         return absent

@@ -15,7 +15,6 @@ from sync_assets.checks.common import (
     SAMPLE_SIZE,
     CheckResources,
     TableCheck,
-    cache_table,
     connect,
     missing_columns,
     not_synced,
@@ -36,7 +35,7 @@ def _rule_check(table: TableSpec, asset_key: dg.AssetKey, rule: ValidationRule) 
 
     def evaluate(resources: CheckResources) -> dg.AssetCheckResult:
         with connect(resources, table, source=False) as opened:
-            target = cache_table(opened.cache, table)
+            target = opened.target(table)
             if target is None:
                 return not_synced(table)
             what = f"named by check '{rule.check_name}'"
