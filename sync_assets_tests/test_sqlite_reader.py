@@ -145,3 +145,17 @@ def test_a_column_null_throughout_the_first_batch_still_reads(tmp_path):
         True,
         b"\x01",
     )
+
+
+@pytest.mark.parametrize("arrow", [True, False], ids=["arrow", "rows"])
+def test_text_in_an_unbounded_numeric_column_is_named(tmp_path, arrow):
+    """SQLite keeps any text in a NUMERIC column; carried as exact text (no precision declared),
+    it would reach a text column of the cache unchecked, and later fail as a watermark."""
+    rows = [(1, "12.5"), (2, "-1E+3"), (3, None), (4, "2026-03-01 08:00:01")]
+    engine = sqlite_source(tmp_path, rows, ddl="CREATE TABLE t (id INTEGER PRIMARY KEY, n NUMERIC)")
+    with engine.begin() as conn:  # stored as they come: affinity makes the numbers numbers
+        assert conn.exec_driver_sql("SELECT typeof(n) FROM t ORDER BY id").scalars().all() == [
+            "real", "integer", "null", "text"
+        ]  # fmt: skip
+    with pytest.raises(DataError, match=r"column 'n': source value '2026-03-01 08:00:01' is not a number"):
+        read(engine, arrow=arrow)

@@ -226,6 +226,16 @@ class SqlSource(Source):
         the table allows it and the driver has one, else rows through the DB-API cursor."""
         described = self.described
         batches = self._read(window or Window())
+        numeric_text = [
+            c.name
+            for c in described.columns
+            if not c.computed
+            and (c.read_type or c.type) is not None
+            and (c.read_type or c.type).kind is Kind.DECIMAL  # type: ignore[union-attr]
+            and polars_dtype(c.read_type or c.type) == pl.String()  # type: ignore[arg-type]
+        ]
+        if numeric_text:
+            batches = mapped(batches, lambda frame: numbers_only(frame, numeric_text, table=self.table.name))
         return batches if described.transform is None else mapped(batches, described.transformed)
 
     def compared(self) -> Side:
@@ -393,6 +403,24 @@ def _check_columns(source: SqlTable) -> None:
     for lossy in table.allow_lossy:
         if lossy != "*" and lossy not in names:
             raise ColumnNotFound(table.name, lossy, "allow_lossy", names)
+
+
+# A decimal as exact text: what PostgreSQL, Oracle and SQL Server print for a number (NaN and the
+# infinities included: PostgreSQL's numeric holds them).
+_NUMBER_TEXT = r"^\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*$|^(?:NaN|[+-]?Infinity)$"
+
+
+def numbers_only(frame: pl.DataFrame, columns: list[str], *, table: str) -> pl.DataFrame:
+    """`frame` once every value of `columns` (decimals carried as text) is a number. SQLite keeps
+    any text in a NUMERIC column; as text the value would pass into the cache unchecked."""
+    for name in columns:
+        column = frame.get_column(name)
+        bad = column.is_not_null() & ~column.str.contains(_NUMBER_TEXT)
+        if bad.any():
+            shown = repr(column.filter(bad)[0])[:80]
+            msg = f"table '{table}': column '{name}': source value {shown} is not a number (a decimal column)"
+            raise DataError(msg, table=table)
+    return frame
 
 
 def _from_clause(column: sa.ColumnElement[Any]) -> sa.FromClause:
