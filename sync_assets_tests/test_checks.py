@@ -395,3 +395,27 @@ def test_query_sources_are_reconciled_under_their_cache_names(
     execute(cache_url, sa.update(cache).where(cache.c.order_id == 99).values(qty=0))
     (changed,) = value(run_checks(harness)["deep_reconciliation"], "ranges")
     assert changed["first_key"] <= 99 <= changed["last_key"]
+
+
+def test_a_defect_in_a_check_warns_without_failing_or_retrying_the_sync(tmp_path, monkeypatch, make_database):
+    """A check that raises something unexpected (injected here into the lag check's judgement)
+    reports it as a check that could not run: failing the step would make its retries sync again."""
+    from sync_assets.checks import lag
+
+    source_url, cache_url = make_database("sqlite"), make_database("sqlite")
+    create_source(source_url, ROWS)
+    harness = make_harness(tmp_path, monkeypatch, source_url=source_url, cache_url=cache_url, tables=[ORDERS])
+
+    def defect(*_args, **_kwargs):
+        msg = "boom"
+        raise ZeroDivisionError(msg)
+
+    monkeypatch.setattr(lag, "_judge", defect)
+    result = harness.sync("orders", "mass")
+    assert result.success and len(synced(result)) == 1
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert evaluations["reconciliation"].passed
+    lagged = evaluations["source_lag"]
+    assert not lagged.passed and lagged.severity == dg.AssetCheckSeverity.WARN
+    assert lagged.description == "could not run: ZeroDivisionError: boom"
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]

@@ -1,6 +1,7 @@
 """The asset factory: one asset per catalog table, partitioned by update type when it has a watermark."""
 
 import json
+import traceback
 from collections.abc import Iterator, Sequence
 
 import dagster as dg
@@ -23,6 +24,7 @@ from sync_assets.catalog.operations import Retries
 from sync_assets.catalog.rest import RestConnectionSpec
 from sync_assets.checks import CheckResources, TableCheck, sharing, table_checks
 from sync_assets.errors import SyncCancelled, SyncError, SyncTransientError
+from sync_assets.redact import redact
 from sync_assets.resources.alerts import Alerter
 from sync_assets.resources.database import SqlDatabase
 from sync_assets.resources.files import FileDrop
@@ -91,7 +93,7 @@ def build_table_asset(
             if chosen:
                 with sharing(resources) as shared:
                     for check in chosen:
-                        yield _evaluate(check, shared)
+                        yield _evaluate(check, shared, context.log)
         except BaseException as err:
             if isinstance(err, Exception | GeneratorExit):  # GeneratorExit: Dagster closing this op
                 raise
@@ -113,18 +115,24 @@ def _cancelled(table: TableSpec, interrupt: BaseException) -> dg.Failure:
     return dg.Failure(description=description, allow_retries=False, metadata={CANCELLED_METADATA: True})
 
 
-def _evaluate(check: TableCheck, resources: CheckResources) -> dg.AssetCheckResult:
-    """A check that cannot run (database unreachable) warns; it must not hide the others."""
+def _evaluate(check: TableCheck, resources: CheckResources, log: dg.DagsterLogManager) -> dg.AssetCheckResult:
+    """A check that cannot run (database unreachable) warns; it must not hide the others. Nor
+    may a check's own defect fail the step: the step's retries would run the sync again."""
     try:
         return check.evaluate(resources)
     except dg.Failure as failure:
-        return dg.AssetCheckResult(
-            asset_key=check.spec.asset_key,
-            check_name=check.spec.name,
-            passed=False,
-            severity=dg.AssetCheckSeverity.WARN,
-            description=f"could not run: {failure.description}",
-        )
+        description = str(failure.description)
+    except Exception as err:
+        secrets = resources.cache.secrets() + resources.source.secrets()
+        description = redact(f"{type(err).__name__}: {err}", secrets)
+        log.error(redact(traceback.format_exc(), secrets))
+    return dg.AssetCheckResult(
+        asset_key=check.spec.asset_key,
+        check_name=check.spec.name,
+        passed=False,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=f"could not run: {description}",
+    )
 
 
 def run_is_alive(instance: dg.DagsterInstance, run_id: str) -> bool:
