@@ -236,7 +236,7 @@ def test_mssql_statement_compiles_with_uuids_read_as_themselves_and_integer_lite
         table.c.WADL01.label("description"),
         sa.cast(table.c.WAGUID, mssql.NVARCHAR()).label("guid"),
         sa.cast(table.c.WAUPMJ, mssql.NVARCHAR()).label("updated_julian"),
-    ).where(table.c.WADOCO.in_([7, 8]), table.c.WADL01 > "A")
+    ).where(table.c.WADOCO.in_([7, 8]), table.c.WADL01.in_(["A", "B"]))
     schema = {
         "order_number": pl.Int32(),
         "description": pl.String(),
@@ -255,9 +255,9 @@ def test_mssql_statement_compiles_with_uuids_read_as_themselves_and_integer_lite
         "SELECT [PRODDTA].[F4801].[WADOCO] AS order_number, [PRODDTA].[F4801].[WADL01] AS description, "
         "[PRODDTA].[F4801].[WAGUID] AS guid, CAST([PRODDTA].[F4801].[WAUPMJ] AS NVARCHAR(max)) AS updated_julian \n"
         "FROM [PRODDTA].[F4801] \n"
-        "WHERE [PRODDTA].[F4801].[WADOCO] IN (7, 8) AND [PRODDTA].[F4801].[WADL01] > ?"
+        "WHERE [PRODDTA].[F4801].[WADOCO] IN (7, 8) AND [PRODDTA].[F4801].[WADL01] IN (?, ?)"
     )
-    assert parameters == ["A"]
+    assert parameters == ["A", "B"]
 
 
 @pytest.mark.parametrize(
