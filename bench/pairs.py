@@ -1,7 +1,8 @@
 """Benchmark: cross-engine full reloads against a hand-written ADBC pipeline, dlt and Sling.
 
     .venv/bin/python bench/pairs.py                         # 1,000,000 rows, 3 rounds, every pair
-    .venv/bin/python bench/pairs.py --rows 5000000 --runs 1 --only-sync   # peak RSS at 5M
+    .venv/bin/python bench/pairs.py --rss-rows 5000000      # and peak RSS at 5M against 1M
+    .venv/bin/python bench/pairs.py --rows 5000000 --runs 1 --only-sync   # 5M alone
 
 The work order table of bench/run.py (20 columns), generated in a private PostgreSQL and copied
 into a SQLite and a DuckDB source by sync_assets itself. For each pair, per round, in turn:
@@ -18,7 +19,9 @@ into a SQLite and a DuckDB source by sync_assets itself. For each pair, per roun
 
 Figures are medians of the rounds; ratios are to H of the same pair in the same run (the sync's own
 duration for S, the whole process for the others), plus the CLI's own cost (S process minus
-S sync) and peak RSS of the process tree. Performance belongs here, never in the tests.
+S sync) and peak RSS of the process tree. With `--rss-rows N`, the same run then builds the
+sources again at N rows and syncs each pair once more: peak RSS at N against the median at
+`--rows` shows whether memory grows with the table. Performance belongs here, never in the tests.
 """
 
 from __future__ import annotations
@@ -240,17 +243,24 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only-sync", action="store_true", help="sync_assets alone (no pipeline or peers)")
     parser.add_argument(
+        "--rss-rows", type=int, help="then one sync per pair at this many rows: peak RSS against --rows"
+    )
+    parser.add_argument(
         "--pair", action="append", choices=[f"{s}->{d}" for s, d in PAIRS], help="only this pair (repeatable)"
     )
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="sync_assets_pairs_"))
     try:
-        run(args.rows, args.runs, folder, only_sync=args.only_sync, pairs=args.pair)
+        figures = run(args.rows, args.runs, folder, only_sync=args.only_sync, pairs=args.pair)
+        if args.rss_rows:
+            rss_growth(figures, args.rows, args.rss_rows, folder / "rss", pairs=args.pair)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def run(rows: int, runs: int, folder: Path, *, only_sync: bool, pairs: list[str] | None = None) -> None:
+def run(
+    rows: int, runs: int, folder: Path, *, only_sync: bool, pairs: list[str] | None = None
+) -> dict[tuple[str, str], Row]:
     bench = Pairs(rows, folder)
     bench.setup_sources()
     has_dlt = not only_sync and importlib.util.find_spec("dlt") is not None
@@ -291,6 +301,38 @@ def run(rows: int, runs: int, folder: Path, *, only_sync: bool, pairs: list[str]
                 note(figures, pair, "L Sling full-refresh", wall, rss)
     bench.stop()
     report(figures)
+    return figures
+
+
+def rss_growth(
+    figures: dict[tuple[str, str], Row], rows: int, more: int, folder: Path, *, pairs: list[str] | None
+) -> None:
+    """Each pair's sync once more, on sources of `more` rows: its peak RSS against the median at `rows`."""
+    folder.mkdir()
+    bench = Pairs(more, folder)
+    bench.setup_sources()
+    grown: dict[str, float] = {}
+    for src, dst in PAIRS:
+        pair = f"{src}->{dst}"
+        if pairs and pair not in pairs:
+            continue
+        url, _ = bench.cache(dst, "sync")
+        catalog = bench.catalog(f"pair_{src}_{dst}", bench.sqlalchemy_urls[src], url)
+        wall, rss = bench.sync(catalog, "mass")
+        _, n = bench.own_seconds(url)
+        assert n == more, f"{pair}: {n} rows synced"
+        print(
+            f"  {pair:22} S at {more:,} rows: {wall:.2f} s process, {bench.sync_seconds():.2f} s sync, "
+            f"{rss:.0f} MiB",
+            flush=True,
+        )
+        grown[pair] = rss
+    bench.stop()
+    print()
+    print(f"{'pair':22} {f'peak MiB at {rows:,}':>20} {f'at {more:,}':>14} {'ratio':>6}")
+    for pair, rss in grown.items():
+        base = statistics.median(figures[(pair, "S sync_assets mass")].rss)
+        print(f"{pair:22} {base:20.0f} {rss:14.0f} {rss / base:6.2f}")
 
 
 def note(

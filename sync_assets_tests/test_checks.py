@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sync_assets.assets.factory import resources_for
 from sync_assets.catalog.loader import load_catalog
 from sync_assets.checks import CheckResources, common, sharing, table_checks
+from sync_assets.dialects.base import SourceDialect
 from sync_assets.resources.database import SqlDatabase
 from sync_assets_tests.helpers import (
     BASE_TIME,
@@ -91,6 +92,32 @@ def test_checks_share_one_connection_per_database_and_survive_a_failed_statement
     assert outcomes == {"row_count": True, "reconciliation": True, "source_lag": True}
     assert sorted(opened) == ["cache", "source"]
     assert sorted(reflections) == ["cache_table", "reflect"], "each table reflected once for all checks"
+
+
+def test_the_checks_after_a_sync_reuse_its_reflection_of_the_source(tmp_path, monkeypatch, make_pg_database):
+    """The op that synced a table runs its checks with the source table as the sync reflected it:
+    one reflection of the source per materialization, however many checks read the source."""
+    source_url, cache_url = make_pg_database(), make_pg_database()
+    create_source(source_url, ROWS)
+    harness = make_harness(tmp_path, monkeypatch, source_url=source_url, cache_url=cache_url, tables=[ORDERS])
+    reflected: list[str] = []
+    real = SourceDialect.reflect_table
+
+    def counted(self, conn, name, *, schema):
+        reflected.append(name)
+        return real(self, conn, name, schema=schema)
+
+    monkeypatch.setattr(SourceDialect, "reflect_table", counted)
+    for partition in ("mass", "daily"):
+        reflected.clear()
+        result = harness.sync("orders", partition)
+        evaluations = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+        assert evaluations == {"reconciliation": True, "source_lag": True}, partition
+        assert reflected == ["orders"], f"{partition}: the source reflected once, by the sync"
+
+    reflected.clear()
+    assert run_checks(harness)["reconciliation"].passed, "checks run on their own reflect it themselves"
+    assert reflected == ["orders"]
 
 
 def sync(harness: Harness, partition: str) -> None:

@@ -2,7 +2,7 @@
 
 import json
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 
 import dagster as dg
 
@@ -29,6 +29,7 @@ from sync_assets.resources.alerts import Alerter
 from sync_assets.resources.database import SqlDatabase
 from sync_assets.resources.files import FileDrop
 from sync_assets.resources.rest import RestApi
+from sync_assets.sources.sql import SqlTable
 from sync_assets.sync.runner import FULL, run_sync
 
 SOURCE_TAG = "sync_assets/source"
@@ -74,8 +75,9 @@ def build_table_asset(
             source=getattr(context.resources, table.source), cache=getattr(context.resources, catalog.cache)
         )
         try:
+            reflected = None
             if spec.key in context.selected_asset_keys:
-                yield from _materialize(
+                reflected = yield from _materialize(
                     context, catalog, table, _update_type(context, table), spec.key, resources
                 )
             selected = context.selected_asset_check_keys
@@ -91,7 +93,7 @@ def build_table_asset(
                     yield item.evaluate(context.instance, schedules=schedules)
             chosen = [check for check in verification if check.spec.key in selected]
             if chosen:
-                with sharing(resources) as shared:
+                with sharing(resources, source_table=reflected) as shared:
                     for check in chosen:
                         yield _evaluate(check, shared, context.log)
         except BaseException as err:
@@ -166,8 +168,9 @@ def _materialize(
     update_type: UpdateType,
     key: dg.AssetKey,
     resources: CheckResources,
-) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization]:
-    """The sync, its result, and for a full load the other update types it brought up to date.
+) -> Generator[dg.MaterializeResult | dg.AssetMaterialization, None, SqlTable | None]:
+    """The sync, its result, and for a full load the other update types it brought up to date;
+    returns the source table as the sync reflected it, for the checks that follow.
 
     A full load replaces every row, and the next incremental starts from its watermark, so each
     update-type partition of the table is current after it: recording them keeps Dagster from
@@ -229,6 +232,7 @@ def _materialize(
                     description=f"brought up to date by the full load of this {update_type.value} sync",
                     metadata={"dagster/row_count": dg.MetadataValue.int(result.row_count)},
                 )
+    return result.source_table
 
 
 def retry_policy(retries: Retries) -> dg.RetryPolicy | None:

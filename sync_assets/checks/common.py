@@ -64,9 +64,13 @@ class SharedConnections:
 
 
 @contextmanager
-def sharing(resources: CheckResources) -> Iterator[CheckResources]:
-    """`resources` whose checks share their connections until the block ends."""
+def sharing(resources: CheckResources, *, source_table: SqlTable | None = None) -> Iterator[CheckResources]:
+    """`resources` whose checks share their connections until the block ends; `source_table`,
+    the source as the sync just before them reflected it, spares them reflecting it again (on an
+    ERP's catalog views, seconds)."""
     shared = SharedConnections()
+    if source_table is not None:
+        shared.reflected[("source", source_table.table.name)] = source_table
     try:
         yield replace(resources, shared=shared)
     finally:

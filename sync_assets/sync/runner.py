@@ -32,7 +32,7 @@ from sync_assets.resources.database import SqlDatabase
 from sync_assets.resources.files import FileDrop
 from sync_assets.resources.rest import RestApi
 from sync_assets.sources.base import Source
-from sync_assets.sources.sql import SqlSource
+from sync_assets.sources.sql import SqlSource, SqlTable
 from sync_assets.sync import audit
 from sync_assets.sync.commit import commit
 from sync_assets.sync.interrupts import interrupts_deferred, is_interrupt
@@ -62,6 +62,8 @@ class SyncResult:
     watermark_to: str | None
     seconds: float
     target_table: sa.Table
+    # The source table as this sync reflected it (SQL sources): the checks after it reuse it.
+    source_table: SqlTable | None = None
 
     @property
     def rows_per_second(self) -> float:
@@ -284,6 +286,7 @@ class _Sync:
             watermark_to=outcome.watermark_to,
             seconds=time.monotonic() - started,
             target_table=target,
+            source_table=source.described if isinstance(source, SqlSource) else None,
         )
 
     def _record_end(self, engine: sa.Engine, dialect: CacheDialect, attempt: int, err: BaseException) -> None:
