@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -94,30 +95,49 @@ def test_checks_share_one_connection_per_database_and_survive_a_failed_statement
     assert sorted(reflections) == ["cache_table", "reflect"], "each table reflected once for all checks"
 
 
-def test_the_checks_after_a_sync_reuse_its_reflection_of_the_source(tmp_path, monkeypatch, make_pg_database):
-    """The op that synced a table runs its checks with the source table as the sync reflected it:
-    one reflection of the source per materialization, however many checks read the source."""
+def test_the_checks_after_a_sync_reuse_its_logins_and_its_reflection_of_the_source(
+    tmp_path, monkeypatch, make_pg_database
+):
+    """The op that synced a table runs its checks on the sync's engines, whose pooled connections
+    spare them a login, and with the source table as the sync reflected it: per materialization,
+    one login to the source through SQLAlchemy and one reflection, however many checks read it."""
     source_url, cache_url = make_pg_database(), make_pg_database()
     create_source(source_url, ROWS)
     harness = make_harness(tmp_path, monkeypatch, source_url=source_url, cache_url=cache_url, tables=[ORDERS])
+    made: list[str] = []
+    logins: list[str] = []
+    original = SqlDatabase.engine
+
+    @contextmanager
+    def counted_engine(self, *, role, table=None):
+        with original(self, role=role, table=table) as (engine, dialect):
+            made.append(role)
+            sa.event.listen(engine, "connect", lambda *_: logins.append(role))
+            yield engine, dialect
+
+    monkeypatch.setattr(SqlDatabase, "engine", counted_engine)
     reflected: list[str] = []
     real = SourceDialect.reflect_table
 
-    def counted(self, conn, name, *, schema):
+    def counted_reflection(self, conn, name, *, schema):
         reflected.append(name)
         return real(self, conn, name, schema=schema)
 
-    monkeypatch.setattr(SourceDialect, "reflect_table", counted)
+    monkeypatch.setattr(SourceDialect, "reflect_table", counted_reflection)
     for partition in ("mass", "daily"):
-        reflected.clear()
+        for seen in (made, logins, reflected):
+            seen.clear()
         result = harness.sync("orders", partition)
         evaluations = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
         assert evaluations == {"reconciliation": True, "source_lag": True}, partition
+        assert sorted(made) == ["cache", "source"], f"{partition}: one engine per database for the op"
+        assert logins.count("source") == 1, f"{partition}: the checks used the sync's source connection"
         assert reflected == ["orders"], f"{partition}: the source reflected once, by the sync"
 
+    made.clear()
     reflected.clear()
-    assert run_checks(harness)["reconciliation"].passed, "checks run on their own reflect it themselves"
-    assert reflected == ["orders"]
+    assert run_checks(harness)["reconciliation"].passed, "checks run on their own open and reflect themselves"
+    assert (sorted(made), reflected) == (["cache", "source"], ["orders"])
 
 
 def sync(harness: Harness, partition: str) -> None:

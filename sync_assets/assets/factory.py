@@ -26,7 +26,7 @@ from sync_assets.checks import CheckResources, TableCheck, sharing, table_checks
 from sync_assets.errors import SyncCancelled, SyncError, SyncTransientError
 from sync_assets.redact import redact
 from sync_assets.resources.alerts import Alerter
-from sync_assets.resources.database import SqlDatabase
+from sync_assets.resources.database import Engines, SqlDatabase
 from sync_assets.resources.files import FileDrop
 from sync_assets.resources.rest import RestApi
 from sync_assets.sources.sql import SqlTable
@@ -74,11 +74,12 @@ def build_table_asset(
         resources = CheckResources(
             source=getattr(context.resources, table.source), cache=getattr(context.resources, catalog.cache)
         )
+        engines = Engines()  # the sync's, kept for the checks after it
         try:
             reflected = None
             if spec.key in context.selected_asset_keys:
                 reflected = yield from _materialize(
-                    context, catalog, table, _update_type(context, table), spec.key, resources
+                    context, catalog, table, _update_type(context, table), spec.key, resources, engines
                 )
             selected = context.selected_asset_check_keys
             wanted = [item for item in staleness if item.spec.key in selected]
@@ -93,13 +94,15 @@ def build_table_asset(
                     yield item.evaluate(context.instance, schedules=schedules)
             chosen = [check for check in verification if check.spec.key in selected]
             if chosen:
-                with sharing(resources, source_table=reflected) as shared:
+                with sharing(resources, source_table=reflected, engines=engines) as shared:
                     for check in chosen:
                         yield _evaluate(check, shared, context.log)
         except BaseException as err:
             if isinstance(err, Exception | GeneratorExit):  # GeneratorExit: Dagster closing this op
                 raise
             raise _cancelled(table, err) from None
+        finally:
+            engines.close()
 
     return _sync
 
@@ -168,6 +171,7 @@ def _materialize(
     update_type: UpdateType,
     key: dg.AssetKey,
     resources: CheckResources,
+    engines: Engines,
 ) -> Generator[dg.MaterializeResult | dg.AssetMaterialization, None, SqlTable | None]:
     """The sync, its result, and for a full load the other update types it brought up to date;
     returns the source table as the sync reflected it, for the checks that follow.
@@ -188,6 +192,7 @@ def _materialize(
             run_id=context.run.run_id,
             log=context.log.info,
             is_run_alive=lambda run_id: run_is_alive(context.instance, run_id),
+            engines=engines,
         )
     except SyncTransientError as err:
         max_retries = catalog.connections[table.source].retries.max_retries  # what retry_policy() was given

@@ -16,7 +16,7 @@ from sync_assets.dialects import CacheDialect, SourceDialect
 from sync_assets.dialects.base import DATABASE_ERRORS
 from sync_assets.errors import SyncError, describe_error
 from sync_assets.redact import redact
-from sync_assets.resources.database import Role, SqlDatabase
+from sync_assets.resources.database import Engines, Role, SqlDatabase
 from sync_assets.sources.sql import SqlTable, reflect
 from sync_assets.sync import audit, watermark
 from sync_assets.sync.audit import INCREMENTAL
@@ -38,14 +38,17 @@ class SharedConnections:
     """Connections opened at the first check that needs each and kept for the next ones: the
     checks after a sync log in to the source once, not once per check."""
 
-    def __init__(self) -> None:
+    def __init__(self, engines: Engines | None = None) -> None:
         self._stack = ExitStack()
+        self._engines = engines if engines is not None else self._stack.enter_context(Engines())
         self._opened: dict[str, tuple[sa.Connection, Any]] = {}
         self.reflected: dict[tuple[str, str], Any] = {}
 
     def get(self, database: SqlDatabase, role: Role, table: str) -> tuple[sa.Connection, Any]:
         if role not in self._opened:
-            engine, dialect = self._stack.enter_context(database.engine(role=role, table=table))
+            engine, dialect = self._stack.enter_context(
+                self._engines.engine(database, role=role, table=table)
+            )
             self._opened[role] = (self._stack.enter_context(engine.connect()), dialect)
         return self._opened[role]
 
@@ -64,11 +67,13 @@ class SharedConnections:
 
 
 @contextmanager
-def sharing(resources: CheckResources, *, source_table: SqlTable | None = None) -> Iterator[CheckResources]:
-    """`resources` whose checks share their connections until the block ends; `source_table`,
-    the source as the sync just before them reflected it, spares them reflecting it again (on an
-    ERP's catalog views, seconds)."""
-    shared = SharedConnections()
+def sharing(
+    resources: CheckResources, *, source_table: SqlTable | None = None, engines: Engines | None = None
+) -> Iterator[CheckResources]:
+    """`resources` whose checks share their connections until the block ends. After a sync in the
+    same op: `engines`, the sync's, whose pooled connections spare the checks a login, and
+    `source_table`, the source as the sync reflected it (on an ERP's catalog views, seconds)."""
+    shared = SharedConnections(engines)
     if source_table is not None:
         shared.reflected[("source", source_table.table.name)] = source_table
     try:

@@ -7,7 +7,7 @@ secret, so the UI shows variable names; values are read when a sync opens the co
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any, Literal
 
 import dagster as dg
@@ -107,3 +107,33 @@ class SqlDatabase(dg.ConfigurableResource):
             yield engine, dialect
         finally:
             engine.dispose()
+
+
+class Engines:
+    """The engines of one asset op, each made at its first use and disposed when the op ends: the
+    sync and the checks after it share each database's pooled connection, so the op logs in to a
+    database once (on an ERP, the login is the slow part of a check)."""
+
+    def __init__(self) -> None:
+        self._stack = ExitStack()
+        self._made: dict[tuple[str, Role, str | None], tuple[sa.Engine, Any]] = {}
+
+    @contextmanager
+    def engine(
+        self, database: SqlDatabase, *, role: Role, table: str | None = None
+    ) -> Iterator[tuple[sa.Engine, Any]]:
+        """`database.engine()`, kept until `close()` instead of disposed at the block's end."""
+        key = (database.name, role, table)
+        if key not in self._made:
+            self._made[key] = self._stack.enter_context(database.engine(role=role, table=table))
+        yield self._made[key]
+
+    def close(self) -> None:
+        self._made.clear()
+        self._stack.close()
+
+    def __enter__(self) -> Engines:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()

@@ -28,7 +28,7 @@ from sync_assets.errors import (
     describe_error,
 )
 from sync_assets.redact import redact
-from sync_assets.resources.database import SqlDatabase
+from sync_assets.resources.database import Engines, SqlDatabase
 from sync_assets.resources.files import FileDrop
 from sync_assets.resources.rest import RestApi
 from sync_assets.sources.base import Source
@@ -80,12 +80,14 @@ def run_sync(
     run_id: str,
     log: Log,
     is_run_alive: Callable[[str], bool] | None = None,
+    engines: Engines | None = None,
 ) -> SyncResult:
     """Sync `table` for `update_type`; raises SyncError (secrets masked) when it cannot, and
     SyncCancelled when it is interrupted (recorded as `cancelled`; the cache is unchanged).
 
     `is_run_alive` tells whether a run of another machine still runs (Dagster's run status), for
-    the source's `max_parallel` slots and for closing abandoned attempts.
+    the source's `max_parallel` slots and for closing abandoned attempts. `engines` keeps the
+    engines for what follows the sync (its checks); without it they are disposed at its end.
     """
     if update_type.is_incremental and not table.is_incremental:
         msg = (
@@ -103,19 +105,20 @@ def run_sync(
     job.is_run_alive = is_run_alive
     progress = job.progress
     try:
-        with contextlib.ExitStack() as engines:
-            engines.enter_context(progress.interrupts)
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(progress.interrupts)
+            kept = engines if engines is not None else stack.enter_context(Engines())
             progress.at("connect", "source")
             if not isinstance(source_db, SqlDatabase):  # an API or a folder: no engine to make
                 open_source = job.other_source(source_db)
             else:
-                source_engine, job.dialects["source"] = engines.enter_context(
-                    source_db.engine(role="source", table=table.name)
+                source_engine, job.dialects["source"] = stack.enter_context(
+                    kept.engine(source_db, role="source", table=table.name)
                 )
                 open_source = job.sql_source(source_engine, job.dialects["source"])
             progress.at("connect", "cache")
-            cache_engine, job.dialects["cache"] = engines.enter_context(
-                cache_db.engine(role="cache", table=table.name)
+            cache_engine, job.dialects["cache"] = stack.enter_context(
+                kept.engine(cache_db, role="cache", table=table.name)
             )
             return job.run(open_source, cache_engine, job.dialects["cache"])
     except SyncError as err:
