@@ -1,6 +1,7 @@
 """Full loads through a loader with a connection of its own (SQL Server's TDS bulk copy commits on
 a connection it opens itself): the batches fill a committed fresh table before the commit, the
-commit swaps it in, and a failure or a crash leaves the target as it was.
+commit swaps it in, and a failure or a crash leaves the target as it was. An incremental of
+several batches fills a committed heap the same way, which the commit merges from.
 
 The shared code runs here against real SQLite files, with a cache dialect whose separate loader
 is a second sqlite3 connection (the same SQLite library, so no lock is lost; see
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
+from datetime import timedelta
 
 import polars as pl
 import pytest
@@ -21,6 +23,7 @@ import sqlalchemy as sa
 from sync_assets.dialects import base
 from sync_assets.dialects.sqlite import SQLiteDialect, to_sqlite_values
 from sync_assets_tests.helpers import (
+    BASE_TIME,
     create_source,
     failure_message,
     make_harness,
@@ -42,6 +45,14 @@ class SeparatelyLoadingSQLite(SQLiteDialect):
 
     def fresh_table(self, conn: sa.Connection, target: sa.Table, *, several_batches: bool) -> sa.Table | None:
         return self.create_committed(conn, self.fresh_copy(target))
+
+    def separate_staging(
+        self, conn: sa.Connection, target: sa.Table, *, several_batches: bool
+    ) -> sa.Table | None:
+        # As SQL Server on mssql-python: only an incremental of several batches takes the heap.
+        if not several_batches:
+            return None
+        return self.create_committed(conn, self.fresh_copy(target, keyed=False))
 
     def load_separately(self, conn: sa.Connection, dest: sa.Table, frames: Iterator[pl.DataFrame]) -> None:
         writer = sqlite3.connect(conn.engine.url.database, isolation_level=None)
@@ -85,7 +96,14 @@ def _tables(url: sa.URL) -> set[str]:
 
 
 def _harness(
-    tmp_path, monkeypatch, make_database, rows: int, *, primary_key: bool = True, cache: str = "sqlite"
+    tmp_path,
+    monkeypatch,
+    make_database,
+    rows: int,
+    *,
+    primary_key: bool = True,
+    cache: str = "sqlite",
+    batch_size: int = 500,
 ):
     source_url, cache_url = make_database("sqlite"), make_database(cache)
     create_source(source_url, [order_row(i) for i in range(1, rows + 1)], primary_key=primary_key)
@@ -95,7 +113,7 @@ def _harness(
         source_url=source_url,
         cache_url=cache_url,
         tables=[{**ORDERS, "direct_copy": False}],
-        defaults={"batch_size": 500},
+        defaults={"batch_size": batch_size},
     )
     return harness, source_url, cache_url
 
@@ -187,6 +205,95 @@ def test_a_commit_that_fails_after_the_swap_leaves_the_target_and_no_fresh_table
     assert read_rows(cache_url, "orders") == before
     assert not staging_tables(cache_url)
     assert [r["status"] for r in sync_log_rows(cache_url, "orders")] == ["succeeded", "failed"]
+
+
+def _changed(url: sa.URL, updated: range, inserted: range) -> None:
+    """Rows `updated` in place and rows `inserted`, all stamped after everything synced so far."""
+    later = BASE_TIME + timedelta(days=30)
+    engine = sa.create_engine(url)
+    table = orders_table(sa.MetaData(), "orders", primary_key=False)
+    with engine.begin() as conn:
+        for i in updated:
+            row = order_row(i, updated_at=later + timedelta(seconds=i), version=1)
+            conn.execute(table.update().where(table.c.id == i).values(row))
+        conn.execute(
+            table.insert(), [order_row(i, updated_at=later + timedelta(seconds=i)) for i in inserted]
+        )
+    engine.dispose()
+
+
+def test_an_incremental_of_several_batches_merges_from_a_heap_the_loader_filled(
+    tmp_path, monkeypatch, make_database, separate
+):
+    harness, source_url, cache_url = _harness(tmp_path, monkeypatch, make_database, 1_000)
+    assert harness.sync("orders", "mass").success
+    full_load_batches = separate.loaded_batches
+    _changed(source_url, updated=range(1, 301), inserted=range(1_001, 1_701))
+
+    assert harness.sync("orders", "daily").success
+    last = sync_log_rows(cache_url, "orders")[-1]
+    # The daily re-reads its lookback window too: 1,700 rows, 300 of them changed, 700 new.
+    assert (last["status"], last["rows_read"], last["rows_inserted"], last["rows_updated"]) == (
+        "succeeded",
+        1_700,
+        700,
+        300,
+    )
+    assert separate.loaded_batches - full_load_batches == 4, "1,700 rows in batches of 500"
+    assert read_rows(cache_url, "orders") == read_rows(source_url, "orders")
+    assert not staging_tables(cache_url), "the heap is dropped after the merge"
+
+
+def test_an_incremental_of_one_batch_stages_in_the_session(tmp_path, monkeypatch, make_database, separate):
+    """One batch is not worth the separate loader's start (on SQL Server, a second login)."""
+    harness, source_url, cache_url = _harness(tmp_path, monkeypatch, make_database, 400, batch_size=5_000)
+    assert harness.sync("orders", "mass").success
+    full_load_batches = separate.loaded_batches
+    _changed(source_url, updated=range(1, 11), inserted=range(401, 411))
+
+    assert harness.sync("orders", "daily").success
+    assert separate.loaded_batches == full_load_batches
+    assert read_rows(cache_url, "orders") == read_rows(source_url, "orders")
+    last = sync_log_rows(cache_url, "orders")[-1]
+    assert (last["rows_inserted"], last["rows_updated"]) == (10, 10)
+    assert not staging_tables(cache_url)
+
+
+def test_an_incremental_whose_commit_fails_leaves_the_target_and_no_heap(
+    tmp_path, monkeypatch, make_database, separate
+):
+    harness, source_url, cache_url = _harness(tmp_path, monkeypatch, make_database, 1_000)
+    assert harness.sync("orders", "mass").success
+    before = read_rows(cache_url, "orders")
+    _changed(source_url, updated=range(1, 401), inserted=range(1_001, 1_801))
+    _execute(
+        cache_url,
+        "CREATE TRIGGER refuse_success BEFORE UPDATE OF status ON sync_log WHEN NEW.status = 'succeeded' "
+        "BEGIN SELECT RAISE(ABORT, 'injected fault'); END",
+    )
+
+    result = harness.sync("orders", "daily")
+    assert not result.success
+    assert "injected fault" in failure_message(result)
+    assert read_rows(cache_url, "orders") == before
+    assert not staging_tables(cache_url), "the filled heap is dropped with the failed commit"
+    assert [r["status"] for r in sync_log_rows(cache_url, "orders")] == ["succeeded", "failed"]
+
+    _execute(cache_url, "DROP TRIGGER refuse_success")
+    assert harness.sync("orders", "daily").success
+    assert read_rows(cache_url, "orders") == read_rows(source_url, "orders")
+
+
+def test_an_incremental_replaces_a_heap_left_by_a_crash(tmp_path, monkeypatch, make_database, separate):
+    harness, source_url, cache_url = _harness(tmp_path, monkeypatch, make_database, 600)
+    assert harness.sync("orders", "mass").success
+    _execute(cache_url, "CREATE TABLE orders__sync_new (id INTEGER, junk TEXT)")  # a killed stage's heap
+    _execute(cache_url, "INSERT INTO orders__sync_new VALUES (1, 'half a stage')")
+    _changed(source_url, updated=range(1, 201), inserted=range(601, 1_401))
+
+    assert harness.sync("orders", "daily").success
+    assert read_rows(cache_url, "orders") == read_rows(source_url, "orders")
+    assert not staging_tables(cache_url)
 
 
 def _duckdb_indexes(url: sa.URL) -> set[str]:

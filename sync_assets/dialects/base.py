@@ -281,9 +281,17 @@ class CacheDialect(Database):
         first batch, for a loader whose start costs more than a small table's load."""
         return None
 
+    def separate_staging(
+        self, conn: sa.Connection, target: sa.Table, *, several_batches: bool
+    ) -> sa.Table | None:
+        """For an incremental: a committed, empty heap shaped like `target` (`<table>__sync_new`,
+        one a crash left dropped first) for `load_separately` to fill before the commit merges it;
+        None where staging is a session temp table loaded in its transaction (`staging_table`)."""
+        return None
+
     def load_separately(self, conn: sa.Connection, dest: sa.Table, frames: Iterator[pl.DataFrame]) -> None:
-        """Load every batch of `frames` into the `fresh_table` `dest` on a connection of the
-        loader's own, which commits them; returns once all are written."""
+        """Load every batch of `frames` into `dest` (a `fresh_table` or a `separate_staging`) on
+        a connection of the loader's own, which commits them; returns once all are written."""
         raise NotImplementedError
 
     def swap_in(self, conn: sa.Connection, target: sa.Table, fresh: sa.Table) -> None:

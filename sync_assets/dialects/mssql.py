@@ -1,4 +1,5 @@
 """SQL Server as source and cache: #temp staging loaded with fast_executemany, one MERGE per upsert.
+On mssql-python, loads of several batches are bulk-copied into a committed heap (`mssql_bulk`).
 
 pyodbc is imported only where a connection already exists, so this module (and compiling its
 SQL) works on machines without unixODBC. Sources on mssql-python (`mssql+mssqlpython://`) are
@@ -275,6 +276,16 @@ class MSSQLDialect(Dialect):
     def fresh_table(self, conn: sa.Connection, target: sa.Table, *, several_batches: bool) -> sa.Table | None:
         """With mssql-python, a full load is bulk-copied into a committed heap first (`mssql_bulk`)."""
         if not mssql_reader.uses_driver(conn):
+            return None
+        return self.create_committed(conn, self.fresh_copy(target, keyed=False))
+
+    def separate_staging(
+        self, conn: sa.Connection, target: sa.Table, *, several_batches: bool
+    ) -> sa.Table | None:
+        """With mssql-python, an incremental of several batches is bulk-copied into a committed
+        heap too (a #temp table is the session's, out of the bulk copy's reach); one batch goes
+        into #temp inside the transaction, sparing a small load the bulk copy's own login."""
+        if not several_batches or not mssql_reader.uses_driver(conn):
             return None
         return self.create_committed(conn, self.fresh_copy(target, keyed=False))
 

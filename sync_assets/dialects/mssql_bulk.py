@@ -6,7 +6,8 @@ the call and commits itself: it cannot write inside the sync's transaction, and 
 (TABLOCK: minimally logged), and the commit replaces the target's rows from it in one
 transaction: DELETE under one table lock, then INSERT ... SELECT with TABLOCK, whose key check
 fails the commit on a duplicate. The target keeps its identity (grants, triggers, views).
-Incrementals still stage in #temp through the session's own connection.
+An incremental of several batches fills the same heap, which the commit's MERGE reads and the
+clean-up after it drops; one batch still stages in #temp through the session's own connection.
 
 Only the mssql-python driver (`mssql+mssqlpython://`) has this path; pyodbc keeps
 fast_executemany inside the transaction.

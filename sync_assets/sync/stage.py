@@ -4,8 +4,9 @@ The general path streams the source's polars batches through the cache's bulk lo
 copy (same kind of database on both ends) lets the databases move the rows themselves. An
 incremental lands in a staging table now, for the commit's upsert; a full load is written once,
 inside the commit's transaction, straight into the table the reload swaps in (no staging table
-copied a second time), or, where the cache's loader writes on a connection of its own, into a
-committed fresh table the commit swaps in. `Staged` says how the commit gets its rows.
+copied a second time). Where the cache's loader writes on a connection of its own, both fill a
+committed table before the commit instead: a fresh table the commit swaps in, or a heap it
+merges from. `Staged` says how the commit gets its rows.
 """
 
 from __future__ import annotations
@@ -132,17 +133,16 @@ class Stager:
             exists = self._check_existing(target)
         added = columns_to_add(cache, target, self.table.change_columns)
         cache.commit()
+        # Whether more than the first batch follows (read now: it would be next anyway).
+        progress.at("read", "source")
+        second = None if first is None else next(batches, None)
+        progress.at("read", "cache")
+        if second is not None:
+            batches = itertools.chain([second], batches)
         if plan.mode == FULL:
-            # Whether more than the first batch follows (read now: it would be next anyway).
-            progress.at("read", "source")
-            second = None if first is None else next(batches, None)
-            progress.at("read", "cache")
-            if second is not None:
-                batches = itertools.chain([second], batches)
             fresh = dialect.fresh_table(cache, target, several_batches=second is not None)
             if fresh is not None:
                 return self._load_fresh(target, fresh, exists, added, first, batches, session)
-        if plan.mode == FULL:
 
             def reload() -> Any:
                 loaded_max = None
@@ -157,6 +157,12 @@ class Stager:
                 return loaded_max
 
             return Staged(target, None, exists, None, reload, added)
+        heap = dialect.separate_staging(cache, target, several_batches=second is not None)
+        if heap is not None:
+            # Dropped after the commit's merge, or here when the sync stops before it succeeds.
+            session.callback(lambda: progress.committed or _drop_quietly(cache, heap))
+            loaded_max = self._load(heap, first, batches, phase="stage", separately=True)
+            return Staged(target, heap, exists, loaded_max, lambda: loaded_max, added)
         staging = dialect.staging_table(target, suffix=f"_{uuid.uuid4().hex[:8]}")
         with cache.begin():
             staging.create(cache)

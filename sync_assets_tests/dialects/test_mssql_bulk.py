@@ -1,5 +1,5 @@
-"""SQL Server full loads through mssql-python's TDS bulk copy, without a server: the exact SQL of
-the fresh heap and the commit, the Arrow batches handed to the driver (every cache type paired
+"""SQL Server loads through mssql-python's TDS bulk copy, without a server: the exact SQL of
+the fresh heap, the commit and an incremental's MERGE from the heap, the Arrow batches handed to the driver (every cache type paired
 as its bulk writer accepts, the type contract's edge values intact), and the driver's own
 `Cursor.bulkcopy_arrow` up to the point where it would open its connection.
 
@@ -22,7 +22,7 @@ from mssql_python.cursor import Cursor
 from sqlalchemy.dialects import mssql
 
 from sync_assets.dialects import mssql_bulk, mssql_reader
-from sync_assets.dialects.mssql import DIALECT
+from sync_assets.dialects.mssql import DIALECT, upsert_statements
 from sync_assets.types import ColumnType, Kind
 
 
@@ -73,6 +73,30 @@ def test_the_commit_replaces_the_rows_under_table_locks_and_drops_the_heap():
         "FROM erp.[Order__sync_new]",
         "DROP TABLE erp.[Order__sync_new]",
     ]
+
+
+def test_an_incremental_merges_from_the_heap_and_its_clean_up_drops_it():
+    table = target()
+    heap = DIALECT.fresh_copy(table, keyed=False)
+    _changes, merge = upsert_statements(table, heap, key=["id"], updated_at="updated_at")
+    assert sql(merge) == (
+        "MERGE INTO erp.[Order] WITH (HOLDLOCK)\n"
+        "USING (SELECT ranked.id AS id, ranked.name AS name, ranked.updated_at AS updated_at \n"
+        "FROM (SELECT erp.[Order__sync_new].id AS id, erp.[Order__sync_new].name AS name, "
+        "erp.[Order__sync_new].updated_at AS updated_at, row_number() OVER (PARTITION BY "
+        "erp.[Order__sync_new].id ORDER BY erp.[Order__sync_new].updated_at DESC) AS _sync_rank \n"
+        "FROM erp.[Order__sync_new]) AS ranked \n"
+        "WHERE ranked._sync_rank = :sync_rank_1) AS latest\n"
+        "ON erp.[Order].id = latest.id\n"
+        "WHEN MATCHED AND (NOT EXISTS (SELECT datalength(erp.[Order].name) INTERSECT SELECT "
+        "datalength(latest.name)) OR NOT EXISTS (SELECT CAST(erp.[Order].name AS VARBINARY(max)) "
+        "INTERSECT SELECT CAST(latest.name AS VARBINARY(max))) OR NOT EXISTS (SELECT "
+        "erp.[Order].updated_at INTERSECT SELECT latest.updated_at)) "
+        "THEN UPDATE SET name = latest.name, updated_at = latest.updated_at\n"
+        "WHEN NOT MATCHED BY TARGET THEN INSERT (id, name, updated_at) "
+        "VALUES (latest.id, latest.name, latest.updated_at);"
+    )
+    assert sql(sa.schema.DropTable(heap)) == "DROP TABLE erp.[Order__sync_new]"
 
 
 # What mssql-py-core's Arrow bulk writer pairs with each destination type (resolve_kind in
@@ -273,4 +297,14 @@ def test_only_mssql_python_connections_take_the_bulk_path():
     with engine.connect() as conn:
         assert not mssql_reader.uses_driver(conn)
         assert DIALECT.fresh_table(conn, target(), several_batches=True) is None
+        assert DIALECT.separate_staging(conn, target(), several_batches=True) is None
+    engine.dispose()
+
+
+def test_an_incremental_of_one_batch_stays_in_the_session_even_on_mssql_python(monkeypatch):
+    """No second login for a small hourly: one batch stages in #temp inside the transaction."""
+    monkeypatch.setattr(mssql_reader, "uses_driver", lambda conn: True)
+    engine = sa.create_engine("sqlite://")
+    with engine.connect() as conn:
+        assert DIALECT.separate_staging(conn, target(), several_batches=False) is None
     engine.dispose()
