@@ -350,12 +350,19 @@ def run_worker(production: Production, step_pid: int) -> psutil.Process:
     """The run worker the code server started: the spawned process that runs the sync (a run of one
     table, in-process) or is above its step process."""
     code_server = psutil.Process(production.processes["code_server"].pid)
-    workers = [
-        p for p in code_server.children(recursive=True) if "multiprocessing.spawn" in " ".join(p.cmdline())
-    ]
+    workers = [p for p in code_server.children(recursive=True) if "multiprocessing.spawn" in _command(p)]
     above = {step_pid, *(p.pid for p in psutil.Process(step_pid).parents())}
     (worker,) = [w for w in workers if w.pid in above]
     return worker
+
+
+def _command(process: psutil.Process) -> str:
+    """A process's command line; empty for one that has exited (an earlier run's worker the code
+    server has not reaped yet is a zombie, whose command line cannot be read)."""
+    try:
+        return " ".join(process.cmdline())
+    except psutil.Error:
+        return ""
 
 
 def _attempt(cache_url: sa.URL, run_id: str, status: str) -> dict[str, Any] | None:
