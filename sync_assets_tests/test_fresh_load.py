@@ -34,6 +34,11 @@ from sync_assets_tests.helpers import (
     sync_log_rows,
 )
 
+# The fault injected into a commit: its last write, sync_log's `succeeded`, refused.
+REFUSE_SUCCESS = (
+    "CREATE TRIGGER refuse_success BEFORE UPDATE OF status ON sync_log WHEN NEW.status = 'succeeded' "
+    "BEGIN SELECT RAISE(ABORT, 'injected fault'); END"
+)
 ORDERS = {"name": "orders", "source_table": "orders", "primary_key": ["id"], "updated_at": "updated_at"}
 
 
@@ -193,11 +198,7 @@ def test_a_commit_that_fails_after_the_swap_leaves_the_target_and_no_fresh_table
     assert harness.sync("orders", "mass").success
     before = read_rows(cache_url, "orders")
     _insert(source_url, [order_row(i) for i in range(901, 1_001)])
-    _execute(
-        cache_url,
-        "CREATE TRIGGER refuse_success BEFORE UPDATE OF status ON sync_log WHEN NEW.status = 'succeeded' "
-        "BEGIN SELECT RAISE(ABORT, 'injected fault'); END",
-    )
+    _execute(cache_url, REFUSE_SUCCESS)
 
     result = harness.sync("orders", "mass")
     assert not result.success
@@ -266,11 +267,7 @@ def test_an_incremental_whose_commit_fails_leaves_the_target_and_no_heap(
     assert harness.sync("orders", "mass").success
     before = read_rows(cache_url, "orders")
     _changed(source_url, updated=range(1, 401), inserted=range(1_001, 1_801))
-    _execute(
-        cache_url,
-        "CREATE TRIGGER refuse_success BEFORE UPDATE OF status ON sync_log WHEN NEW.status = 'succeeded' "
-        "BEGIN SELECT RAISE(ABORT, 'injected fault'); END",
-    )
+    _execute(cache_url, REFUSE_SUCCESS)
 
     result = harness.sync("orders", "daily")
     assert not result.success
