@@ -285,9 +285,7 @@ class MSSQLDialect(Dialect):
         """With mssql-python, an incremental of several batches is bulk-copied into a committed
         heap too (a #temp table is the session's, out of the bulk copy's reach); one batch goes
         into #temp inside the transaction, sparing a small load the bulk copy's own login."""
-        if not several_batches or not mssql_reader.uses_driver(conn):
-            return None
-        return self.create_committed(conn, self.fresh_copy(target, keyed=False))
+        return self.fresh_table(conn, target, several_batches=True) if several_batches else None
 
     def load_separately(self, conn: sa.Connection, dest: sa.Table, frames: Iterator[pl.DataFrame]) -> None:
         name = conn.dialect.identifier_preparer.format_table(dest)
