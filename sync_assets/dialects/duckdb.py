@@ -35,6 +35,10 @@ from sync_assets.types import ColumnType, Kind, from_sqlalchemy
 LOCK_WAIT_SECONDS = 300
 MIN_MEMORY_MB = 256
 MEMORY_MB_PER_THREAD = 128
+# While a sync streams one table out: a plain scan needs a few MB per thread (OutOfMemory at 2 MB
+# per thread with 8 and 16 threads), the rest of the pool only kept blocks already read.
+MIN_SCAN_MEMORY_MB = 64
+SCAN_MEMORY_MB_PER_THREAD = 16
 _BATCH_VIEW = "_sync_batch"
 _INDEXES = sa.text(
     "SELECT index_name FROM duckdb_indexes() WHERE schema_name = :schema AND table_name = :table"
@@ -215,6 +219,52 @@ def memory_limit() -> str:
     return f"{max(MIN_MEMORY_MB, MEMORY_MB_PER_THREAD * (os.cpu_count() or 1))}MB"
 
 
+def scan_memory_limit(threads: int) -> str:
+    return f"{max(MIN_SCAN_MEMORY_MB, SCAN_MEMORY_MB_PER_THREAD * threads)}MB"
+
+
+# DuckDB files this process opened as a cache. DuckDB keeps one instance per file and process,
+# and its memory_limit is the instance's: a scan of a file that is also a cache must leave it be.
+_cache_files: set[str] = set()
+
+
+def _file_of(url: sa.URL) -> str | None:
+    """The database file of a `duckdb:///` URL; None in memory, where the pool holds the data."""
+    database = url.database
+    if not database or database == ":memory:" or ":" in database.split("/", 1)[0]:
+        return None  # also `md:` and other non-file names
+    return os.path.realpath(os.path.expanduser(database))
+
+
+@contextlib.contextmanager
+def _scan_memory(source: sa.Connection, statement: sa.Select[Any]) -> Iterator[None]:
+    """A plain scan of one table under a smaller buffer pool, restored after it: left at the
+    connection's cap, the pool kept every block scanned, so a sync's memory grew with the table
+    up to that cap (docs/performance.md). Not for a catalog query (it may sort or join), a URL
+    that sets its own memory_limit, or a file this process also uses as a cache."""
+    froms = statement.get_final_froms()
+    path = _file_of(source.engine.url)
+    if (
+        len(froms) != 1
+        or not isinstance(froms[0], sa.Table)
+        or "memory_limit" in source.engine.url.query
+        or path is None
+        or path in _cache_files
+    ):
+        yield
+        return
+    raw = source.connection.driver_connection
+    # Cursors of their own: the connection's last result may be unread, the scan's may have failed.
+    with raw.duplicate() as cursor:  # type: ignore[union-attr]
+        (threads,) = cursor.execute("SELECT current_setting('threads')").fetchone()
+        cursor.execute(f"SET memory_limit = '{scan_memory_limit(int(threads))}'")
+    try:
+        yield
+    finally:
+        with raw.duplicate() as cursor:  # type: ignore[union-attr]
+            cursor.execute(f"SET memory_limit = '{memory_limit()}'")
+
+
 class DuckDBDialect(Dialect):
     name = "duckdb"
     capabilities = Capabilities(
@@ -232,6 +282,8 @@ class DuckDBDialect(Dialect):
         return {}
 
     def prepare_engine(self, engine: sa.Engine, *, role: str) -> None:
+        if role == "cache" and (path := _file_of(engine.url)) is not None:
+            _cache_files.add(path)
         if "memory_limit" not in engine.url.query:  # `duckdb:///f.duckdb?memory_limit=2GB` wins
             # SET, not a connect-time config: a second configuration of a database file this
             # process already has open is refused ("different configuration than existing").
@@ -362,14 +414,18 @@ class DuckDBDialect(Dialect):
         table: str,
         batch_size: int,
     ) -> Iterator[pl.DataFrame]:
-        """DuckDB's own record-batch reader: columnar to Arrow, no Python objects per value."""
+        """DuckDB's own record-batch reader: columnar to Arrow, no Python objects per value; a
+        table's plain scan under a smaller buffer pool (`_scan_memory`)."""
         # IN lists (the keys of a hash incremental) as one parameter per value.
         compiled = statement.compile(dialect=source.dialect, compile_kwargs={"render_postcompile": True})
         positions = compiled.positiontup or []
         params = [compiled.params[name] for name in positions]
         # A cursor of its own: DuckDB refuses new work on a connection whose last result (the
         # max-watermark query) was not read to its end.
-        with source.connection.driver_connection.duplicate() as cursor:  # type: ignore[union-attr]
+        with (
+            _scan_memory(source, statement),
+            source.connection.driver_connection.duplicate() as cursor,  # type: ignore[union-attr]
+        ):
             reader = cursor.sql(compiled.string, params=params).to_arrow_reader(batch_size)
             for batch in reader:
                 yield cast_batch(pl.from_arrow(batch), schema, table=table)  # type: ignore[arg-type]
