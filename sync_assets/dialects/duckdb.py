@@ -10,6 +10,7 @@ scheme when sync_assets.dialects is imported, so `duckdb:///path.duckdb` URLs ge
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import time
@@ -35,10 +36,11 @@ from sync_assets.types import ColumnType, Kind, from_sqlalchemy
 LOCK_WAIT_SECONDS = 300
 MIN_MEMORY_MB = 256
 MEMORY_MB_PER_THREAD = 128
-# While a sync streams one table out: a plain scan needs a few MB per thread (OutOfMemory at 2 MB
-# per thread with 8 and 16 threads), the rest of the pool only kept blocks already read.
+# While a sync streams one table out: a plain scan pins about a block (256 KiB) per column and
+# thread (OutOfMemory below 100-130 KiB each, 20 and 251 columns, 2-16 threads); the rest of the
+# pool only kept blocks already read.
 MIN_SCAN_MEMORY_MB = 64
-SCAN_MEMORY_MB_PER_THREAD = 16
+SCAN_KIB_PER_COLUMN_AND_THREAD = 512
 _BATCH_VIEW = "_sync_batch"
 _INDEXES = sa.text(
     "SELECT index_name FROM duckdb_indexes() WHERE schema_name = :schema AND table_name = :table"
@@ -216,11 +218,24 @@ def memory_limit() -> str:
     """DuckDB's buffer pool for our connections: its default (80% of RAM) kept every block a sync
     had scanned or written, so a process grew with the table (docs/performance.md); DuckDB's
     guidance is about 125 MB per thread for heavier queries."""
-    return f"{max(MIN_MEMORY_MB, MEMORY_MB_PER_THREAD * (os.cpu_count() or 1))}MB"
+    return f"{_memory_mb()}MB"
 
 
-def scan_memory_limit(threads: int) -> str:
-    return f"{max(MIN_SCAN_MEMORY_MB, SCAN_MEMORY_MB_PER_THREAD * threads)}MB"
+def _memory_mb() -> int:
+    return max(MIN_MEMORY_MB, MEMORY_MB_PER_THREAD * (os.cpu_count() or 1))
+
+
+def scan_memory_limit(*, threads: int, columns: int) -> str | None:
+    """The pool for a plain scan of `columns` columns; None where it would not be smaller."""
+    mb = max(MIN_SCAN_MEMORY_MB, -(-SCAN_KIB_PER_COLUMN_AND_THREAD * columns * threads // 1024))
+    return f"{mb}MB" if mb < _memory_mb() else None
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    """DuckDB's OutOfMemory, also as the OSError pyarrow raises for it from a stream's batch."""
+    return isinstance(error, duckdb.OutOfMemoryException) or (
+        isinstance(error, OSError) and str(error).startswith("Out of Memory Error")
+    )
 
 
 # DuckDB files this process opened as a cache. DuckDB keeps one instance per file and process,
@@ -237,11 +252,13 @@ def _file_of(url: sa.URL) -> str | None:
 
 
 @contextlib.contextmanager
-def _scan_memory(source: sa.Connection, statement: sa.Select[Any]) -> Iterator[None]:
-    """A plain scan of one table under a smaller buffer pool, restored after it: left at the
-    connection's cap, the pool kept every block scanned, so a sync's memory grew with the table
-    up to that cap (docs/performance.md). Not for a catalog query (it may sort or join), a URL
-    that sets its own memory_limit, or a file this process also uses as a cache."""
+def _scan_memory(source: sa.Connection, statement: sa.Select[Any]) -> Iterator[bool]:
+    """A plain scan of one table under a smaller buffer pool, restored after it; whether it is.
+
+    Left at the connection's cap, the pool kept every block scanned, so a sync's memory grew with
+    the table up to that cap (docs/performance.md). Not for a catalog query (it may sort or join),
+    a URL that sets its own memory_limit, or a file this process also uses as a cache.
+    """
     froms = statement.get_final_froms()
     path = _file_of(source.engine.url)
     if (
@@ -251,18 +268,42 @@ def _scan_memory(source: sa.Connection, statement: sa.Select[Any]) -> Iterator[N
         or path is None
         or path in _cache_files
     ):
-        yield
+        yield False
         return
     raw = source.connection.driver_connection
     # Cursors of their own: the connection's last result may be unread, the scan's may have failed.
     with raw.duplicate() as cursor:  # type: ignore[union-attr]
         (threads,) = cursor.execute("SELECT current_setting('threads')").fetchone()
-        cursor.execute(f"SET memory_limit = '{scan_memory_limit(int(threads))}'")
+        limit = scan_memory_limit(threads=int(threads), columns=len(statement.selected_columns))
+        if limit is not None:
+            try:
+                cursor.execute(f"SET memory_limit = '{limit}'")
+            except duckdb.OutOfMemoryException:
+                limit = None  # more of the pool is held now than the smaller one would take
+    if limit is None:
+        yield False
+        return
     try:
-        yield
+        yield True
     finally:
         with raw.duplicate() as cursor:  # type: ignore[union-attr]
             cursor.execute(f"SET memory_limit = '{memory_limit()}'")
+
+
+def _record_batches(
+    source: sa.Connection,
+    sql: str,
+    params: list[Any],
+    *,
+    schema: dict[str, pl.DataType],
+    table: str,
+    batch_size: int,
+) -> Iterator[pl.DataFrame]:
+    # A cursor of its own: DuckDB refuses new work on a connection whose last result (the
+    # max-watermark query) was not read to its end.
+    with source.connection.driver_connection.duplicate() as cursor:  # type: ignore[union-attr]
+        for batch in cursor.sql(sql, params=params).to_arrow_reader(batch_size):
+            yield cast_batch(pl.from_arrow(batch), schema, table=table)  # type: ignore[arg-type]
 
 
 class DuckDBDialect(Dialect):
@@ -420,15 +461,28 @@ class DuckDBDialect(Dialect):
         compiled = statement.compile(dialect=source.dialect, compile_kwargs={"render_postcompile": True})
         positions = compiled.positiontup or []
         params = [compiled.params[name] for name in positions]
-        # A cursor of its own: DuckDB refuses new work on a connection whose last result (the
-        # max-watermark query) was not read to its end.
-        with (
-            _scan_memory(source, statement),
-            source.connection.driver_connection.duplicate() as cursor,  # type: ignore[union-attr]
-        ):
-            reader = cursor.sql(compiled.string, params=params).to_arrow_reader(batch_size)
-            for batch in reader:
-                yield cast_batch(pl.from_arrow(batch), schema, table=table)  # type: ignore[arg-type]
+        read = functools.partial(
+            _record_batches,
+            source,
+            compiled.string,
+            params,
+            schema=schema,
+            table=table,
+            batch_size=batch_size,
+        )
+        started = capped = False
+        try:
+            with _scan_memory(source, statement) as capped:
+                for frame in read():
+                    started = True
+                    yield frame
+            return
+        except (duckdb.OutOfMemoryException, OSError) as err:
+            if started or not capped or not _out_of_memory(err):
+                raise
+        # The smaller pool was too small for this scan (many threads, wide rows), found before
+        # its first batch: the scan again, under the connection's pool.
+        yield from read()
 
     def insert(self, table: sa.Table) -> Any:
         return postgresql.insert(table)

@@ -4,10 +4,14 @@ scan runs under a smaller one, which it gives back."""
 
 from __future__ import annotations
 
+import os
+
 import duckdb
 import polars as pl
+import pytest
 import sqlalchemy as sa
 
+from sync_assets.dialects import duckdb as duckdb_dialect
 from sync_assets.dialects.duckdb import memory_limit, scan_memory_limit
 from sync_assets.resources.database import SqlDatabase
 
@@ -32,6 +36,10 @@ def test_our_connections_cap_the_buffer_pool(tmp_path):
 def test_a_memory_limit_in_the_url_wins(tmp_path):
     resource = SqlDatabase(name="db", url=f"duckdb:///{tmp_path / 'db.duckdb'}?memory_limit=1GB")
     assert abs(_mib(_setting(resource, "cache")) - 10**9 / 2**20) < 1  # DuckDB shows 1GB as 953.6 MiB
+
+
+SETTING = sa.text("SELECT current_setting('memory_limit')")
+TOO_SMALL = "256KB"  # a single block of DuckDB's: no scan fits
 
 
 def _source_with_rows(path, rows: int = 5_000) -> SqlDatabase:
@@ -69,7 +77,8 @@ def test_a_table_scan_runs_under_a_smaller_pool_restored_after_it(tmp_path):
     before, during, after = _limits_while_scanning(resource)
     with duckdb.connect(str(tmp_path / "erp.duckdb")) as db:
         (threads,) = db.execute("SELECT current_setting('threads')").fetchone()
-    assert abs(_mib(during) - int(scan_memory_limit(threads).removesuffix("MB")) * 10**6 / 2**20) < 1
+    expected = scan_memory_limit(threads=threads, columns=2)
+    assert abs(_mib(during) - int(expected.removesuffix("MB")) * 10**6 / 2**20) < 1
     assert during != before and after == before
     # A sync that stops after its first batch (cancelled, failed) restores it too.
     before, during, after = _limits_while_scanning(resource, close_early=True)
@@ -90,6 +99,53 @@ def test_the_scan_leaves_the_pool_alone_where_a_smaller_one_could_fail(tmp_path)
     assert len(set(_limits_while_scanning(resource))) == 1
 
 
-def test_scan_limits_scale_with_threads():
-    assert scan_memory_limit(2) == "64MB"
-    assert scan_memory_limit(16) == "256MB"
+def test_the_scan_pool_grows_with_columns_and_threads_below_the_connections(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)  # the connection's pool: 256 MB
+    assert scan_memory_limit(threads=2, columns=20) == "64MB"  # the floor
+    assert scan_memory_limit(threads=2, columns=100) == "100MB"
+    assert scan_memory_limit(threads=2, columns=251) == "251MB"
+    assert scan_memory_limit(threads=8, columns=251) is None  # 1,004 MB: the connection's is smaller
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)  # 1,024 MB
+    assert scan_memory_limit(threads=8, columns=251) == "1004MB"
+
+
+def _held_back(conn: sa.Connection) -> None:
+    """Rows that cannot leave memory (no spill directory): DuckDB refuses a smaller pool now."""
+    raw = conn.connection.driver_connection
+    raw.execute("SET temp_directory = ''")
+    raw.execute("CREATE TEMP TABLE held AS SELECT i, repeat('x', 100) AS s FROM range(100000) t(i)")
+    with pytest.raises(duckdb.OutOfMemoryException):
+        raw.execute(f"SET memory_limit = '{TOO_SMALL}'")
+
+
+def _scan_too_big(conn: sa.Connection) -> None:
+    """The pool can shrink to TOO_SMALL now, and a scan under it fails."""
+    before = conn.execute(SETTING).scalar_one()
+    with conn.connection.driver_connection.duplicate() as raw:
+        raw.execute(f"SET memory_limit = '{TOO_SMALL}'")
+        with pytest.raises((duckdb.OutOfMemoryException, OSError), match="Out of Memory"):
+            raw.execute("SELECT * FROM orders").fetchall()
+    with conn.connection.driver_connection.duplicate() as raw:
+        raw.execute(f"SET memory_limit = '{memory_limit()}'")
+    assert conn.execute(SETTING).scalar_one() == before
+
+
+@pytest.mark.parametrize("prepare", [_scan_too_big, _held_back], ids=["scan_too_big", "pool_held"])
+def test_a_smaller_pool_that_does_not_fit_gives_way_to_the_connections(tmp_path, monkeypatch, prepare):
+    """Too small for this scan (found before its first batch), or refused because more of the pool
+    is held now: the scan reads every row under the connection's pool."""
+    resource = _source_with_rows(tmp_path / "erp.duckdb", rows=200_000)
+    monkeypatch.setattr(duckdb_dialect, "scan_memory_limit", lambda **_: TOO_SMALL)
+    with resource.engine(role="source") as (engine, dialect), engine.connect() as conn:
+        prepare(conn)
+        orders = sa.Table("orders", sa.MetaData(), autoload_with=conn)
+        before = conn.execute(SETTING).scalar_one()
+        frames = dialect.arrow_batches(
+            conn,
+            sa.select(orders),
+            schema={"id": pl.Int64(), "label": pl.String()},
+            table="orders",
+            batch_size=10_000,
+        )
+        assert sum(frame.height for frame in frames) == 200_000
+        assert conn.execute(SETTING).scalar_one() == before
