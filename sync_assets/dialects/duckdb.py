@@ -286,7 +286,9 @@ def _scan_memory(source: sa.Connection, statement: sa.Select[Any]) -> Iterator[b
     try:
         yield True
     finally:
-        with raw.duplicate() as cursor:  # type: ignore[union-attr]
+        # Closed already: the read-ahead thread can end a stopped sync's scan after the engine,
+        # and with it DuckDB's instance and its setting, was disposed.
+        with contextlib.suppress(duckdb.ConnectionException), raw.duplicate() as cursor:  # type: ignore[union-attr]
             cursor.execute(f"SET memory_limit = '{memory_limit()}'")
 
 

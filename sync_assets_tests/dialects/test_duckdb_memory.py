@@ -149,3 +149,20 @@ def test_a_smaller_pool_that_does_not_fit_gives_way_to_the_connections(tmp_path,
         )
         assert sum(frame.height for frame in frames) == 200_000
         assert conn.execute(SETTING).scalar_one() == before
+
+
+def test_a_scan_ended_after_its_connection_closed_ends_quietly(tmp_path):
+    """The read-ahead thread ends a stopped sync's scan late, its connection already closed."""
+    resource = _source_with_rows(tmp_path / "erp.duckdb")
+    with resource.engine(role="source") as (engine, dialect), engine.connect() as conn:
+        orders = sa.Table("orders", sa.MetaData(), autoload_with=conn)
+        batches = dialect.arrow_batches(
+            conn,
+            sa.select(orders),
+            schema={"id": pl.Int64(), "label": pl.String()},
+            table="orders",
+            batch_size=1_000,
+        )
+        assert next(batches).height == 1_000
+        conn.invalidate()  # closes the DB-API connection
+        batches.close()
