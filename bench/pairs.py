@@ -12,7 +12,8 @@ into a SQLite and a DuckDB source by sync_assets itself. For each pair, per roun
      transaction, into a table created first with its key and watermark index
   S  sync_assets mass through `dagster asset materialize`: the whole command, and the sync's own
      duration from its materialization (`sync_assets/duration_s`: read, load, commit, clean-up)
-  D  dlt replace (sql_database, pyarrow backend; parquet loader into PostgreSQL), when installed
+  D  dlt replace (sql_database, pyarrow backend; parquet loader into PostgreSQL, its sqlalchemy
+     destination into SQLite), when installed
   L  Sling full-refresh, where its binary (`[bench]`), socat and the sqlite3 CLI are there
   F  once per round: `dagster asset materialize` of an asset that does nothing, on the same
      instance (Dagster's own floor: what of the CLI cost is not ours)
@@ -293,7 +294,7 @@ def run(
             assert n == rows, f"{pair}: {n} rows synced"
             own = bench.sync_seconds()
             note(figures, pair, "S sync_assets mass", wall, rss, own=own)
-            if has_dlt and dst != "sqlite":  # dlt's sqlalchemy destination needs alembic
+            if has_dlt:
                 wall, rss = bench.dlt_pair(src, dst)
                 note(figures, pair, "D dlt replace", wall, rss)
             if has_sling and sling is not None and "duckdb" not in pair:
