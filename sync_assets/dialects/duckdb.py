@@ -256,8 +256,9 @@ def _scan_memory(source: sa.Connection, statement: sa.Select[Any]) -> Iterator[b
     """A plain scan of one table under a smaller buffer pool, restored after it; whether it is.
 
     Left at the connection's cap, the pool kept every block scanned, so a sync's memory grew with
-    the table up to that cap (docs/performance.md). Not for a catalog query (it may sort or join),
-    a URL that sets its own memory_limit, or a file this process also uses as a cache.
+    the table up to that cap (docs/performance.md). Not for a catalog query or a view (they may
+    sort or join), a URL that sets its own memory_limit, or a file this process also uses as a
+    cache.
     """
     froms = statement.get_final_froms()
     path = _file_of(source.engine.url)
@@ -275,6 +276,8 @@ def _scan_memory(source: sa.Connection, statement: sa.Select[Any]) -> Iterator[b
     with raw.duplicate() as cursor:  # type: ignore[union-attr]
         (threads,) = cursor.execute("SELECT current_setting('threads')").fetchone()
         limit = scan_memory_limit(threads=int(threads), columns=len(statement.selected_columns))
+        if limit is not None and not _is_base_table(cursor, froms[0]):
+            limit = None  # a view may sort, group or join
         if limit is not None:
             try:
                 cursor.execute(f"SET memory_limit = '{limit}'")
@@ -290,6 +293,15 @@ def _scan_memory(source: sa.Connection, statement: sa.Select[Any]) -> Iterator[b
         # and with it DuckDB's instance and its setting, was disposed.
         with contextlib.suppress(duckdb.ConnectionException), raw.duplicate() as cursor:  # type: ignore[union-attr]
             cursor.execute(f"SET memory_limit = '{memory_limit()}'")
+
+
+def _is_base_table(cursor: Any, table: sa.Table) -> bool:
+    (count,) = cursor.execute(
+        "SELECT count(*) FROM duckdb_tables() "
+        "WHERE table_name = ? AND schema_name = coalesce(?, current_schema())",
+        [table.name, table.schema],
+    ).fetchone()
+    return bool(count)
 
 
 def _record_batches(

@@ -90,6 +90,14 @@ def test_the_scan_leaves_the_pool_alone_where_a_smaller_one_could_fail(tmp_path)
     # A catalog query may sort or join: the scan of a subquery keeps the pool.
     ordered = lambda orders: sa.select(sa.select(orders).order_by(orders.c.label).subquery())  # noqa: E731
     assert len(set(_limits_while_scanning(resource, ordered))) == 1
+    # A view, for the same reason.
+    with duckdb.connect(str(tmp_path / "erp.duckdb")) as db:
+        db.execute("CREATE VIEW orders_by_label AS SELECT * FROM orders ORDER BY label")
+    view = sa.Table(
+        "orders_by_label", sa.MetaData(), sa.Column("id", sa.BigInteger), sa.Column("label", sa.String)
+    )
+    by_label = lambda _orders: sa.select(view)  # noqa: E731
+    assert len(set(_limits_while_scanning(resource, by_label))) == 1
     # The user's own limit.
     own = SqlDatabase(name="erp", url=f"duckdb:///{tmp_path / 'erp.duckdb'}?memory_limit=1GB")
     assert len(set(_limits_while_scanning(own))) == 1
