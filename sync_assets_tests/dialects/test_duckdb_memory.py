@@ -15,10 +15,13 @@ from sync_assets.dialects import duckdb as duckdb_dialect
 from sync_assets.dialects.duckdb import memory_limit, scan_memory_limit
 from sync_assets.resources.database import SqlDatabase
 
+SETTING = sa.text("SELECT current_setting('memory_limit')")
+TOO_SMALL = "256KB"  # a single block of DuckDB's: no scan fits
+
 
 def _setting(resource: SqlDatabase, role: str) -> str:
     with resource.engine(role=role) as (engine, _dialect), engine.connect() as conn:  # type: ignore[arg-type]
-        return conn.execute(sa.text("SELECT current_setting('memory_limit')")).scalar_one()
+        return conn.execute(SETTING).scalar_one()
 
 
 def _mib(limit: str) -> float:
@@ -38,10 +41,6 @@ def test_a_memory_limit_in_the_url_wins(tmp_path):
     assert abs(_mib(_setting(resource, "cache")) - 10**9 / 2**20) < 1  # DuckDB shows 1GB as 953.6 MiB
 
 
-SETTING = sa.text("SELECT current_setting('memory_limit')")
-TOO_SMALL = "256KB"  # a single block of DuckDB's: no scan fits
-
-
 def _source_with_rows(path, rows: int = 5_000) -> SqlDatabase:
     with duckdb.connect(str(path)) as db:
         db.execute(f"CREATE TABLE orders AS SELECT i AS id, 'order ' || i AS label FROM range({rows}) t(i)")
@@ -52,8 +51,7 @@ def _limits_while_scanning(resource: SqlDatabase, statement=None, *, close_early
     """The buffer pool's limit before the scan, after its first batch, and once it has ended."""
     with resource.engine(role="source") as (engine, dialect), engine.connect() as conn:
         orders = sa.Table("orders", sa.MetaData(), autoload_with=conn)
-        setting = sa.text("SELECT current_setting('memory_limit')")
-        seen = [conn.execute(setting).scalar_one()]
+        seen = [conn.execute(SETTING).scalar_one()]
         batches = dialect.arrow_batches(
             conn,
             sa.select(orders) if statement is None else statement(orders),
@@ -62,13 +60,13 @@ def _limits_while_scanning(resource: SqlDatabase, statement=None, *, close_early
             batch_size=1_000,
         )
         frames = [next(batches)]
-        seen.append(conn.execute(setting).scalar_one())
+        seen.append(conn.execute(SETTING).scalar_one())
         if close_early:
             batches.close()
         else:
             frames.extend(batches)
             assert sum(frame.height for frame in frames) == 5_000
-        seen.append(conn.execute(setting).scalar_one())
+        seen.append(conn.execute(SETTING).scalar_one())
     return seen
 
 
