@@ -289,8 +289,8 @@ def _scan_memory(source: sa.Connection, statement: sa.Select[Any]) -> Iterator[b
     try:
         yield True
     finally:
-        # Closed already: the read-ahead thread can end a stopped sync's scan after the engine,
-        # and with it DuckDB's instance and its setting, was disposed.
+        # Closed already: the read-ahead thread can end a stopped sync's scan after the engine was
+        # disposed, and DuckDB's instance and its setting with it.
         with contextlib.suppress(duckdb.ConnectionException), raw.duplicate() as cursor:  # type: ignore[union-attr]
             cursor.execute(f"SET memory_limit = '{memory_limit()}'")
 
