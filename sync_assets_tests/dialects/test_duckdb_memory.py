@@ -47,18 +47,23 @@ def _source_with_rows(path, rows: int = 5_000) -> SqlDatabase:
     return SqlDatabase(name="erp", url=f"duckdb:///{path}")
 
 
+def _scan(conn: sa.Connection, dialect, statement=None, *, batch_size: int = 1_000):
+    """The dialect's batches of `orders` (or of what `statement` makes of it)."""
+    orders = sa.Table("orders", sa.MetaData(), autoload_with=conn)
+    return dialect.arrow_batches(
+        conn,
+        sa.select(orders) if statement is None else statement(orders),
+        schema={"id": pl.Int64(), "label": pl.String()},
+        table="orders",
+        batch_size=batch_size,
+    )
+
+
 def _limits_while_scanning(resource: SqlDatabase, statement=None, *, close_early: bool = False) -> list[str]:
     """The buffer pool's limit before the scan, after its first batch, and once it has ended."""
     with resource.engine(role="source") as (engine, dialect), engine.connect() as conn:
-        orders = sa.Table("orders", sa.MetaData(), autoload_with=conn)
         seen = [conn.execute(SETTING).scalar_one()]
-        batches = dialect.arrow_batches(
-            conn,
-            sa.select(orders) if statement is None else statement(orders),
-            schema={"id": pl.Int64(), "label": pl.String()},
-            table="orders",
-            batch_size=1_000,
-        )
+        batches = _scan(conn, dialect, statement)
         frames = [next(batches)]
         seen.append(conn.execute(SETTING).scalar_one())
         if close_early:
@@ -144,15 +149,8 @@ def test_a_smaller_pool_that_does_not_fit_gives_way_to_the_connections(tmp_path,
     monkeypatch.setattr(duckdb_dialect, "scan_memory_limit", lambda **_: TOO_SMALL)
     with resource.engine(role="source") as (engine, dialect), engine.connect() as conn:
         prepare(conn)
-        orders = sa.Table("orders", sa.MetaData(), autoload_with=conn)
         before = conn.execute(SETTING).scalar_one()
-        frames = dialect.arrow_batches(
-            conn,
-            sa.select(orders),
-            schema={"id": pl.Int64(), "label": pl.String()},
-            table="orders",
-            batch_size=10_000,
-        )
+        frames = _scan(conn, dialect, batch_size=10_000)
         assert sum(frame.height for frame in frames) == 200_000
         assert conn.execute(SETTING).scalar_one() == before
 
@@ -161,14 +159,7 @@ def test_a_scan_ended_after_its_connection_closed_ends_quietly(tmp_path):
     """The read-ahead thread ends a stopped sync's scan late, its connection already closed."""
     resource = _source_with_rows(tmp_path / "erp.duckdb")
     with resource.engine(role="source") as (engine, dialect), engine.connect() as conn:
-        orders = sa.Table("orders", sa.MetaData(), autoload_with=conn)
-        batches = dialect.arrow_batches(
-            conn,
-            sa.select(orders),
-            schema={"id": pl.Int64(), "label": pl.String()},
-            table="orders",
-            batch_size=1_000,
-        )
+        batches = _scan(conn, dialect)
         assert next(batches).height == 1_000
         conn.invalidate()  # closes the DB-API connection
         batches.close()
