@@ -9,7 +9,8 @@ into a SQLite and a DuckDB source by sync_assets itself. For each pair, per roun
 
   H  the hand-written pipeline: the source's Arrow reader (ADBC for PostgreSQL and SQLite,
      DuckDB's own) into the cache's bulk load (ADBC ingest, DuckDB's INSERT from Arrow), one
-     transaction, into a table created first with its key and watermark index
+     transaction, into a table created first with its key and watermark index (DuckDB: the key
+     alone, as sync_assets builds it)
   S  sync_assets mass through `dagster asset materialize`: the whole command, and the sync's own
      duration from its materialization (`sync_assets/duration_s`: read, load, commit, clean-up)
   D  dlt replace (sql_database, pyarrow backend; parquet loader into PostgreSQL, its sqlalchemy
@@ -102,8 +103,7 @@ if dst_kind == "duckdb":
     con.execute("CREATE TABLE work_orders AS SELECT * FROM stream LIMIT 0")
     con.execute("ALTER TABLE work_orders ADD PRIMARY KEY (order_id)")
     con.execute("INSERT INTO work_orders SELECT * FROM stream")
-    con.execute(KEY)
-    con.execute("COMMIT")
+    con.execute("COMMIT")  # the key only: a DuckDB cache has no watermark index (zonemaps)
 else:
     if dst_kind == "sqlite":
         import adbc_driver_sqlite.dbapi as adbc

@@ -294,9 +294,12 @@ def test_an_incremental_replaces_a_heap_left_by_a_crash(tmp_path, monkeypatch, m
 
 
 def _duckdb_indexes(url: sa.URL) -> set[str]:
+    """The indexes on the cache's orders table."""
     engine = sa.create_engine(url)
     with engine.connect() as conn:
-        names = set(conn.execute(sa.text("SELECT index_name FROM duckdb_indexes()")).scalars())
+        names = set(
+            conn.execute(sa.text("SELECT index_name FROM duckdb_indexes() WHERE table_name = 'orders'")).scalars()
+        )
     engine.dispose()
     return names
 
@@ -304,9 +307,9 @@ def _duckdb_indexes(url: sa.URL) -> set[str]:
 def test_a_duckdb_full_load_swaps_in_a_table_filled_batch_by_batch(tmp_path, monkeypatch, make_database):
     harness, source_url, cache_url = _harness(tmp_path, monkeypatch, make_database, 2_000, cache="duckdb")
     assert harness.sync("orders", "mass").success
-    indexes = _duckdb_indexes(cache_url)
-    assert "ix_orders_updated_at" in indexes, "the watermark index"
+    assert _duckdb_indexes(cache_url) == set(), "no ART on the watermark: zonemaps serve its ranges"
     engine = sa.create_engine(cache_url)
+    assert sa.inspect(engine).get_pk_constraint("orders")["constrained_columns"] == ["id"]
     with engine.begin() as conn:  # a fresh table a killed load left behind
         conn.execute(sa.text("CREATE TABLE orders__sync_new (id BIGINT PRIMARY KEY, junk VARCHAR)"))
     engine.dispose()
@@ -314,9 +317,40 @@ def test_a_duckdb_full_load_swaps_in_a_table_filled_batch_by_batch(tmp_path, mon
 
     assert harness.sync("orders", "mass").success
     assert read_rows(cache_url, "orders") == read_rows(source_url, "orders")
-    assert _duckdb_indexes(cache_url) == indexes, "built again on the swapped-in table"
+    assert _duckdb_indexes(cache_url) == set()
     assert not staging_tables(cache_url)
     assert [r["status"] for r in sync_log_rows(cache_url, "orders")] == ["succeeded", "succeeded"]
+
+
+def _mark_duckdb_table(url: sa.URL, name: str) -> None:
+    """A comment on the table: the same table keeps it, a table swapped in has none."""
+    _execute(url, f"COMMENT ON TABLE {name} IS 'the table before the reload'")
+
+
+def _duckdb_table_comment(url: sa.URL, name: str) -> str | None:
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        comment = conn.execute(
+            sa.text("SELECT comment FROM duckdb_tables() WHERE table_name = :name"), {"name": name}
+        ).scalar_one()
+    engine.dispose()
+    return comment
+
+
+def test_a_duckdb_watermark_index_of_an_earlier_release_goes_with_the_swap(tmp_path, monkeypatch, make_database):
+    """Earlier releases built an ART on a DuckDB cache's watermark; the next reload still swaps a
+    fresh table in (the old index is dropped with the old table) instead of reloading in place."""
+    harness, source_url, cache_url = _harness(tmp_path, monkeypatch, make_database, 700, cache="duckdb")
+    assert harness.sync("orders", "mass").success
+    _execute(cache_url, "CREATE INDEX ix_orders_updated_at ON orders (updated_at)")
+    _mark_duckdb_table(cache_url, "orders")
+    _insert(source_url, [order_row(i) for i in range(701, 901)])
+
+    assert harness.sync("orders", "mass").success
+    assert read_rows(cache_url, "orders") == read_rows(source_url, "orders")
+    assert _duckdb_table_comment(cache_url, "orders") is None, "a new table swapped in"
+    assert _duckdb_indexes(cache_url) == set()
+    assert not staging_tables(cache_url)
 
 
 def test_a_duckdb_target_with_an_index_of_its_own_keeps_it(tmp_path, monkeypatch, make_database):
@@ -325,9 +359,11 @@ def test_a_duckdb_target_with_an_index_of_its_own_keeps_it(tmp_path, monkeypatch
     harness, source_url, cache_url = _harness(tmp_path, monkeypatch, make_database, 700, cache="duckdb")
     assert harness.sync("orders", "mass").success
     _execute(cache_url, "CREATE INDEX apps_own_index ON orders (qty)")
+    _mark_duckdb_table(cache_url, "orders")
     _insert(source_url, [order_row(i) for i in range(701, 901)])
 
     assert harness.sync("orders", "mass").success
     assert read_rows(cache_url, "orders") == read_rows(source_url, "orders")
     assert "apps_own_index" in _duckdb_indexes(cache_url)
+    assert _duckdb_table_comment(cache_url, "orders") is not None, "reloaded in place"
     assert not staging_tables(cache_url)

@@ -41,6 +41,8 @@ class Capabilities:
     file_database: bool = False  # the database is a file, which connecting creates when it is missing
     # arrow_batches() reads on a connection of its own, in C: it can run ahead on a thread
     independent_reader: bool = False
+    # the cache table gets an index on its watermark column (see target_table)
+    watermark_index: bool = True
 
 
 @dataclass(frozen=True)

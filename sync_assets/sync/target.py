@@ -15,7 +15,8 @@ from sync_assets.types import Kind
 
 
 def target_table(source: Source, dialect: CacheDialect) -> sa.Table:
-    """The target's definition: mapped types, the primary key, an index on the watermark.
+    """The target's definition: mapped types, the primary key, an index on the watermark where
+    the cache wants one (`Capabilities.watermark_index`).
 
     Raises LossyType when the cache cannot hold a column exactly and `allow_lossy` does not name it.
     """
@@ -38,7 +39,7 @@ def target_table(source: Source, dialect: CacheDialect) -> sa.Table:
             )
         )
     table = sa.Table(spec.target, sa.MetaData(), *columns)
-    if spec.updated_at is not None:
+    if spec.updated_at is not None and dialect.capabilities.watermark_index:
         name = f"ix_{spec.target}_{spec.updated_at}"[: dialect.capabilities.max_identifier_length]
         sa.Index(name, table.c[spec.updated_at])
     return table
