@@ -208,10 +208,11 @@ class DuckDBReflectingDialect(duckdb_engine.Dialect):
         return {}
 
 
-def _earlier_watermark_indexes(target: sa.Table) -> set[str]:
-    """The watermark index earlier releases built on a DuckDB cache table (`ix_<table>_<column>`):
-    it goes with the old table when a reload swaps the new one in."""
-    return {f"ix_{target.name}_{column.name}" for column in target.columns}
+def _earlier_watermark_index(target: sa.Table) -> set[str]:
+    """The watermark index earlier releases built on a DuckDB cache table: it goes with the old
+    table when a reload swaps the new one in."""
+    updated_at = target.info.get("updated_at")
+    return {f"ix_{target.name}_{updated_at}"} if updated_at else set()
 
 
 def _index_columns(expressions: Any) -> list[str]:
@@ -468,7 +469,7 @@ class DuckDBDialect(Dialect):
         schema = target.schema or conn.exec_driver_sql("SELECT current_schema()").scalar_one()
         indexes = conn.execute(_INDEXES, {"schema": schema, "table": target.name}).scalars().all()
         references = conn.execute(_REFERENCES, {"schema": schema, "table": target.name}).scalar_one()
-        ours = {index.name for index in target.indexes} | _earlier_watermark_indexes(target)
+        ours = {index.name for index in target.indexes} | _earlier_watermark_index(target)
         return set(indexes) <= ours and references == 0
 
     def arrow_batches(

@@ -38,7 +38,8 @@ def target_table(source: Source, dialect: CacheDialect) -> sa.Table:
                 autoincrement=False,  # keys come from the source, never from the cache
             )
         )
-    table = sa.Table(spec.target, sa.MetaData(), *columns)
+    # The watermark's name travels with the table, for caches that do not index it (DuckDB).
+    table = sa.Table(spec.target, sa.MetaData(), *columns, info={"updated_at": spec.updated_at})
     if spec.updated_at is not None and dialect.capabilities.watermark_index:
         name = f"ix_{spec.target}_{spec.updated_at}"[: dialect.capabilities.max_identifier_length]
         sa.Index(name, table.c[spec.updated_at])
