@@ -298,7 +298,9 @@ def _duckdb_indexes(url: sa.URL) -> set[str]:
     engine = sa.create_engine(url)
     with engine.connect() as conn:
         names = set(
-            conn.execute(sa.text("SELECT index_name FROM duckdb_indexes() WHERE table_name = 'orders'")).scalars()
+            conn.execute(
+                sa.text("SELECT index_name FROM duckdb_indexes() WHERE table_name = 'orders'")
+            ).scalars()
         )
     engine.dispose()
     return names
@@ -337,7 +339,9 @@ def _duckdb_table_comment(url: sa.URL, name: str) -> str | None:
     return comment
 
 
-def test_a_duckdb_watermark_index_of_an_earlier_release_goes_with_the_swap(tmp_path, monkeypatch, make_database):
+def test_a_duckdb_watermark_index_of_an_earlier_release_goes_with_the_swap(
+    tmp_path, monkeypatch, make_database
+):
     """Earlier releases built an ART on a DuckDB cache's watermark; the next reload still swaps a
     fresh table in (the old index is dropped with the old table) instead of reloading in place."""
     harness, source_url, cache_url = _harness(tmp_path, monkeypatch, make_database, 700, cache="duckdb")

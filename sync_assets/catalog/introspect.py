@@ -47,6 +47,11 @@ class ReflectedTable:
     primary_key_name: str | None
     unique_keys: tuple[UniqueKey, ...]
     leading_index_columns: frozenset[str]  # columns an index (or the key) starts with: range scans
+    zonemaps: bool = False  # the database keeps min-max zonemaps of every column (DuckDB)
+
+    def serves_ranges(self, column: str) -> bool:
+        """A range on `column` (an incremental's watermark) can skip the rest of the table."""
+        return self.zonemaps or column in self.leading_index_columns
 
     @property
     def where(self) -> str:
@@ -124,6 +129,7 @@ def describe(conn: sa.Connection, dialect: SourceDialect, schema: str | None, na
         primary_key_name=table.primary_key.name if key else None,
         unique_keys=tuple(unique),
         leading_index_columns=frozenset(leading),
+        zonemaps=dialect.capabilities.zonemaps,
     )
 
 

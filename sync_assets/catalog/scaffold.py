@@ -249,13 +249,13 @@ def _unique_key_words(key: UniqueKey) -> str:
 def _watermark(table: ReflectedTable, cache: dict[str, str], jde: JdeFacts | None) -> list[str]:
     if jde is not None and jde.times:
         day, time = jde.times
-        index = (
-            [f"  # ({day} leads an index)"]
-            if day in table.leading_index_columns
-            else [
-                f"  # (no index starts with {day}: each incremental scans the table; index ({day}, {time}))"
-            ]
-        )
+        if day in table.leading_index_columns:
+            index = [f"  # ({day} leads an index)"]
+        elif table.zonemaps:
+            index = [f"  # ({day}: zonemaps serve its ranges, no index needed)"]
+        else:
+            advice = f"each incremental scans the table; index ({day}, {time})"
+            index = [f"  # (no index starts with {day}: {advice})"]
         return [
             f"  # updated_at: JDE's {day} (Julian date) + {time} (HHMMSS), combined by jde.times",
             *index,
@@ -267,12 +267,13 @@ def _watermark(table: ReflectedTable, cache: dict[str, str], jde: JdeFacts | Non
             f"  updated_at: {cache[day]}",
         ]
     stamps = [c for c in table.columns if c.type is not None and c.type.kind is Kind.DATETIME]
-    indexed = [c for c in stamps if c.name in table.leading_index_columns]
+    indexed = [c for c in stamps if table.serves_ranges(c.name)]
     if chosen := next((c for c in indexed if CHANGE_NAME.search(c.name)), None):
-        return [
-            f"  # updated_at: {chosen.name}, an indexed {chosen.type_text} named as a change time",
-            f"  updated_at: {cache[chosen.name]}",
-        ]
+        if chosen.name in table.leading_index_columns:
+            why = f"an indexed {chosen.type_text} named as a change time"
+        else:
+            why = f"a {chosen.type_text} named as a change time (zonemaps serve its ranges)"
+        return [f"  # updated_at: {chosen.name}, {why}", f"  updated_at: {cache[chosen.name]}"]
     mass_only = "  # Without `updated_at` only `mass` (a full load) runs."
     if unindexed := next((c for c in stamps if CHANGE_NAME.search(c.name)), None):
         return [
@@ -284,7 +285,8 @@ def _watermark(table: ReflectedTable, cache: dict[str, str], jde: JdeFacts | Non
     if stamps:
         names = ", ".join(c.name for c in stamps)
         return [
-            f"  # updated_at: none chosen: no timestamp ({names}) is both indexed and named as a",
+            f"  # updated_at: none chosen: no timestamp ({names}) is "
+            + ("named as a" if table.zonemaps else "both indexed and named as a"),
             "  # change time (a creation time would miss updates).",
             mass_only,
         ]

@@ -43,6 +43,8 @@ class Capabilities:
     independent_reader: bool = False
     # the cache table gets an index on its watermark column (see target_table)
     watermark_index: bool = True
+    # every column keeps min-max zonemaps: a range on any column skips blocks without an index
+    zonemaps: bool = False
 
 
 @dataclass(frozen=True)

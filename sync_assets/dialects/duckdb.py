@@ -339,6 +339,7 @@ class DuckDBDialect(Dialect):
         # watermark of 10M rows it failed under the cache's pool, and zonemaps already serve the
         # watermark's ranges (docs/databases.md).
         watermark_index=False,
+        zonemaps=True,  # https://duckdb.org/docs/stable/sql/indexes
     )
 
     def engine_options(self, url: sa.URL, *, role: str, timeouts: Timeouts) -> dict[str, Any]:
