@@ -128,7 +128,7 @@ class DuckDBReflectingDialect(duckdb_engine.Dialect):
     sequences_optional = False  # DuckDB has no SERIAL: autoincrement keys take their Sequence
     ddl_compiler = _DDLCompiler
     preparer = _Preparer
-    supports_statement_cache = False
+    supports_statement_cache = True  # its compilers are PostgreSQL's, which cache; duckdb-engine opts out
     supports_native_decimal = True  # DuckDB hands out Decimals; don't round them through float
 
     # The PostgreSQL multi-table reflection queries fail on DuckDB: reflect one table at a time.
