@@ -1,10 +1,11 @@
 """A reflected source table turned into a catalog entry (YAML text with comments saying why).
 
 The key comes from the source's primary key, else its first unique key; the watermark from an
-indexed timestamp whose name says it changes with the row, or JDE's UPMJ + TDAY/UPMT pair. A
-table without a key, or with a column sync_assets cannot read, is written commented out with a
-TODO, so the catalog stays valid. JDE conventions are recognised by JDE's naming rules (an F-number
-table whose columns share a two-letter prefix); implied decimals come only from a data dictionary.
+indexed timestamp (any timestamp where zonemaps serve ranges) whose name says it changes with the
+row, or JDE's UPMJ + TDAY/UPMT pair. A table without a key, or with a column sync_assets cannot
+read, is written commented out with a TODO, so the catalog stays valid. JDE conventions are
+recognised by JDE's naming rules (an F-number table whose columns share a two-letter prefix);
+implied decimals come only from a data dictionary.
 """
 
 from __future__ import annotations
@@ -267,8 +268,8 @@ def _watermark(table: ReflectedTable, cache: dict[str, str], jde: JdeFacts | Non
             f"  updated_at: {cache[day]}",
         ]
     stamps = [c for c in table.columns if c.type is not None and c.type.kind is Kind.DATETIME]
-    indexed = [c for c in stamps if table.serves_ranges(c.name)]
-    if chosen := next((c for c in indexed if CHANGE_NAME.search(c.name)), None):
+    ranged = [c for c in stamps if table.serves_ranges(c.name)]
+    if chosen := next((c for c in ranged if CHANGE_NAME.search(c.name)), None):
         if chosen.name in table.leading_index_columns:
             why = f"an indexed {chosen.type_text} named as a change time"
         else:
