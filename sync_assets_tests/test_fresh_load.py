@@ -339,35 +339,37 @@ def _duckdb_table_comment(url: sa.URL, name: str) -> str | None:
     return comment
 
 
+def _reload_after(tmp_path, monkeypatch, make_database, create_index: str) -> sa.URL:
+    """A DuckDB cache table given `create_index` and marked, then reloaded with 200 more rows."""
+    harness, source_url, cache_url = _harness(tmp_path, monkeypatch, make_database, 700, cache="duckdb")
+    assert harness.sync("orders", "mass").success
+    _execute(cache_url, create_index)
+    _mark_duckdb_table(cache_url, "orders")
+    _insert(source_url, [order_row(i) for i in range(701, 901)])
+
+    assert harness.sync("orders", "mass").success
+    assert read_rows(cache_url, "orders") == read_rows(source_url, "orders")
+    assert not staging_tables(cache_url)
+    return cache_url
+
+
 def test_a_duckdb_watermark_index_of_an_earlier_release_goes_with_the_swap(
     tmp_path, monkeypatch, make_database
 ):
     """Earlier releases built an ART on a DuckDB cache's watermark; the next reload still swaps a
     fresh table in (the old index is dropped with the old table) instead of reloading in place."""
-    harness, source_url, cache_url = _harness(tmp_path, monkeypatch, make_database, 700, cache="duckdb")
-    assert harness.sync("orders", "mass").success
-    _execute(cache_url, "CREATE INDEX ix_orders_updated_at ON orders (updated_at)")
-    _mark_duckdb_table(cache_url, "orders")
-    _insert(source_url, [order_row(i) for i in range(701, 901)])
-
-    assert harness.sync("orders", "mass").success
-    assert read_rows(cache_url, "orders") == read_rows(source_url, "orders")
+    cache_url = _reload_after(
+        tmp_path, monkeypatch, make_database, "CREATE INDEX ix_orders_updated_at ON orders (updated_at)"
+    )
     assert _duckdb_table_comment(cache_url, "orders") is None, "a new table swapped in"
     assert _duckdb_indexes(cache_url) == set()
-    assert not staging_tables(cache_url)
 
 
 def test_a_duckdb_target_with_an_index_of_its_own_keeps_it(tmp_path, monkeypatch, make_database):
     """An index sync_assets did not make would be lost by dropping the table: the target's rows
     are replaced from the fresh table instead."""
-    harness, source_url, cache_url = _harness(tmp_path, monkeypatch, make_database, 700, cache="duckdb")
-    assert harness.sync("orders", "mass").success
-    _execute(cache_url, "CREATE INDEX apps_own_index ON orders (qty)")
-    _mark_duckdb_table(cache_url, "orders")
-    _insert(source_url, [order_row(i) for i in range(701, 901)])
-
-    assert harness.sync("orders", "mass").success
-    assert read_rows(cache_url, "orders") == read_rows(source_url, "orders")
+    cache_url = _reload_after(
+        tmp_path, monkeypatch, make_database, "CREATE INDEX apps_own_index ON orders (qty)"
+    )
     assert "apps_own_index" in _duckdb_indexes(cache_url)
     assert _duckdb_table_comment(cache_url, "orders") is not None, "reloaded in place"
-    assert not staging_tables(cache_url)
