@@ -21,6 +21,7 @@ import pytest
 import sqlalchemy as sa
 
 from sync_assets.dialects import base
+from sync_assets.dialects import duckdb as duckdb_dialect
 from sync_assets.dialects.sqlite import SQLiteDialect, to_sqlite_values
 from sync_assets_tests.helpers import (
     BASE_TIME,
@@ -322,6 +323,40 @@ def test_a_duckdb_full_load_swaps_in_a_table_filled_batch_by_batch(tmp_path, mon
     assert _duckdb_indexes(cache_url) == set()
     assert not staging_tables(cache_url)
     assert [r["status"] for r in sync_log_rows(cache_url, "orders")] == ["succeeded", "succeeded"]
+
+
+@pytest.fixture
+def small_duckdb_commits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A DuckDB full load committed every 600 rows (500-row batches cut at 600, 1,200, ...)."""
+    monkeypatch.setattr(duckdb_dialect, "ROW_GROUP_ROWS", 300)
+
+
+def test_a_duckdb_full_load_committed_in_stretches_holds_every_row(
+    tmp_path, monkeypatch, make_database, small_duckdb_commits
+):
+    harness, source_url, cache_url = _harness(tmp_path, monkeypatch, make_database, 2_150, cache="duckdb")
+    assert harness.sync("orders", "mass").success
+    assert read_rows(cache_url, "orders") == read_rows(source_url, "orders")
+    assert not staging_tables(cache_url)
+
+
+def test_a_duplicate_key_in_a_later_duckdb_commit_leaves_the_target(
+    tmp_path, monkeypatch, make_database, small_duckdb_commits
+):
+    harness, source_url, cache_url = _harness(
+        tmp_path, monkeypatch, make_database, 1_000, primary_key=False, cache="duckdb"
+    )
+    assert harness.sync("orders", "mass").success
+    before = read_rows(cache_url, "orders")
+    _insert(source_url, [order_row(1_001 + i) for i in range(500)] + [order_row(300)])  # 300 again, row 1,501
+
+    result = harness.sync("orders", "mass")
+    assert not result.success
+    assert "table 'orders': the source holds duplicate (or NULL) primary key values (id)" in failure_message(
+        result
+    )
+    assert read_rows(cache_url, "orders") == before
+    assert not staging_tables(cache_url), "the fresh table, two commits filled, is dropped"
 
 
 def _mark_duckdb_table(url: sa.URL, name: str) -> None:

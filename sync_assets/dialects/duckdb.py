@@ -35,6 +35,9 @@ from sync_assets.types import ColumnType, Kind, from_sqlalchemy
 # ("Could not set lock on file"). Waiting for it beats failing, like SQLite's busy timeout.
 LOCK_WAIT_SECONDS = 300
 MIN_MEMORY_MB = 256
+# DuckDB's row group; a full load commits two at a time (docs/performance.md, "Measured choices").
+ROW_GROUP_ROWS = 122_880
+COMMIT_ROW_GROUPS = 2
 MEMORY_MB_PER_THREAD = 128
 # While a sync streams one table out: a plain scan pins about a block (256 KiB) per column and
 # thread (OutOfMemory below 100-130 KiB each, 20 and 251 columns, 2-16 threads); the rest of the
@@ -42,6 +45,12 @@ MEMORY_MB_PER_THREAD = 128
 MIN_SCAN_MEMORY_MB = 64
 SCAN_KIB_PER_COLUMN_AND_THREAD = 512
 _BATCH_VIEW = "_sync_batch"
+_SHOWN_BYTES = re.compile(r"([0-9.]+)\s*(bytes|KiB|MiB|GiB|TiB|KB|MB|GB|TB)")
+_BYTE_UNITS = {
+    "bytes": 1,
+    **{unit: 1024 ** (i + 1) for i, unit in enumerate(("KiB", "MiB", "GiB", "TiB"))},
+    **{unit: 1000 ** (i + 1) for i, unit in enumerate(("KB", "MB", "GB", "TB"))},
+}
 _INDEXES = sa.text(
     "SELECT index_name FROM duckdb_indexes() WHERE schema_name = :schema AND table_name = :table"
 )
@@ -236,6 +245,37 @@ def scan_memory_limit(*, threads: int, columns: int) -> str | None:
     """The pool for a plain scan of `columns` columns; None where it would not be smaller."""
     mb = max(MIN_SCAN_MEMORY_MB, -(-SCAN_KIB_PER_COLUMN_AND_THREAD * columns * threads // 1024))
     return f"{mb}MB" if mb < _memory_mb() else None
+
+
+def _cut_at(frames: Iterator[pl.DataFrame], every: int) -> Iterator[tuple[pl.DataFrame, bool]]:
+    """The frames, cut (zero-copy slices) where the rows so far reach a multiple of `every`, each
+    with whether it ends such a stretch."""
+    pending = 0
+    for frame in frames:
+        while pending + frame.height >= every:
+            head = every - pending
+            yield frame.slice(0, head), True
+            frame, pending = frame.slice(head), 0
+        if frame.height:
+            pending += frame.height
+            yield frame, False
+
+
+def _pool_bytes(raw: Any) -> int:
+    """The connection's memory_limit in bytes (DuckDB shows it as text, such as '244.1 MiB')."""
+    (shown,) = raw.execute("SELECT current_setting('memory_limit')").fetchone()
+    match = _SHOWN_BYTES.fullmatch(shown.strip())
+    if match is None:
+        return _memory_mb() * 1024 * 1024
+    return int(float(match[1]) * _BYTE_UNITS[match[2]])
+
+
+def _index_bytes(raw: Any) -> int:
+    """What DuckDB's ART indexes hold in memory now."""
+    (held,) = raw.execute(
+        "SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory() WHERE tag = 'ART_INDEX'"
+    ).fetchone()
+    return int(held)
 
 
 def _out_of_memory(error: BaseException) -> bool:
@@ -446,10 +486,34 @@ class DuckDBDialect(Dialect):
         return self.create_committed(conn, self.fresh_copy(target))
 
     def load_separately(self, conn: sa.Connection, dest: sa.Table, frames: Iterator[pl.DataFrame]) -> None:
-        """Each batch committed on its own (the sync's connection, outside the commit's transaction)."""
-        for frame in frames:
-            with conn.begin():
+        """The batches committed every COMMIT_ROW_GROUPS row groups (the sync's connection, outside
+        the commit's transaction), and a checkpoint whenever the key's index holds a quarter of the
+        pool.
+
+        A commit of whole row groups is written straight to the file; a smaller one went through
+        the WAL and was written again by the checkpoint that followed, and one transaction for the
+        whole load held every row until the commit (docs/performance.md). No automatic checkpoint
+        follows a commit that skips the WAL, so the index kept every key of the load in memory
+        until the pool ran out; a checkpoint writes it out, and its blocks can be evicted.
+        """
+        raw = conn.connection.driver_connection
+        threshold = _pool_bytes(raw) // 4
+        transaction: sa.RootTransaction | None = None
+        try:
+            for frame, ends_commit in _cut_at(frames, COMMIT_ROW_GROUPS * ROW_GROUP_ROWS):
+                transaction = transaction or conn.begin()
                 self.bulk_load(conn, dest, frame)
+                if ends_commit:
+                    transaction.commit()
+                    transaction = None
+                    if _index_bytes(raw) > threshold:
+                        raw.execute("CHECKPOINT")  # type: ignore[union-attr]
+            if transaction is not None:
+                transaction.commit()
+        except BaseException:
+            if transaction is not None and transaction.is_active:
+                transaction.rollback()
+            raise
 
     def swap_in(self, conn: sa.Connection, target: sa.Table, fresh: sa.Table) -> None:
         """Drop the target, rename the fresh table (its key checked during the load) and build the

@@ -163,3 +163,30 @@ def test_a_scan_ended_after_its_connection_closed_ends_quietly(tmp_path):
         assert next(batches).height == 1_000
         conn.invalidate()  # closes the DB-API connection
         batches.close()
+
+
+def _keyed_frames(batches: int, rows: int):
+    """`batches` frames of `rows` text keys each: a commit of more than a row group (122,880 rows)
+    goes to the file, not the WAL, so no automatic checkpoint follows it."""
+    for b in range(batches):
+        ids = pl.int_range(b * rows, (b + 1) * rows, eager=True)
+        yield pl.DataFrame({"id": "order-" + ids.cast(pl.String).str.zfill(12), "qty": ids})
+
+
+def test_a_full_load_checkpoints_the_key_index_before_it_fills_the_pool(tmp_path):
+    """Without the checkpoints, the key's index of these 1.2M rows filled a 48 MB pool at 900,000
+    rows (OutOfMemory); the same happened under the default pool at 30M BIGINT keys."""
+    resource = SqlDatabase(name="cache", url=f"duckdb:///{tmp_path / 'cache.duckdb'}?memory_limit=48MB")
+    with resource.engine(role="cache") as (engine, dialect), engine.connect() as conn:
+        table = sa.Table(
+            "orders",
+            sa.MetaData(),
+            sa.Column("id", sa.String, primary_key=True),
+            sa.Column("qty", sa.BigInteger),
+        )
+        with conn.begin():
+            table.create(conn)
+        dialect.load_separately(conn, table, _keyed_frames(8, 150_000))
+        assert conn.execute(sa.select(sa.func.count(sa.distinct(table.c.id)))).scalar_one() == 1_200_000
+        raw = conn.connection.driver_connection
+        assert duckdb_dialect._index_bytes(raw) <= duckdb_dialect._pool_bytes(raw) // 4
