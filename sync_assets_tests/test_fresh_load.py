@@ -327,7 +327,7 @@ def test_a_duckdb_full_load_swaps_in_a_table_filled_batch_by_batch(tmp_path, mon
 
 @pytest.fixture
 def small_duckdb_commits(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A DuckDB full load committed every 600 rows (500-row batches cut at 600, 1,200, ...)."""
+    """A DuckDB full load committed every 300 rows (500-row batches cut at 300, 600, ...)."""
     monkeypatch.setattr(duckdb_dialect, "ROW_GROUP_ROWS", 300)
 
 
@@ -356,7 +356,7 @@ def test_a_duplicate_key_in_a_later_duckdb_commit_leaves_the_target(
         result
     )
     assert read_rows(cache_url, "orders") == before
-    assert not staging_tables(cache_url), "the fresh table, two commits filled, is dropped"
+    assert not staging_tables(cache_url), "the fresh table, five commits filled, is dropped"
 
 
 def _mark_duckdb_table(url: sa.URL, name: str) -> None:

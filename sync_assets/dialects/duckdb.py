@@ -35,9 +35,8 @@ from sync_assets.types import ColumnType, Kind, from_sqlalchemy
 # ("Could not set lock on file"). Waiting for it beats failing, like SQLite's busy timeout.
 LOCK_WAIT_SECONDS = 300
 MIN_MEMORY_MB = 256
-# DuckDB's row group; a full load commits two at a time (docs/performance.md, "Measured choices").
+# DuckDB's row group: a full load commits one at a time (docs/performance.md, "Measured choices").
 ROW_GROUP_ROWS = 122_880
-COMMIT_ROW_GROUPS = 2
 MEMORY_MB_PER_THREAD = 128
 # While a sync streams one table out: a plain scan pins about a block (256 KiB) per column and
 # thread (OutOfMemory below 100-130 KiB each, 20 and 251 columns, 2-16 threads); the rest of the
@@ -480,17 +479,16 @@ class DuckDBDialect(Dialect):
         raw.unregister(_BATCH_VIEW)  # type: ignore[union-attr]
 
     def fresh_table(self, conn: sa.Connection, target: sa.Table, *, several_batches: bool) -> sa.Table | None:
-        """`<table>__sync_new`, committed, for a full load to fill batch by batch, each batch its
-        own transaction: one transaction appending a whole reload kept every row in memory until
-        the commit (figures: docs/performance.md, "Measured choices")."""
+        """`<table>__sync_new`, committed, for a full load to fill a row group per transaction
+        (`load_separately`): one transaction appending a whole reload kept every row in memory
+        until the commit (figures: docs/performance.md, "Measured choices")."""
         return self.create_committed(conn, self.fresh_copy(target))
 
     def load_separately(self, conn: sa.Connection, dest: sa.Table, frames: Iterator[pl.DataFrame]) -> None:
-        """The batches committed every COMMIT_ROW_GROUPS row groups (the sync's connection, outside
-        the commit's transaction), and a checkpoint whenever the key's index holds a quarter of the
-        pool.
+        """The batches committed a row group at a time (the sync's connection, outside the commit's
+        transaction), and a checkpoint whenever the key's index holds a quarter of the pool.
 
-        A commit of whole row groups is written straight to the file; a smaller one went through
+        A commit of a whole row group is written straight to the file; a smaller one went through
         the WAL and was written again by the checkpoint that followed, and one transaction for the
         whole load held every row until the commit (docs/performance.md). No automatic checkpoint
         follows a commit that skips the WAL, so the index kept every key of the load in memory
@@ -500,7 +498,7 @@ class DuckDBDialect(Dialect):
         threshold = _pool_bytes(raw) // 4
         transaction: sa.RootTransaction | None = None
         try:
-            for frame, ends_commit in _cut_at(frames, COMMIT_ROW_GROUPS * ROW_GROUP_ROWS):
+            for frame, ends_commit in _cut_at(frames, ROW_GROUP_ROWS):
                 transaction = transaction or conn.begin()
                 self.bulk_load(conn, dest, frame)
                 if ends_commit:
